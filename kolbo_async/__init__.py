@@ -1,0 +1,134 @@
+"""kolbo-async: an async-first Python SDK for Kolbo's video-generation API.
+
+Example:
+    >>> from kolbo_async import AsyncKolbo
+    >>> async with AsyncKolbo() as client:                                # doctest: +SKIP
+    ...     gen = await client.videos.generate("A drone over snowy peaks")
+    ...     path = await gen.download("drone.mp4")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._client import AsyncKolbo as AsyncKolbo
+from ._config import RateLimits as RateLimits
+from ._exceptions import (
+    APIConnectionError as APIConnectionError,
+)
+from ._exceptions import (
+    APIResponseValidationError as APIResponseValidationError,
+)
+from ._exceptions import (
+    APIStatusError as APIStatusError,
+)
+from ._exceptions import (
+    APITimeoutError as APITimeoutError,
+)
+from ._exceptions import (
+    AuthenticationError as AuthenticationError,
+)
+from ._exceptions import (
+    BadRequestError as BadRequestError,
+)
+from ._exceptions import (
+    ConflictError as ConflictError,
+)
+from ._exceptions import (
+    GenerationCancelledError as GenerationCancelledError,
+)
+from ._exceptions import (
+    GenerationFailedError as GenerationFailedError,
+)
+from ._exceptions import (
+    GenerationTimeoutError as GenerationTimeoutError,
+)
+from ._exceptions import (
+    InsufficientCreditsError as InsufficientCreditsError,
+)
+from ._exceptions import (
+    InternalServerError as InternalServerError,
+)
+from ._exceptions import (
+    InvalidRequestError as InvalidRequestError,
+)
+from ._exceptions import (
+    KolboError as KolboError,
+)
+from ._exceptions import (
+    NotFoundError as NotFoundError,
+)
+from ._exceptions import (
+    PermissionDeniedError as PermissionDeniedError,
+)
+from ._exceptions import (
+    RateLimitError as RateLimitError,
+)
+from ._exceptions import (
+    SubmissionOutcomeUnknownError as SubmissionOutcomeUnknownError,
+)
+from ._handles import AsyncGeneration as AsyncGeneration
+from ._models import (
+    Credits as Credits,
+)
+from ._models import (
+    Failure as Failure,
+)
+from ._models import (
+    GenerationStatus as GenerationStatus,
+)
+from ._models import (
+    Model as Model,
+)
+from ._models import (
+    Submission as Submission,
+)
+from ._models import (
+    VideoResult as VideoResult,
+)
+
+__all__ = [
+    "APIConnectionError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncGeneration",
+    "AsyncKolbo",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConflictError",
+    "Credits",
+    "Failure",
+    "GenerationCancelledError",
+    "GenerationFailedError",
+    "GenerationStatus",
+    "GenerationTimeoutError",
+    "InsufficientCreditsError",
+    "InternalServerError",
+    "InvalidRequestError",
+    "KolboError",
+    "Model",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RateLimits",
+    "Submission",
+    "SubmissionOutcomeUnknownError",
+    "VideoResult",
+]
+
+# Tracebacks and reprs read `kolbo_async.RateLimitError`, not `kolbo_async._exceptions...`.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("kolbo_async."):
+        _obj.__module__ = "kolbo_async"
+del _name, _obj
+
+
+def __getattr__(name: str) -> Any:
+    # Read lazily: importlib.metadata costs milliseconds that `import kolbo_async` should not.
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("kolbo-async")
+    raise AttributeError(f"module 'kolbo_async' has no attribute {name!r}")

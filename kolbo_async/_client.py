@@ -1,0 +1,395 @@
+"""`AsyncKolbo`, the async client, and its `videos`/`models`/`generations`/`account` namespaces."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import anyio
+import attrs
+import httpx
+
+from ._clock import SYSTEM_CLOCK, Clock
+from ._config import (
+    DEFAULT_TIMEOUT,
+    RateLimits,
+    Settings,
+    make_timeout,
+    resolve_api_key,
+    resolve_base_url,
+)
+from ._convert import structure
+from ._exceptions import InvalidRequestError
+from ._handles import AsyncGeneration
+from ._models import Credits, Model, Submission
+from ._pacing import Pacer
+from ._pipeline import Call, Pipeline
+from ._requests import (
+    IMAGE_TO_VIDEO_PATH,
+    TEXT_TO_VIDEO_PATH,
+    image_to_video_body,
+    text_to_video_body,
+    validate_generation_id,
+)
+
+__all__ = ["AsyncAccount", "AsyncGenerations", "AsyncKolbo", "AsyncModels", "AsyncVideos"]
+
+DEFAULT_RATE_LIMITS = RateLimits()
+_UNSET: Any = object()
+
+
+class AsyncKolbo:
+    """The async Kolbo client, for asyncio and trio alike.
+
+    Args:
+        api_key: a ``kolbo_live_...`` key; defaults to ``$KOLBO_API_KEY``.
+        base_url: defaults to ``$KOLBO_BASE_URL``, then ``$KOLBO_API_URL``, then
+            ``https://api.kolbo.ai``. A trailing ``/api`` or ``/api/v1`` is accepted.
+        timeout: per HTTP request, in seconds or as an `httpx.Timeout` (a generation POST
+            always gets at least 120 s). Waiting for a generation has its own deadline: see
+            `AsyncGeneration.wait`.
+        max_retries: retries of one request on transient failures (never a paid POST that
+            may have reached Kolbo).
+        http_client: an `httpx.AsyncClient` to send through; it is left open on close.
+        rate_limits: client-side pacing, `RateLimits()` by default; None turns it off.
+        max_concurrent_requests: requests in flight at once, across every handle.
+
+    Example:
+        >>> async with AsyncKolbo() as client:                            # doctest: +SKIP
+        ...     gen = await client.videos.generate("A drone over snowy peaks")
+        ...     result = await gen.result()
+        ...     print(result.url)
+    """
+
+    videos: AsyncVideos
+    models: AsyncModels
+    generations: AsyncGenerations
+    account: AsyncAccount
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | httpx.URL | None = None,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        max_retries: int = 2,
+        http_client: httpx.AsyncClient | None = None,
+        rate_limits: RateLimits | None = DEFAULT_RATE_LIMITS,
+        max_concurrent_requests: int = 32,
+        _clock: Clock | None = None,
+        _transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        settings = Settings(
+            api_key=resolve_api_key(api_key),
+            base_url=resolve_base_url(base_url),
+            timeout=make_timeout(timeout),
+            max_retries=_max_retries(max_retries),
+        )
+        if rate_limits is not None and not isinstance(rate_limits, RateLimits):
+            raise InvalidRequestError(
+                "rate_limits", f"must be a RateLimits or None, not {type(rate_limits).__name__}"
+            )
+        if (
+            isinstance(max_concurrent_requests, bool)
+            or not isinstance(max_concurrent_requests, int)
+            or max_concurrent_requests < 1
+        ):
+            raise InvalidRequestError(
+                "max_concurrent_requests",
+                f"must be a positive integer, not {max_concurrent_requests!r}",
+            )
+        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+            raise TypeError(
+                f"http_client must be an httpx.AsyncClient, not {type(http_client).__name__}"
+            )
+        self._owns_http = http_client is None
+        if http_client is None:
+            http_client = httpx.AsyncClient(
+                transport=_transport,
+                timeout=settings.timeout,
+                follow_redirects=False,
+                limits=httpx.Limits(
+                    max_connections=max_concurrent_requests,
+                    max_keepalive_connections=max_concurrent_requests,
+                ),
+            )
+        clock = _clock or SYSTEM_CLOCK
+        self._rate_limits = rate_limits
+        self._pipeline = Pipeline(
+            settings=settings,
+            http=http_client,
+            pacer=Pacer(rate_limits, clock),
+            limiter=anyio.CapacityLimiter(max_concurrent_requests),
+            clock=clock,
+            rng=random.Random(),
+        )
+        self._bind()
+
+    def _bind(self) -> None:
+        self.videos = AsyncVideos(self._pipeline)
+        self.models = AsyncModels(self._pipeline)
+        self.generations = AsyncGenerations(self._pipeline)
+        self.account = AsyncAccount(self._pipeline)
+
+    @property
+    def base_url(self) -> httpx.URL:
+        """The API root the client calls."""
+        return self._pipeline.settings.base_url
+
+    @property
+    def timeout(self) -> httpx.Timeout:
+        """The per-request timeout."""
+        return self._pipeline.settings.timeout
+
+    @property
+    def max_retries(self) -> int:
+        """Retries of one request on transient failures."""
+        return self._pipeline.settings.max_retries
+
+    @property
+    def rate_limits(self) -> RateLimits | None:
+        """Client-side pacing, or None when off."""
+        return self._rate_limits
+
+    def with_options(
+        self,
+        *,
+        timeout: float | httpx.Timeout | None = _UNSET,
+        max_retries: int = _UNSET,
+    ) -> AsyncKolbo:
+        """A client for a few calls with other settings.
+
+        It shares this client's connection pool, rate limiter and concurrency cap; closing
+        it does nothing, close the original.
+
+        Example:
+            >>> patient = client.with_options(timeout=300, max_retries=5)  # doctest: +SKIP
+        """
+        changes: dict[str, Any] = {}
+        if timeout is not _UNSET:
+            changes["timeout"] = make_timeout(timeout)
+        if max_retries is not _UNSET:
+            changes["max_retries"] = _max_retries(max_retries)
+        copy = object.__new__(AsyncKolbo)
+        copy._owns_http = False
+        copy._rate_limits = self._rate_limits
+        copy._pipeline = self._pipeline.with_settings(
+            attrs.evolve(self._pipeline.settings, **changes)
+        )
+        copy._bind()
+        return copy
+
+    async def aclose(self) -> None:
+        """Close the connection pool the client opened (never a user-supplied one)."""
+        self._pipeline.lifecycle.closed = True
+        if self._owns_http:
+            await self._pipeline.http.aclose()
+
+    async def __aenter__(self) -> AsyncKolbo:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        settings = self._pipeline.settings
+        return (
+            f"<AsyncKolbo base_url={str(settings.base_url)!r} "
+            f"max_retries={settings.max_retries} rate_limits={self._rate_limits!r}>"
+        )
+
+
+class AsyncVideos:
+    """``client.videos``: submit generations."""
+
+    __slots__ = ("_pipeline",)
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        model: str | None = None,
+        aspect_ratio: str | None = None,
+        duration: float | None = None,
+        enhance_prompt: bool | None = None,
+        visual_dna_ids: Sequence[str] | None = None,
+        reference_images: Sequence[str] | None = None,
+        resolution: str | None = None,
+        sound_enabled: bool | None = None,
+        extra_body: dict[str, Any] | None = None,
+    ) -> AsyncGeneration:
+        """Submit a text-to-video generation and return its handle.
+
+        Credits are charged now. Omit `model` to let Kolbo choose (Smart Select, the
+        recommended default). Fields left as None are not sent; `extra_body` adds fields the
+        SDK does not know yet. The POST is never retried once it may have reached Kolbo.
+
+        Raises:
+            InvalidRequestError: bad input, before anything is sent.
+            SubmissionOutcomeUnknownError: the POST broke after it may have been charged.
+            InsufficientCreditsError: the account cannot pay for it.
+
+        Example:
+            >>> gen = await client.videos.generate(                           # doctest: +SKIP
+            ...     "A drone over snowy peaks", duration=5, aspect_ratio="16:9")
+        """
+        body = text_to_video_body(
+            prompt,
+            model=model,
+            aspect_ratio=aspect_ratio,
+            duration=duration,
+            enhance_prompt=enhance_prompt,
+            visual_dna_ids=visual_dna_ids,
+            reference_images=reference_images,
+            resolution=resolution,
+            sound_enabled=sound_enabled,
+            extra_body=extra_body,
+        )
+        return await self._submit(TEXT_TO_VIDEO_PATH, body)
+
+    async def from_image(
+        self,
+        image_url: str,
+        *,
+        prompt: str | None = None,
+        model: str | None = None,
+        aspect_ratio: str | None = None,
+        duration: float | None = None,
+        enhance_prompt: bool | None = None,
+        visual_dna_ids: Sequence[str] | None = None,
+        reference_images: Sequence[str] | None = None,
+        resolution: str | None = None,
+        sound_enabled: bool | None = None,
+        extra_body: dict[str, Any] | None = None,
+    ) -> AsyncGeneration:
+        """Submit an image-to-video generation (animate `image_url`) and return its handle.
+
+        Same rules as `generate`; `prompt` describes the motion and is optional.
+
+        Example:
+            >>> gen = await client.videos.from_image(                         # doctest: +SKIP
+            ...     "https://example.com/photo.jpg", prompt="Slow zoom in")
+        """
+        body = image_to_video_body(
+            image_url,
+            prompt=prompt,
+            model=model,
+            aspect_ratio=aspect_ratio,
+            duration=duration,
+            enhance_prompt=enhance_prompt,
+            visual_dna_ids=visual_dna_ids,
+            reference_images=reference_images,
+            resolution=resolution,
+            sound_enabled=sound_enabled,
+            extra_body=extra_body,
+        )
+        return await self._submit(IMAGE_TO_VIDEO_PATH, body)
+
+    async def _submit(self, path: str, body: dict[str, Any]) -> AsyncGeneration:
+        submission = await self._pipeline.call(
+            Call("POST", path, json=body, generation=True), _parse_submission
+        )
+        return AsyncGeneration(
+            submission.generation_id, pipeline=self._pipeline, submission=submission
+        )
+
+
+class AsyncModels:
+    """``client.models``: the model catalog."""
+
+    __slots__ = ("_pipeline",)
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    async def list(self, type: str | None = "video") -> list[Model]:
+        """List the models for `type`: ``"video"`` (text to video) or ``"video_from_image"``.
+
+        Kolbo's raw types (``"text_to_video"``, ``"img_to_video"``, ...) pass through, and
+        None lists every model. Model identifiers change: fetch them rather than hard-coding.
+
+        Example:
+            >>> models = await client.models.list(type="video")               # doctest: +SKIP
+            >>> cheapest = min(models, key=lambda m: m.cost(5) or float("inf"))
+        """
+        params = None
+        if type is not None:
+            if not isinstance(type, str) or not type.strip():
+                raise InvalidRequestError("type", f"must be a non-empty string, not {type!r}")
+            params = {"type": type}
+        return await self._pipeline.call(
+            Call("GET", "/api/v1/models", params=params), _parse_models
+        )
+
+
+class AsyncGenerations:
+    """``client.generations``: handles for generations submitted elsewhere or earlier."""
+
+    __slots__ = ("_pipeline",)
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    def attach(self, generation_id: str) -> AsyncGeneration:
+        """A handle from an id alone; no request is made.
+
+        Example:
+            >>> gen = client.generations.attach("665f1c2e9b1d4a0012345678")  # doctest: +SKIP
+            >>> status = await gen.wait()                                     # doctest: +SKIP
+        """
+        return AsyncGeneration(validate_generation_id(generation_id), pipeline=self._pipeline)
+
+
+class AsyncAccount:
+    """``client.account``: the account's balance."""
+
+    __slots__ = ("_pipeline",)
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    async def credits(self) -> Credits:
+        """The credit balance (plan, packs and redemptions; 1 credit = US$0.01)."""
+        return await self._pipeline.call(
+            Call("GET", "/api/v1/account/credits"), _parse_credits
+        )
+
+
+def _parse_submission(data: dict[str, Any]) -> Submission:
+    if not isinstance(data.get("generation_id"), str) or not data["generation_id"]:
+        raise ValueError("the answer has no 'generation_id'")
+    return structure(data, Submission)
+
+
+def _parse_models(data: dict[str, Any]) -> list[Model]:
+    models = data.get("models")
+    if not isinstance(models, list):
+        raise ValueError("the answer has no 'models' list")
+    return [
+        structure(item, Model)
+        for item in models
+        if isinstance(item, dict) and isinstance(item.get("identifier"), str)
+    ]
+
+
+def _parse_credits(data: dict[str, Any]) -> Credits:
+    credits = data.get("credits")
+    if not isinstance(credits, dict):
+        raise ValueError("the answer has no 'credits' object")
+    return structure(credits, Credits)
+
+
+def _max_retries(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidRequestError("max_retries", f"must be a non-negative integer, not {value!r}")
+    return value

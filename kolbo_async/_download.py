@@ -1,0 +1,150 @@
+"""Streaming a result file from the CDN to disk, atomically, without the API key.
+
+The file grows in a temporary file beside the target and is renamed into place only when it
+is complete and of the announced length, so the target never holds half a video. A transfer
+that breaks is resumed with a ``Range`` request where the CDN allows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import anyio
+import httpx
+
+from ._exceptions import APIConnectionError, APIStatusError, make_status_error
+from ._retries import Attempt, Failure, retry_delay
+
+if TYPE_CHECKING:
+    from ._pipeline import Pipeline
+
+__all__ = ["download_to"]
+
+logger = logging.getLogger("kolbo_async")
+
+_CHUNK = 256 * 1024
+
+
+async def download_to(
+    pipeline: Pipeline,
+    url: str,
+    target: Path,
+    *,
+    on_progress: Callable[[int, int | None], object] | None,
+    timeout: float | None,
+) -> Path:
+    """Stream `url` to `target`; `timeout` bounds the whole transfer (None: no bound).
+
+    Raises `DeadlineExceeded` when `timeout` passes, `APIStatusError` for an error answer,
+    `APIConnectionError` when the transfer keeps breaking.
+    """
+    from ._pipeline import DeadlineExceeded
+
+    directory = target.parent if str(target.parent) else Path(".")
+    fd, temp_name = await anyio.to_thread.run_sync(
+        lambda: tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=directory)
+    )
+    temp = Path(temp_name)
+    file = os.fdopen(fd, "wb")
+    try:
+        with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+            await _fetch(pipeline, url, file, on_progress)
+        if scope.cancelled_caught:
+            raise DeadlineExceeded(None)
+        await anyio.to_thread.run_sync(_finish, file)
+        await anyio.to_thread.run_sync(os.replace, temp, target)
+    except BaseException:
+        file.close()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(lambda: temp.unlink(missing_ok=True))
+        raise
+    logger.debug("downloaded %s to %s", httpx.URL(url).copy_with(query=None), target)
+    return target
+
+
+def _rewind(file: IO[bytes]) -> None:
+    file.seek(0)
+    file.truncate()
+
+
+def _finish(file: IO[bytes]) -> None:
+    file.flush()
+    os.fsync(file.fileno())
+    file.close()
+
+
+async def _fetch(
+    pipeline: Pipeline,
+    url: str,
+    file: IO[bytes],
+    on_progress: Callable[[int, int | None], object] | None,
+) -> None:
+    http = pipeline.http
+    done = 0
+    total: int | None = None
+    retries_done = 0
+    while True:
+        headers = {"Accept-Encoding": "identity"}
+        if done:
+            headers["Range"] = f"bytes={done}-"
+        # No key here, ever: result URLs live on a CDN, often signed, that must not see it.
+        request = http.build_request("GET", url, headers=headers)
+        try:
+            response = await http.send(request, stream=True, follow_redirects=True)
+            try:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _status_error(response)
+                if done and response.status_code != 206:
+                    # The CDN ignored the Range: start over rather than append a second copy.
+                    await anyio.to_thread.run_sync(_rewind, file)
+                    done = 0
+                total = _total(response, done)
+                if on_progress is not None:
+                    on_progress(done, total)
+                async for chunk in response.aiter_raw(_CHUNK):
+                    # Off the loop: a slow disk must not stall every other request.
+                    await anyio.to_thread.run_sync(file.write, chunk)
+                    done += len(chunk)
+                    if on_progress is not None:
+                        on_progress(done, total)
+            finally:
+                await response.aclose()
+            if total is not None and done != total:
+                raise httpx.ReadError(f"got {done} of {total} bytes")
+            return
+        except (httpx.TransportError, APIStatusError) as exc:
+            status = exc.status_code if isinstance(exc, APIStatusError) else None
+            attempt = Attempt(Failure.STATUS if status else Failure.LOST, status)
+            delay = retry_delay(
+                attempt,
+                is_generation=False,
+                retries_done=retries_done,
+                max_retries=pipeline.settings.max_retries,
+                rng=pipeline.rng,
+            )
+            if delay is None:
+                if isinstance(exc, APIStatusError):
+                    raise
+                raise APIConnectionError(
+                    f"Download of {httpx.URL(url).copy_with(query=None)} failed: {exc}"
+                ) from exc
+            retries_done += 1
+            logger.debug("download broke at %d bytes (%s); resuming in %.2f s", done, exc, delay)
+            await pipeline.clock.sleep(delay)
+
+
+def _total(response: httpx.Response, offset: int) -> int | None:
+    length = response.headers.get("content-length")
+    if length is None or not length.isdigit():
+        return None
+    return offset + int(length) if response.status_code == 206 else int(length)
+
+
+def _status_error(response: httpx.Response) -> APIStatusError:
+    return make_status_error(response, response.text, retry_after=None)

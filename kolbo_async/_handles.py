@@ -1,0 +1,326 @@
+"""`AsyncGeneration`: one generation on Kolbo's side, and everything you can do with it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+
+from ._convert import structure
+from ._download import download_to
+from ._exceptions import (
+    ConflictError,
+    GenerationCancelledError,
+    GenerationFailedError,
+    GenerationTimeoutError,
+    InvalidRequestError,
+    KolboError,
+)
+from ._models import GenerationStatus, Submission, VideoResult
+from ._pipeline import Call, DeadlineExceeded, Pipeline
+from ._retries import poll_delay
+
+__all__ = ["DEFAULT_WAIT", "AsyncGeneration", "GenerationProgress"]
+
+logger = logging.getLogger("kolbo_async")
+
+#: Default whole-call deadline of `progress`, `wait`, `result` and `download`: 30 minutes,
+#: well past Kolbo's slowest models (about 12 minutes under load).
+DEFAULT_WAIT = 1800.0
+
+ProgressCallback = Callable[[int, "int | None"], object]
+
+
+class AsyncGeneration:
+    """A handle on one generation; cheap, and rebuildable from its id alone.
+
+    Get one from ``client.videos.generate(...)``, ``client.videos.from_image(...)`` or
+    ``client.generations.attach(id)``.
+
+    Example:
+        >>> gen = await client.videos.generate("A drone over snowy peaks")  # doctest: +SKIP
+        >>> async for update in gen.progress():                            # doctest: +SKIP
+        ...     print(update.state, update.progress)
+        >>> path = await gen.download("drone.mp4")                         # doctest: +SKIP
+    """
+
+    __slots__ = ("_cancel_path", "_pipeline", "_status_path", "id", "submission")
+
+    def __init__(
+        self, generation_id: str, *, pipeline: Pipeline, submission: Submission | None = None
+    ) -> None:
+        self.id = generation_id
+        self.submission = submission
+        self._pipeline = pipeline
+        # Built from the id, never from `poll_url`: a URL from an answer could point anywhere,
+        # and the key goes only where the SDK itself decides.
+        segment = quote(generation_id, safe="")
+        self._status_path = f"/api/v1/generate/{segment}/status"
+        self._cancel_path = f"/api/v1/generate/{segment}/cancel"
+
+    def __repr__(self) -> str:
+        return f"<AsyncGeneration id={self.id!r}>"
+
+    async def status(self) -> GenerationStatus:
+        """Fetch the current status (one GET, retried on transient failures)."""
+        return await self._pipeline.call(Call("GET", self._status_path), self._parse_status)
+
+    def progress(self, timeout: float | None = DEFAULT_WAIT) -> GenerationProgress:
+        """Stream the generation's status, one item per change of state or progress.
+
+        Polls at once, then at the server's ``poll_interval_hint``; ends after the terminal
+        status and does not raise for a failed or cancelled generation. Transient errors
+        are retried until the deadline. `timeout` is the whole stream's deadline in seconds,
+        counted from the first ``__anext__`` (None waits forever); when it passes,
+        `GenerationTimeoutError` names the id to re-attach.
+
+        Example:
+            >>> async with gen.progress() as updates:          # doctest: +SKIP
+            ...     async for update in updates:
+            ...         print(update.state, update.progress)
+        """
+        return GenerationProgress(self, timeout)
+
+    async def wait(self, timeout: float | None = DEFAULT_WAIT) -> GenerationStatus:
+        """Wait for the terminal status.
+
+        Raises:
+            GenerationFailedError: the generation failed (`GenerationCancelledError` when
+                cancelled).
+            GenerationTimeoutError: `timeout` seconds passed first; the generation goes on.
+        """
+        last: GenerationStatus | None = None
+        async with self.progress(timeout) as updates:
+            async for last in updates:  # noqa: B007
+                pass
+        # progress() ends only after a terminal status (or raises).
+        assert last is not None
+        if last.state == "cancelled":
+            raise GenerationCancelledError(f"Generation {self.id} was cancelled", status=last)
+        if last.state == "failed":
+            raise GenerationFailedError(_failure_message(last), status=last)
+        return last
+
+    async def result(self, timeout: float | None = DEFAULT_WAIT) -> VideoResult:
+        """Wait for the generation and return its `VideoResult`.
+
+        Raises:
+            GenerationFailedError: failed, cancelled, or completed without any video URL
+                (content filters do that).
+            GenerationTimeoutError: `timeout` seconds passed first.
+        """
+        final = await self.wait(timeout)
+        if final.result is None or not final.result.urls:
+            raise GenerationFailedError(
+                f"Generation {self.id} completed without any video URL "
+                "(a content filter or an upstream failure removed the output)",
+                status=final,
+            )
+        return final.result
+
+    async def download(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        index: int = 0,
+        overwrite: bool = False,
+        on_progress: ProgressCallback | None = None,
+        timeout: float | None = DEFAULT_WAIT,
+    ) -> Path:
+        """Wait for the video and stream ``result.urls[index]`` to `path`; return the path.
+
+        The file is written to a temporary file beside `path` and renamed into place only
+        when complete and of the announced length, so `path` never holds half a video. The
+        API key is never sent to the CDN. `on_progress(done_bytes, total_bytes_or_None)` is
+        called as bytes arrive. `timeout` bounds the whole call, waiting included.
+
+        Raises:
+            InvalidRequestError: `path` exists and `overwrite` is False, or `index` is out
+                of range.
+        """
+        return await self._download(path, "video", index, overwrite, on_progress, timeout)
+
+    async def download_thumbnail(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        on_progress: ProgressCallback | None = None,
+        timeout: float | None = DEFAULT_WAIT,
+    ) -> Path:
+        """Like `download`, for the result's thumbnail image."""
+        return await self._download(path, "thumbnail", 0, overwrite, on_progress, timeout)
+
+    async def cancel(self) -> GenerationStatus:
+        """Ask Kolbo to cancel the generation; return its status afterwards.
+
+        Retried like a GET. When the generation had already finished (HTTP 409), returns its
+        current status instead of raising.
+        """
+        try:
+            return await self._pipeline.call(
+                Call("POST", self._cancel_path, json={}), self._parse_status
+            )
+        except ConflictError:
+            logger.debug("cancel of %s: already finished (409); fetching its status", self.id)
+            return await self.status()
+
+    def _parse_status(self, data: dict[str, Any]) -> GenerationStatus:
+        if not isinstance(data.get("state"), str):
+            raise ValueError("the status has no 'state'")
+        if not isinstance(data.get("generation_id"), str):
+            data = {**data, "generation_id": self.id}
+        return structure(data, GenerationStatus)
+
+    def _hint(self, status: GenerationStatus) -> float:
+        hint = status.raw.get("poll_interval_hint")
+        if hint is None and self.submission is not None:
+            hint = self.submission.poll_interval_hint
+        return poll_delay(hint)
+
+    async def _poll(self, deadline: float | None) -> GenerationStatus:
+        return await self._pipeline.call(
+            Call("GET", self._status_path), self._parse_status, deadline=deadline, persist=True
+        )
+
+    def _timeout_error(
+        self, timeout: float | None, last: GenerationStatus | None
+    ) -> GenerationTimeoutError:
+        seen = f" (last seen: {last.state}, {last.progress}%)" if last is not None else ""
+        return GenerationTimeoutError(
+            f"Generation {self.id} did not finish within {timeout} s{seen}. It goes on "
+            f"running on Kolbo's side: re-attach with client.generations.attach({self.id!r}).",
+            generation_id=self.id,
+            last_status=last,
+        )
+
+    async def _download(
+        self,
+        path: str | os.PathLike[str],
+        what: str,
+        index: int,
+        overwrite: bool,
+        on_progress: ProgressCallback | None,
+        timeout: float | None,
+    ) -> Path:
+        target = Path(path)
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise InvalidRequestError("index", f"must be a non-negative integer, not {index!r}")
+        is_dir, exists = await anyio.to_thread.run_sync(lambda: (target.is_dir(), target.exists()))
+        if is_dir:
+            raise InvalidRequestError("path", f"{str(target)!r} is a directory; name a file")
+        if exists and not overwrite:
+            raise InvalidRequestError(
+                "path", f"{str(target)!r} exists; pass overwrite=True to replace it"
+            )
+        clock = self._pipeline.clock
+        deadline = None if timeout is None else clock.now() + timeout
+        result = await self.result(timeout)
+        if what == "thumbnail":
+            url = result.thumbnail_url
+            if not url:
+                raise KolboError(f"Generation {self.id} has no thumbnail")
+        else:
+            if index >= len(result.urls):
+                raise InvalidRequestError(
+                    "index", f"is {index}, but generation {self.id} has {len(result.urls)} URL(s)"
+                )
+            url = result.urls[index]
+        remaining = None if deadline is None else max(0.0, deadline - clock.now())
+        try:
+            return await download_to(
+                self._pipeline, url, target, on_progress=on_progress, timeout=remaining
+            )
+        except DeadlineExceeded:
+            raise self._timeout_error(timeout, None) from None
+
+
+class GenerationProgress:
+    """The async iterator `AsyncGeneration.progress` returns.
+
+    It holds no background task: each ``__anext__`` sleeps, polls and returns, so
+    ``break``-ing out leaks nothing on asyncio or trio. ``aclose()`` (or ``async with``) ends
+    it at once.
+    """
+
+    __slots__ = ("_deadline", "_done", "_generation", "_last", "_timeout")
+
+    def __init__(self, generation: AsyncGeneration, timeout: float | None) -> None:
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+        ):
+            raise InvalidRequestError(
+                "timeout", f"must be a positive number or None, not {timeout!r}"
+            )
+        self._generation = generation
+        self._timeout = timeout
+        self._deadline: float | None = None
+        self._last: GenerationStatus | None = None
+        self._done = False
+
+    def __aiter__(self) -> GenerationProgress:
+        return self
+
+    async def __aenter__(self) -> GenerationProgress:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the stream; nothing else is polled."""
+        self._done = True
+
+    async def __anext__(self) -> GenerationStatus:
+        if self._done:
+            raise StopAsyncIteration
+        generation = self._generation
+        clock = generation._pipeline.clock
+        if self._deadline is None and self._timeout is not None:
+            self._deadline = clock.now() + self._timeout
+        deadline = self._deadline
+        while True:
+            last = self._last
+            if last is not None:
+                delay = generation._hint(last)
+                if deadline is not None and clock.now() + delay >= deadline:
+                    await clock.sleep(max(0.0, deadline - clock.now()))
+                    self._done = True
+                    raise generation._timeout_error(self._timeout, last)
+                await clock.sleep(delay)
+            try:
+                status = await generation._poll(deadline)
+            except DeadlineExceeded as exc:
+                self._done = True
+                raise generation._timeout_error(self._timeout, last) from exc.last_error
+            except BaseException:
+                self._done = True
+                raise
+            changed = last is None or (status.state, status.progress) != (
+                last.state,
+                last.progress,
+            )
+            self._last = status
+            if status.done:
+                self._done = True
+            if changed or status.done:
+                return status
+
+
+def _failure_message(status: GenerationStatus) -> str:
+    reason = status.error or (status.failure.message if status.failure else None)
+    message = f"Generation {status.generation_id} failed"
+    if status.failure is not None and status.failure.code:
+        message += f" [{status.failure.code}]"
+    return f"{message}: {reason}" if reason else message

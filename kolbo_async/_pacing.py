@@ -1,0 +1,134 @@
+"""Client-side pacing: sliding windows per bucket, and a cooldown after a 429.
+
+A sliding window, not a token bucket: a token bucket of N per minute starts full and refills
+while it drains, so it lets nearly 2N requests into one minute, and Kolbo counts in fixed
+one-minute windows. With a sliding window no trailing 60 s ever holds more than N, so any
+fixed window the server uses holds no more than N either.
+
+`Window` is pure (it takes `now`); `Pacer` is the only part that waits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+import anyio
+
+from ._clock import Clock
+from ._config import RateLimits
+
+__all__ = ["GENERATE", "REQUEST", "Pacer", "Window"]
+
+logger = logging.getLogger("kolbo_async")
+
+PERIOD = 60.0
+GENERATE = "generate"
+REQUEST = "request"
+
+
+class Window:
+    """A sliding window of at most `limit` events per `period` seconds, plus a cooldown."""
+
+    __slots__ = ("_events", "cooldown_until", "limit", "period")
+
+    def __init__(self, limit: int | None, period: float = PERIOD) -> None:
+        self.limit = limit
+        self.period = period
+        self._events: deque[float] = deque()
+        self.cooldown_until = float("-inf")
+
+    def delay(self, now: float) -> float:
+        """Seconds until one more event may happen (0 when it may happen now)."""
+        events = self._events
+        horizon = now - self.period
+        while events and events[0] <= horizon:
+            events.popleft()
+        wait = self.cooldown_until - now
+        if self.limit is not None and len(events) >= self.limit:
+            wait = max(wait, events[len(events) - self.limit] + self.period - now)
+        return max(0.0, wait)
+
+    def record(self, now: float) -> None:
+        """Count one event at `now` (nothing to count when the window has no limit)."""
+        if self.limit is not None:
+            self._events.append(now)
+
+    def cool_down(self, now: float, retry_after: float | None) -> float:
+        """Hold the bucket after a 429; returns the cooldown in seconds.
+
+        `Retry-After` when the server gave one; else until the oldest event in the window
+        leaves it (the server counts what we count), and at least one second.
+        """
+        if retry_after is not None:
+            seconds = retry_after
+        elif self._events:
+            seconds = max(1.0, self._events[0] + self.period - now)
+        else:
+            seconds = 1.0
+        self.cooldown_until = max(self.cooldown_until, now + seconds)
+        return seconds
+
+
+class Pacer:
+    """Admits requests into the client's windows, waiting (on the client's clock) when full.
+
+    Waiters queue on a lock per bucket, so a batch is let through in order and spread out
+    rather than stampeding when a slot frees.
+    """
+
+    def __init__(self, limits: RateLimits | None, clock: Clock) -> None:
+        self._clock = clock
+        # With pacing off the windows have no limit but still carry 429 cooldowns, so a
+        # storm is waited out together rather than by each request on its own.
+        self.paced = limits is not None
+        self.windows = {
+            GENERATE: Window(limits.generations_per_minute if limits else None),
+            REQUEST: Window(limits.requests_per_minute if limits else None),
+        }
+        self._locks = {GENERATE: anyio.Lock(), REQUEST: anyio.Lock()}
+
+    def delay(self, bucket: str) -> float:
+        """Seconds a request of `bucket` would wait right now (for deadline checks)."""
+        now = self._clock.now()
+        wait = self.windows[REQUEST].delay(now)
+        if bucket == GENERATE:
+            wait = max(wait, self.windows[GENERATE].delay(now))
+        return wait
+
+    async def admit(self, bucket: str) -> None:
+        """Wait until a request of `bucket` fits every window it counts against, and count it."""
+        if not self.paced:
+            # Hot path with pacing off: no lock, no bookkeeping, only a pending cooldown.
+            wait = self.delay(bucket)
+            if wait > 0:
+                logger.debug("pacing: waiting %.2f s for a 429 cooldown", wait)
+                await self._clock.sleep(wait)
+            return
+        if bucket == GENERATE:
+            async with self._locks[GENERATE]:
+                await self._wait_for(self.windows[GENERATE], GENERATE)
+                # Holding the generation lock keeps that window from filling meanwhile.
+                await self._admit_request()
+                self.windows[GENERATE].record(self._clock.now())
+        else:
+            await self._admit_request()
+
+    async def _admit_request(self) -> None:
+        async with self._locks[REQUEST]:
+            await self._wait_for(self.windows[REQUEST], REQUEST)
+            self.windows[REQUEST].record(self._clock.now())
+
+    async def _wait_for(self, window: Window, name: str) -> None:
+        while True:
+            wait = window.delay(self._clock.now())
+            if wait <= 0:
+                return
+            logger.debug("pacing: waiting %.2f s for the %s window", wait, name)
+            await self._clock.sleep(wait)
+
+    def cool_down(self, bucket: str, retry_after: float | None) -> float:
+        """Start `bucket`'s cooldown after a 429; every request of that bucket waits it out."""
+        seconds = self.windows[bucket].cool_down(self._clock.now(), retry_after)
+        logger.debug("pacing: %s bucket cooling down for %.2f s after a 429", bucket, seconds)
+        return seconds

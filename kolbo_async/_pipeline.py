@@ -1,0 +1,297 @@
+"""The one async request path: pace, send, classify, retry, decode, log.
+
+Every API call of every client and handle goes through `Pipeline.call`; nothing else in the
+package awaits httpx for the API or sleeps between attempts. Decisions come from
+`_retries.py` and `_pacing.py`, so this module only acts on them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, TypeVar
+
+import anyio
+import attrs
+import httpx
+
+from ._clock import Clock
+from ._config import Settings, generation_timeout
+from ._exceptions import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    KolboError,
+    RateLimitError,
+    SubmissionOutcomeUnknownError,
+    make_status_error,
+)
+from ._pacing import GENERATE, REQUEST, Pacer
+from ._retries import POLL_BACKOFF_CAP, Attempt, Failure, parse_retry_after, retry_delay
+
+__all__ = ["Call", "DeadlineExceeded", "Pipeline"]
+
+logger = logging.getLogger("kolbo_async")
+
+T = TypeVar("T")
+
+_REDACTED = "kolbo_live_***"
+
+
+@attrs.frozen
+class Call:
+    """One API request, before any attempt is made."""
+
+    method: str
+    path: str
+    json: Mapping[str, Any] | None = None
+    params: Mapping[str, str] | None = None
+    #: A paid generation POST: retried only when Kolbo cannot have acted on it.
+    generation: bool = False
+
+
+class DeadlineExceeded(Exception):
+    """Internal: the caller's deadline passed before an answer; handles turn it into
+    `GenerationTimeoutError` with the id to re-attach."""
+
+    def __init__(self, last_error: KolboError | None = None) -> None:
+        super().__init__("deadline exceeded")
+        self.last_error = last_error
+
+
+@attrs.define
+class Lifecycle:
+    """Whether the client is closed; one object shared by a client and its option copies."""
+
+    closed: bool = False
+
+
+@attrs.define
+class Pipeline:
+    """Sends `Call`s for one client; shared by every handle and `with_options` copy."""
+
+    settings: Settings
+    http: httpx.AsyncClient
+    pacer: Pacer
+    limiter: anyio.CapacityLimiter
+    clock: Clock
+    rng: random.Random = attrs.field(factory=random.Random)
+    lifecycle: Lifecycle = attrs.field(factory=Lifecycle)
+
+    def with_settings(self, settings: Settings) -> Pipeline:
+        """A pipeline with other settings, sharing pool, pacer, limiter and clock."""
+        return attrs.evolve(self, settings=settings)
+
+    def redact(self, text: str) -> str:
+        """`text` with the API key masked, for anything that may reach a log or a user."""
+        key = self.settings.api_key
+        return text.replace(key, _REDACTED) if key and key in text else text
+
+    async def call(
+        self,
+        call: Call,
+        parse: Callable[[dict[str, Any]], T],
+        *,
+        deadline: float | None = None,
+        persist: bool = False,
+    ) -> T:
+        """Send `call` until it succeeds or the retry rules give up; return ``parse(json)``.
+
+        Args:
+            parse: turns the answer's JSON object into a model; a `ValueError` from it
+                becomes `APIResponseValidationError` (not retried).
+            deadline: the clock time by which the caller wants an answer; attempts and waits
+                are cut short to meet it and `DeadlineExceeded` is raised when it passes.
+            persist: retry transient failures until the deadline instead of `max_retries`
+                times (how `progress()` and `wait()` ride out an outage).
+        """
+        bucket = GENERATE if call.generation else REQUEST
+        max_retries = None if persist and deadline is not None else self.settings.max_retries
+        retries_done = 0
+        while True:
+            if self.lifecycle.closed:
+                raise KolboError("This client is closed; create a new one to make requests.")
+            wait = self.pacer.delay(bucket)
+            if deadline is not None and self.clock.now() + wait >= deadline:
+                raise DeadlineExceeded(None)
+            await self.pacer.admit(bucket)
+            try:
+                return await self._attempt(call, parse, deadline)
+            except _Retryable as failed:
+                error = failed.error
+                if failed.attempt.status_code == 429:
+                    self.pacer.cool_down(bucket, failed.attempt.retry_after)
+                delay = retry_delay(
+                    failed.attempt,
+                    is_generation=call.generation,
+                    retries_done=retries_done,
+                    max_retries=max_retries,
+                    rng=self.rng,
+                    cap=POLL_BACKOFF_CAP if persist else 8.0,
+                )
+                if delay is None:
+                    raise error from failed.__cause__
+                if deadline is not None and self.clock.now() + delay >= deadline:
+                    if isinstance(error, RateLimitError):
+                        # The server asked for more time than the caller has: say so rather
+                        # than sleeping past the deadline.
+                        raise error from failed.__cause__
+                    raise DeadlineExceeded(error) from failed.__cause__
+                retries_done += 1
+                logger.debug(
+                    "retrying %s %s in %.2f s (retry %d) after: %s",
+                    call.method,
+                    call.path,
+                    delay,
+                    retries_done,
+                    error,
+                )
+                # A 429's cooldown is waited out by the pacer before the next attempt.
+                if failed.attempt.status_code != 429:
+                    await self.clock.sleep(delay)
+
+    async def _attempt(
+        self, call: Call, parse: Callable[[dict[str, Any]], T], deadline: float | None
+    ) -> T:
+        settings = self.settings
+        timeout = generation_timeout(settings.timeout) if call.generation else settings.timeout
+        if deadline is not None:
+            timeout = _cap_timeout(timeout, deadline - self.clock.now())
+        headers = {"X-API-Key": settings.api_key, "Accept": "application/json"}
+        request = self.http.build_request(
+            call.method,
+            settings.root + call.path,
+            json=call.json,
+            params=call.params,
+            headers=headers,
+            timeout=timeout,
+        )
+        started = time.perf_counter()
+        try:
+            async with self.limiter:
+                response = await self.http.send(request, follow_redirects=False)
+        except httpx.HTTPError as exc:
+            self._raise_transport(exc, call, request)
+        except RuntimeError as exc:  # httpx's "client has been closed"
+            raise KolboError(f"The HTTP client is closed: {exc}") from None
+        finally:
+            # Whatever an error or a log keeps of this request must not hold the key.
+            request.headers["X-API-Key"] = _REDACTED
+        try:
+            await response.aread()
+        except httpx.HTTPError as exc:
+            self._raise_transport(exc, call, request)
+        finally:
+            await response.aclose()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s -> %d (%.3f s)",
+                call.method,
+                request.url.path,
+                response.status_code,
+                time.perf_counter() - started,
+            )
+        body = self._decode(response, call)
+        try:
+            return parse(body)
+        except ValueError as exc:
+            raise APIResponseValidationError(
+                f"{call.method} {request.url.path} answered {response.status_code} with a body "
+                f"the SDK cannot read ({exc}): {_preview(body)}",
+                response=response,
+                body=body,
+            ) from None
+
+    def _raise_transport(
+        self, exc: httpx.HTTPError, call: Call, request: httpx.Request
+    ) -> NoReturn:
+        what = f"{call.method} {request.url.path}"
+        detail = self.redact(str(exc) or type(exc).__name__)
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+            # The connection was never made: the server cannot have seen the request.
+            cls: type[APIConnectionError] = (
+                APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
+            )
+            error: KolboError = cls(f"{what} could not connect: {detail}", request=request)
+            raise _Retryable(Attempt(Failure.NOT_SENT), error) from exc
+        if call.generation:
+            error = SubmissionOutcomeUnknownError(
+                f"{what} failed after the request may have reached Kolbo ({detail}). "
+                "The generation may have been created and charged; it was NOT resubmitted. "
+                "Check your Kolbo dashboard before submitting it again.",
+                request=request,
+            )
+        elif isinstance(exc, httpx.TimeoutException):
+            error = APITimeoutError(f"{what} timed out: {detail}", request=request)
+        else:
+            error = APIConnectionError(f"{what} failed: {detail}", request=request)
+        raise _Retryable(Attempt(Failure.LOST), error) from exc
+
+    def _decode(self, response: httpx.Response, call: Call) -> dict[str, Any]:
+        status = response.status_code
+        body: object
+        try:
+            body = response.json()
+        except ValueError:  # not JSON, or not UTF-8: a proxy's page, a truncated answer
+            body = response.text
+        if 200 <= status < 300:
+            if not isinstance(body, dict):
+                what = "a non-JSON body" if isinstance(body, str) else "JSON that is not an object"
+                raise APIResponseValidationError(
+                    f"{call.method} {response.request.url.path} answered {status} with "
+                    f"{what}: {_preview(body)}",
+                    response=response,
+                    body=body,
+                )
+            if body.get("success") is False or body.get("status") is False:
+                raise self._status_error(response, body)
+            return body
+        error = self._status_error(response, body)
+        if status in (408, 425, 429) or status >= 500:
+            retry_after = error.retry_after if isinstance(error, RateLimitError) else None
+            raise _Retryable(Attempt(Failure.STATUS, status, retry_after), error)
+        raise error
+
+    def _status_error(self, response: httpx.Response, body: object) -> APIStatusError:
+        retry_after = parse_retry_after(response.headers.get("retry-after"), now_epoch=time.time())
+        error = make_status_error(response, body, retry_after=retry_after)
+        if 300 <= response.status_code < 400:
+            location = response.headers.get("location", "?")
+            error.message = f"{error.message}: redirect to {location} not followed"
+        redacted = self.redact(error.message)
+        if redacted != error.message:
+            error.message = redacted
+        error.args = (error.message,)
+        return error
+
+
+class _Retryable(Exception):
+    """Internal: a failed attempt that the retry rule gets to judge."""
+
+    def __init__(self, attempt: Attempt, error: KolboError) -> None:
+        super().__init__(str(error))
+        self.attempt = attempt
+        self.error = error
+
+
+def _cap_timeout(timeout: httpx.Timeout, remaining: float) -> httpx.Timeout:
+    remaining = max(remaining, 0.001)
+
+    def cap(value: float | None) -> float:
+        return remaining if value is None else min(value, remaining)
+
+    return httpx.Timeout(
+        connect=cap(timeout.connect),
+        read=cap(timeout.read),
+        write=cap(timeout.write),
+        pool=cap(timeout.pool),
+    )
+
+
+def _preview(body: object, limit: int = 120) -> str:
+    text = body if isinstance(body, str) else repr(body)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -27,7 +27,6 @@ __all__ = ["download_to"]
 
 logger = logging.getLogger("kolbo_async")
 
-_CHUNK = 256 * 1024
 
 
 async def download_to(
@@ -107,7 +106,7 @@ async def _fetch(
                 total = _total(response, done)
                 if on_progress is not None:
                     on_progress(done, total)
-                async for chunk in response.aiter_raw(_CHUNK):
+                async for chunk in response.aiter_bytes():
                     # Off the loop: a slow disk must not stall every other request.
                     await anyio.to_thread.run_sync(file.write, chunk)
                     done += len(chunk)
@@ -143,6 +142,8 @@ def _total(response: httpx.Response, offset: int) -> int | None:
     length = response.headers.get("content-length")
     if length is None or not length.isdigit():
         return None
+    if response.headers.get("content-encoding", "identity") != "identity":
+        return None  # the length counts encoded bytes; what we write is decoded
     return offset + int(length) if response.status_code == 206 else int(length)
 
 

@@ -50,7 +50,7 @@ class AsyncGeneration:
         >>> path = await gen.download("drone.mp4")                         # doctest: +SKIP
     """
 
-    __slots__ = ("_cancel_path", "_pipeline", "_status_path", "id", "submission")
+    __slots__ = ("_cancel_path", "_final", "_pipeline", "_status_path", "id", "submission")
 
     def __init__(
         self, generation_id: str, *, pipeline: Pipeline, submission: Submission | None = None
@@ -58,6 +58,8 @@ class AsyncGeneration:
         self.id = generation_id
         self.submission = submission
         self._pipeline = pipeline
+        # A terminal status never changes, so once seen, waiting calls reuse it.
+        self._final: GenerationStatus | None = None
         # Built from the id, never from `poll_url`: a URL from an answer could point anywhere,
         # and the key goes only where the SDK itself decides.
         segment = quote(generation_id, safe="")
@@ -185,9 +187,14 @@ class AsyncGeneration:
         return poll_delay(hint)
 
     async def _poll(self, deadline: float | None) -> GenerationStatus:
-        return await self._pipeline.call(
+        if self._final is not None:
+            return self._final
+        status = await self._pipeline.call(
             Call("GET", self._status_path), self._parse_status, deadline=deadline, persist=True
         )
+        if status.done:
+            self._final = status
+        return status
 
     def _timeout_error(
         self, timeout: float | None, last: GenerationStatus | None

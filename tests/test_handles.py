@@ -1,0 +1,397 @@
+"""Generation handles: progress, wait, result, cancel, download, deadlines."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import respx
+
+import kolbo_async as k
+from kolbo_async import AsyncKolbo
+
+from .conftest import StepClock
+
+pytestmark = pytest.mark.anyio
+
+KEY = "kolbo_live_" + "b2" * 20
+API = "https://api.kolbo.ai"
+CDN = "https://cdn.kolbo.test"
+STATUS = "/api/v1/generate/gen1/status"
+
+
+def status(state: str, progress: int = 0, **extra: Any) -> httpx.Response:
+    body = {"success": True, "generation_id": "gen1", "state": state, "progress": progress}
+    body.update(extra)
+    return httpx.Response(200, json=body)
+
+
+COMPLETED = status(
+    "completed",
+    100,
+    result={"urls": [f"{CDN}/v.mp4"], "thumbnail_url": f"{CDN}/t.jpg", "duration": 5},
+)
+
+
+@pytest.fixture
+def router() -> Iterator[respx.MockRouter]:
+    with respx.mock(base_url=API, assert_all_called=False) as mock:
+        yield mock
+
+
+@pytest.fixture
+async def client(clock: StepClock) -> AsyncIterator[AsyncKolbo]:
+    async with AsyncKolbo(KEY, _clock=clock, rate_limits=None) as client:
+        yield client
+
+
+class TestProgress:
+    async def test_yields_only_changes_and_ends_after_terminal(
+        self, router: respx.MockRouter, client: AsyncKolbo
+    ) -> None:
+        """Unchanged polls are not yielded; the terminal status is the last item."""
+        router.get(STATUS).mock(
+            side_effect=[
+                status("pending"),
+                status("pending"),
+                status("processing", 10),
+                status("processing", 10),
+                status("processing", 55),
+                COMPLETED,
+            ]
+        )
+        seen = [(u.state, u.progress) async for u in client.generations.attach("gen1").progress()]
+        assert seen == [("pending", 0), ("processing", 10), ("processing", 55), ("completed", 100)]
+
+    async def test_polls_at_once_then_at_the_hint(
+        self, router: respx.MockRouter, client: AsyncKolbo, clock: StepClock
+    ) -> None:
+        """The first poll is immediate; then the server's poll_interval_hint is slept."""
+        router.get(STATUS).mock(side_effect=[status("processing", 1), COMPLETED])
+        router.post("/api/v1/generate/video").respond(
+            200, json={"success": True, "generation_id": "gen1", "poll_interval_hint": 3}
+        )
+        gen = await client.videos.generate("a cat")
+        updates = gen.progress()
+        first = await updates.__anext__()
+        assert first.state == "processing"
+        assert clock.sleeps == []
+        await updates.__anext__()
+        assert clock.sleeps == [3]
+
+    @pytest.mark.parametrize(("hint", "expected"), [(None, 8), (0, 8), (500, 8), (0.001, 0.05)])
+    async def test_poll_interval_rule(
+        self,
+        router: respx.MockRouter,
+        client: AsyncKolbo,
+        clock: StepClock,
+        hint: Any,
+        expected: float,
+    ) -> None:
+        """A hint outside (0, 120] means 8 s, and polling is never faster than 50 ms."""
+        router.get(STATUS).mock(side_effect=[status("processing", 1), COMPLETED])
+        router.post("/api/v1/generate/video").respond(
+            200, json={"success": True, "generation_id": "gen1", "poll_interval_hint": hint}
+        )
+        gen = await client.videos.generate("a cat")
+        await gen.wait()
+        assert clock.sleeps == [expected]
+
+    async def test_failed_generation_ends_the_stream_without_raising(
+        self, router: respx.MockRouter, client: AsyncKolbo
+    ) -> None:
+        """progress() reports a failure as its last item instead of raising."""
+        router.get(STATUS).mock(
+            side_effect=[status("processing", 5), status("failed", 5, error="NSFW")]
+        )
+        updates = [u async for u in client.generations.attach("gen1").progress()]
+        assert updates[-1].failed and updates[-1].error == "NSFW"
+
+    async def test_unknown_state_is_not_terminal(
+        self, router: respx.MockRouter, client: AsyncKolbo
+    ) -> None:
+        """A state nobody documented is yielded as is and polling goes on."""
+        router.get(STATUS).mock(side_effect=[status("upscaling", 99), COMPLETED])
+        states = [u.state async for u in client.generations.attach("gen1").progress()]
+        assert states == ["upscaling", "completed"]
+
+    async def test_transient_errors_are_retried_until_the_deadline(
+        self, router: respx.MockRouter, client: AsyncKolbo
+    ) -> None:
+        """Inside progress(), many more failures than max_retries are ridden out."""
+        outage = [httpx.Response(503)] * 6 + [httpx.ConnectError("down")] * 3
+        router.get(STATUS).mock(side_effect=[status("processing", 1), *outage, COMPLETED])
+        final = await client.generations.attach("gen1").wait()
+        assert final.state == "completed"
+
+    async def test_non_transient_error_ends_the_call(
+        self, router: respx.MockRouter, client: AsyncKolbo
+    ) -> None:
+        """A 401 during polling is raised at once, not retried for half an hour."""
+        route = router.get(STATUS).respond(401, json={"success": False, "error": "bad key"})
+        with pytest.raises(k.AuthenticationError):
+            await client.generations.attach("gen1").wait()
+        assert route.call_count == 1
+
+    async def test_deadline_names_the_id_and_counts_from_the_start(
+        self, router: respx.MockRouter, client: AsyncKolbo, clock: StepClock
+    ) -> None:
+        """When the deadline passes, GenerationTimeoutError names the id to re-attach."""
+        router.get(STATUS).mock(return_value=status("processing", 3))
+        start = clock.now()
+        with pytest.raises(k.GenerationTimeoutError) as info:
+            await client.generations.attach("gen1").wait(timeout=60)
+        assert info.value.generation_id == "gen1"
+        assert "attach('gen1')" in str(info.value)
+        assert isinstance(info.value, TimeoutError)
+        assert clock.now() - start == pytest.approx(60)
+        assert info.value.last_status is not None
+
+    async def test_deadline_bounds_retries_too(
+        self, router: respx.MockRouter, client: AsyncKolbo, clock: StepClock
+    ) -> None:
+        """An outage longer than the deadline ends with GenerationTimeoutError on time."""
+        router.get(STATUS).mock(return_value=httpx.Response(503))
+        start = clock.now()
+        with pytest.raises(k.GenerationTimeoutError):
+            await client.generations.attach("gen1").wait(timeout=100)
+        assert clock.now() - start <= 100
+
+    async def test_break_releases_everything(
+        self, router: respx.MockRouter, client: AsyncKolbo
+    ) -> None:
+        """break out of progress() leaves no task behind and polls no more."""
+        route = router.get(STATUS).mock(return_value=status("processing", 3))
+        updates = client.generations.attach("gen1").progress()
+        async for _ in updates:
+            break
+        calls = route.call_count
+        await updates.aclose()
+        with pytest.raises(StopAsyncIteration):
+            await updates.__anext__()
+        assert route.call_count == calls == 1
+
+    async def test_async_with_closes_the_stream(
+        self, router: respx.MockRouter, client: AsyncKolbo
+    ) -> None:
+        """progress() works as an async context manager that closes it on exit."""
+        router.get(STATUS).mock(return_value=status("processing", 3))
+        async with client.generations.attach("gen1").progress() as updates:
+            first = await updates.__anext__()
+        assert first.progress == 3
+        with pytest.raises(StopAsyncIteration):
+            await updates.__anext__()
+
+    async def test_cancelling_the_caller_leaves_no_task(self, router: respx.MockRouter) -> None:
+        """A caller cancelled mid-wait stops polling; nothing keeps running afterwards."""
+        route = router.get(STATUS).mock(
+            return_value=status("processing", 3, poll_interval_hint=0.01)
+        )
+        async with AsyncKolbo(KEY, rate_limits=None) as client:  # real time
+            with anyio.move_on_after(0.1):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(client.generations.attach("gen1").wait)
+                    await anyio.sleep(1)
+        calls = route.call_count
+        assert calls >= 2
+        await anyio.sleep(0.05)
+        gc.collect()
+        assert route.call_count == calls
+
+
+class TestWaitAndResult:
+    async def test_wait_raises_for_failed(
+        self, router: respx.MockRouter, client: AsyncKolbo
+    ) -> None:
+        """wait() raises GenerationFailedError carrying the status and the failure."""
+        failure = {"category": "content_policy", "code": "CONTENT_FLAGGED", "retryable": False}
+        router.get(STATUS).respond(
+            200,
+            json={"success": True, "generation_id": "gen1", "state": "failed", "error": "flagged",
+                  "failure": failure},
+        )
+        with pytest.raises(k.GenerationFailedError) as info:
+            await client.generations.attach("gen1").wait()
+        assert not isinstance(info.value, k.GenerationCancelledError)
+        assert info.value.generation_id == "gen1"
+        assert info.value.status.failure == k.Failure(
+            category="content_policy", code="CONTENT_FLAGGED", retryable=False
+        )
+        assert "flagged" in str(info.value)
+
+    async def test_wait_raises_cancelled(
+        self, router: respx.MockRouter, client: AsyncKolbo
+    ) -> None:
+        """A cancelled generation raises GenerationCancelledError."""
+        router.get(STATUS).mock(return_value=status("cancelled"))
+        with pytest.raises(k.GenerationCancelledError):
+            await client.generations.attach("gen1").wait()
+
+    async def test_result_raises_when_completed_without_urls(
+        self, router: respx.MockRouter, client: AsyncKolbo
+    ) -> None:
+        """A completed generation with no URLs (content filter) is a failure for result()."""
+        router.get(STATUS).mock(return_value=status("completed", 100, result={"urls": []}))
+        gen = client.generations.attach("gen1")
+        assert (await gen.wait()).failed
+        with pytest.raises(k.GenerationFailedError, match="without any video URL"):
+            await gen.result()
+
+    async def test_result(self, router: respx.MockRouter, client: AsyncKolbo) -> None:
+        """result() returns the VideoResult of a completed generation."""
+        router.get(STATUS).mock(return_value=COMPLETED)
+        result = await client.generations.attach("gen1").result()
+        assert result.url == f"{CDN}/v.mp4"
+        assert result.duration == 5
+
+
+class TestCancel:
+    async def test_cancel_returns_the_status(
+        self, router: respx.MockRouter, client: AsyncKolbo
+    ) -> None:
+        """cancel() POSTs {} and returns the cancelled status."""
+        route = router.post("/api/v1/generate/gen1/cancel").respond(
+            200,
+            json={"success": True, "generation_id": "gen1", "state": "cancelled",
+                  "credits_refunded": 35},
+        )
+        result = await client.generations.attach("gen1").cancel()
+        assert route.calls.last.request.content == b"{}"
+        assert result.state == "cancelled"
+        assert result.raw["credits_refunded"] == 35
+
+    async def test_cancel_on_409_returns_the_current_status(
+        self, router: respx.MockRouter, client: AsyncKolbo
+    ) -> None:
+        """Cancelling a finished generation returns its status instead of raising."""
+        router.post("/api/v1/generate/gen1/cancel").respond(
+            409, json={"success": False, "error": "Cannot cancel a completed generation"}
+        )
+        router.get(STATUS).mock(return_value=COMPLETED)
+        result = await client.generations.attach("gen1").cancel()
+        assert result.state == "completed"
+
+    async def test_cancel_is_retried_like_a_get(
+        self, router: respx.MockRouter, client: AsyncKolbo
+    ) -> None:
+        """Cancel is safe to repeat, so a 503 or a dropped answer is retried."""
+        route = router.post("/api/v1/generate/gen1/cancel").mock(
+            side_effect=[
+                httpx.RemoteProtocolError("dropped"),
+                httpx.Response(503),
+                httpx.Response(200, json={"success": True, "state": "cancelled"}),
+            ]
+        )
+        result = await client.generations.attach("gen1").cancel()
+        assert result.generation_id == "gen1"
+        assert route.call_count == 3
+
+
+class TestDownload:
+    async def test_streams_to_path_without_the_key(
+        self, router: respx.MockRouter, client: AsyncKolbo, tmp_path: Path
+    ) -> None:
+        """The video lands at path; the CDN never sees the key; progress is reported."""
+        router.get(STATUS).mock(return_value=COMPLETED)
+        body = bytes(range(256)) * 4096
+        cdn = router.get(f"{CDN}/v.mp4").respond(200, content=body)
+        seen: list[tuple[int, int | None]] = []
+        path = await client.generations.attach("gen1").download(
+            tmp_path / "v.mp4", on_progress=lambda done, total: seen.append((done, total))
+        )
+        assert path.read_bytes() == body
+        assert "x-api-key" not in cdn.calls.last.request.headers
+        assert seen[-1] == (len(body), len(body))
+        assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
+
+    async def test_refuses_to_overwrite(
+        self, router: respx.MockRouter, client: AsyncKolbo, tmp_path: Path
+    ) -> None:
+        """An existing file is kept unless overwrite=True, and nothing is requested."""
+        target = tmp_path / "v.mp4"
+        target.write_bytes(b"mine")
+        route = router.get(STATUS).mock(return_value=COMPLETED)
+        with pytest.raises(k.InvalidRequestError, match="overwrite=True"):
+            await client.generations.attach("gen1").download(target)
+        assert target.read_bytes() == b"mine"
+        assert not route.called
+
+    async def test_short_body_leaves_no_file(
+        self, router: respx.MockRouter, client: AsyncKolbo, tmp_path: Path
+    ) -> None:
+        """A transfer shorter than Content-Length never appears at path."""
+        router.get(STATUS).mock(return_value=COMPLETED)
+
+        def short(request: httpx.Request) -> httpx.Response:
+            return httpx.Response(200, headers={"Content-Length": "100"}, content=b"x" * 10)
+
+        router.get(f"{CDN}/v.mp4").mock(side_effect=short)
+        with pytest.raises(k.APIConnectionError):
+            await client.generations.attach("gen1").download(tmp_path / "v.mp4")
+        assert list(tmp_path.iterdir()) == []
+
+    async def test_resumes_with_range(self, clock: StepClock, tmp_path: Path) -> None:
+        """A broken transfer resumes from where it stopped with a Range request."""
+        body = b"0123456789" * 100
+        calls: list[str | None] = []
+
+        class Breaking(httpx.AsyncByteStream):
+            async def __aiter__(self) -> AsyncIterator[bytes]:
+                yield body[:400]
+                raise httpx.ReadError("connection reset")
+
+        def serve(request: httpx.Request) -> httpx.Response:
+            if request.url.path == STATUS:
+                return COMPLETED
+            calls.append(request.headers.get("range"))
+            if request.headers.get("range") == "bytes=400-":
+                return httpx.Response(206, headers={"Content-Length": "600"}, content=body[400:])
+            return httpx.Response(
+                200, headers={"Content-Length": str(len(body))}, stream=Breaking()
+            )
+
+        # respx reads mocked bodies eagerly, so a mid-stream break needs a plain transport.
+        transport = httpx.MockTransport(serve)
+        async with AsyncKolbo(KEY, _clock=clock, _transport=transport) as client:
+            path = await client.generations.attach("gen1").download(tmp_path / "v.mp4")
+        assert path.read_bytes() == body
+        assert calls == [None, "bytes=400-"]
+
+    async def test_thumbnail(
+        self, router: respx.MockRouter, client: AsyncKolbo, tmp_path: Path
+    ) -> None:
+        """download_thumbnail() fetches result.thumbnail_url."""
+        router.get(STATUS).mock(return_value=COMPLETED)
+        router.get(f"{CDN}/t.jpg").respond(200, content=b"jpeg")
+        path = await client.generations.attach("gen1").download_thumbnail(tmp_path / "t.jpg")
+        assert path.read_bytes() == b"jpeg"
+
+    async def test_index_out_of_range(
+        self, router: respx.MockRouter, client: AsyncKolbo, tmp_path: Path
+    ) -> None:
+        """Asking for a URL the result does not have is an InvalidRequestError."""
+        router.get(STATUS).mock(return_value=COMPLETED)
+        with pytest.raises(k.InvalidRequestError, match="index"):
+            await client.generations.attach("gen1").download(tmp_path / "v.mp4", index=3)
+
+
+class TestAttach:
+    @pytest.mark.parametrize("bad", ["", "  ", None, 42, "a\nb"])
+    def test_rejects_bad_ids(self, bad: Any) -> None:
+        """attach() validates the id without any request."""
+        client = AsyncKolbo(KEY)
+        with pytest.raises(k.InvalidRequestError):
+            client.generations.attach(bad)
+
+    def test_no_request_and_no_submission(self) -> None:
+        """An attached handle has the id and no submission."""
+        gen = AsyncKolbo(KEY).generations.attach("abc")
+        assert (gen.id, gen.submission) == ("abc", None)
+        assert "abc" in repr(gen)
+
+

@@ -1,0 +1,145 @@
+"""Measurement helpers: interleaved rounds, medians, ratios, a noise flag, one table."""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import attrs
+
+
+@attrs.frozen
+class Row:
+    """One line of the scoreboard: our figure, the baseline's, and their ratio."""
+
+    scenario: str
+    ours: float
+    baseline: float | None
+    unit: str
+    baseline_name: str = "raw httpx"
+    goal: float | None = None
+    noisy: bool = False
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline in (None, 0):
+            return None
+        return self.ours / self.baseline  # type: ignore[operator]
+
+
+def spread(samples: list[float]) -> float:
+    """(max - min) / median: how far apart the rounds were."""
+    median = statistics.median(samples)
+    return (max(samples) - min(samples)) / median if median else 0.0
+
+
+NOISE = 0.25
+
+
+async def compare_async(
+    ours: Callable[[], Awaitable[object]],
+    baseline: Callable[[], Awaitable[object]],
+    *,
+    calls: int,
+    rounds: int,
+    warmup: int,
+) -> tuple[float, float, bool]:
+    """Median seconds per call of `ours` and `baseline`, measured in alternating rounds."""
+    for _ in range(warmup):
+        await ours()
+        await baseline()
+    ours_samples: list[float] = []
+    base_samples: list[float] = []
+    for _ in range(rounds):
+        for fn, samples in ((ours, ours_samples), (baseline, base_samples)):
+            gc.collect()
+            start = time.perf_counter()
+            for _ in range(calls):
+                await fn()
+            samples.append((time.perf_counter() - start) / calls)
+    noisy = spread(ours_samples) > NOISE or spread(base_samples) > NOISE
+    return statistics.median(ours_samples), statistics.median(base_samples), noisy
+
+
+def compare_sync(
+    ours: Callable[[], object],
+    baseline: Callable[[], object],
+    *,
+    calls: int,
+    rounds: int,
+    warmup: int,
+) -> tuple[float, float, bool]:
+    """Like `compare_async`, for blocking callables."""
+    for _ in range(warmup):
+        ours()
+        baseline()
+    ours_samples: list[float] = []
+    base_samples: list[float] = []
+    for _ in range(rounds):
+        for fn, samples in ((ours, ours_samples), (baseline, base_samples)):
+            gc.collect()
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            samples.append((time.perf_counter() - start) / calls)
+    noisy = spread(ours_samples) > NOISE or spread(base_samples) > NOISE
+    return statistics.median(ours_samples), statistics.median(base_samples), noisy
+
+
+def machine() -> str:
+    """One line naming the machine and the interpreter."""
+    return (
+        f"{platform.machine()} {os.cpu_count()} cpu, {platform.system()} {platform.release()}; "
+        f"{platform.python_implementation()} {platform.python_version()}"
+    )
+
+
+def render(rows: list[Row]) -> str:
+    """The scoreboard as a fixed-width table."""
+
+    def fmt(value: float | None, unit: str) -> str:
+        if value is None:
+            return "-"
+        if unit == "s":
+            if value < 1e-3:
+                return f"{value * 1e6:.1f} µs"
+            if value < 1:
+                return f"{value * 1e3:.2f} ms"
+            return f"{value:.2f} s"
+        return f"{value:,.1f} {unit}"
+
+    header = ("scenario", "kolbo-async", "baseline", "ratio", "goal", "notes")
+    lines = [header]
+    for row in rows:
+        ratio = "-" if row.ratio is None else f"{row.ratio:.2f}x"
+        goal = "-" if row.goal is None else f"<= {row.goal:.2f}x"
+        notes = "; ".join(
+            part
+            for part in (
+                f"baseline: {row.baseline_name}" if row.baseline is not None else "",
+                "NOISY" if row.noisy else "",
+                row.note,
+            )
+            if part
+        )
+        lines.append(
+            (row.scenario, fmt(row.ours, row.unit), fmt(row.baseline, row.unit), ratio, goal, notes)
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = [f"# {machine()}", ""]
+    for index, line in enumerate(lines):
+        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        out.append("  ".join(cells).rstrip())
+        if index == 0:
+            out.append("  ".join("-" * width for width in widths))
+    return "\n".join(out)
+
+
+def python() -> str:
+    return sys.executable

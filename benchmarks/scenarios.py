@@ -1,0 +1,132 @@
+"""The benchmark scenarios; each returns rows for the scoreboard."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+
+import anyio
+import httpx
+from _harness import Row, compare_async, spread
+
+from kolbo_async import AsyncKolbo, RateLimits
+
+KEY = "kolbo_live_" + "0" * 40
+API = "https://api.kolbo.ai"
+STATUS_BODY = json.dumps(
+    {"success": True, "generation_id": "gen1", "type": "video", "state": "processing",
+     "progress": 40}
+).encode()
+SUBMIT_BODY = json.dumps(
+    {"success": True, "generation_id": "gen1", "type": "video", "model": "auto",
+     "credits_charged": 35, "poll_url": "/api/v1/generate/gen1/status", "poll_interval_hint": 8}
+).encode()
+JSON = {"content-type": "application/json"}
+
+
+def _mock_transport() -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = SUBMIT_BODY if request.method == "POST" else STATUS_BODY
+        return httpx.Response(200, content=body, headers=JSON)
+
+    return httpx.MockTransport(handler)
+
+
+def _sizes(smoke: bool) -> dict[str, int]:
+    return {"calls": 200, "rounds": 3, "warmup": 50} if smoke else {
+        "calls": 2000, "rounds": 9, "warmup": 500
+    }
+
+
+def status_poll_inprocess(smoke: bool) -> list[Row]:
+    """handle.status() vs raw httpx GET + raise_for_status + json + fields, in-process."""
+    rows = []
+    for paced in (False, True):
+        async def run(paced: bool = paced) -> tuple[float, float, bool]:
+            transport = _mock_transport()
+            # Pacing on, with limits lifted so the row measures the bookkeeping, not waiting.
+            limits = RateLimits(10**9, 10**9) if paced else None
+            async with AsyncKolbo(KEY, _transport=transport, rate_limits=limits) as client, \
+                    httpx.AsyncClient(transport=transport) as raw:
+                gen = client.generations.attach("gen1")
+
+                async def mine() -> object:
+                    return await gen.status()
+
+                async def baseline() -> object:
+                    response = await raw.get(
+                        f"{API}/api/v1/generate/gen1/status", headers={"X-API-Key": KEY}
+                    )
+                    response.raise_for_status()
+                    data = response.json()
+                    return data["state"], data["progress"], data.get("result")
+
+                return await compare_async(mine, baseline, **_sizes(smoke))
+
+        ours, base, noisy = anyio.run(run)
+        rows.append(Row(
+            f"status poll, in-process, pacing {'on' if paced else 'off'}",
+            ours, base, "s", goal=1.10, noisy=noisy,
+        ))
+    return rows
+
+
+def submit_inprocess(smoke: bool) -> list[Row]:
+    """videos.generate() vs raw httpx POST + json + fields, in-process, pacing off."""
+
+    async def run() -> tuple[float, float, bool]:
+        transport = _mock_transport()
+        async with AsyncKolbo(KEY, _transport=transport, rate_limits=None) as client, \
+                httpx.AsyncClient(transport=transport) as raw:
+            async def ours() -> object:
+                return await client.videos.generate("A drone over snowy peaks", duration=5)
+
+            async def baseline() -> object:
+                response = await raw.post(
+                    f"{API}/api/v1/generate/video",
+                    json={"prompt": "A drone over snowy peaks", "duration": 5},
+                    headers={"X-API-Key": KEY},
+                )
+                response.raise_for_status()
+                data = response.json()
+                return data["generation_id"], data["poll_interval_hint"]
+
+            return await compare_async(ours, baseline, **_sizes(smoke))
+
+    ours, base, noisy = anyio.run(run)
+    return [Row("submit, in-process, pacing off", ours, base, "s", goal=1.10, noisy=noisy)]
+
+
+def import_time(smoke: bool) -> list[Row]:
+    """`import kolbo_async` vs importing its run-time dependencies alone, fresh processes."""
+    rounds = 3 if smoke else 11
+
+    def measure(statement: str) -> list[float]:
+        code = (
+            "import time; t = time.perf_counter(); "
+            f"{statement}; print(time.perf_counter() - t)"
+        )
+        return [
+            float(subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            ).stdout)
+            for _ in range(rounds)
+        ]
+
+    ours = measure("import kolbo_async")
+    deps = measure("import httpx, anyio, attrs, cattrs")
+    noisy = spread(ours) > 0.25 or spread(deps) > 0.25
+    return [Row(
+        "import time", statistics.median(ours), statistics.median(deps), "s",
+        baseline_name="httpx+anyio+attrs+cattrs", goal=1.10, noisy=noisy,
+    )]
+
+
+SCENARIOS: list[tuple[str, Callable[[bool], list[Row]]]] = [
+    ("status", status_poll_inprocess),
+    ("submit", submit_inprocess),
+    ("import", import_time),
+]

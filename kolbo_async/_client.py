@@ -121,7 +121,8 @@ class AsyncKolbo:
             settings=settings,
             http=http_client,
             pacer=Pacer(rate_limits, clock),
-            limiter=anyio.CapacityLimiter(max_concurrent_requests),
+            # fast_acquire: an uncontended slot costs no trip through the event loop.
+            limiter=anyio.Semaphore(max_concurrent_requests, fast_acquire=True),
             clock=clock,
             rng=random.Random(),
         )

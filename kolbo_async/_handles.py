@@ -50,7 +50,7 @@ class AsyncGeneration:
         >>> path = await gen.download("drone.mp4")                         # doctest: +SKIP
     """
 
-    __slots__ = ("_cancel_path", "_final", "_pipeline", "_status_path", "id", "submission")
+    __slots__ = ("_cancel", "_final", "_pipeline", "_status", "id", "submission")
 
     def __init__(
         self, generation_id: str, *, pipeline: Pipeline, submission: Submission | None = None
@@ -63,15 +63,15 @@ class AsyncGeneration:
         # Built from the id, never from `poll_url`: a URL from an answer could point anywhere,
         # and the key goes only where the SDK itself decides.
         segment = quote(generation_id, safe="")
-        self._status_path = f"/api/v1/generate/{segment}/status"
-        self._cancel_path = f"/api/v1/generate/{segment}/cancel"
+        self._status = pipeline.prepared("GET", f"/api/v1/generate/{segment}/status")
+        self._cancel = Call("POST", f"/api/v1/generate/{segment}/cancel", json={})
 
     def __repr__(self) -> str:
         return f"<AsyncGeneration id={self.id!r}>"
 
     async def status(self) -> GenerationStatus:
         """Fetch the current status (one GET, retried on transient failures)."""
-        return await self._pipeline.call(Call("GET", self._status_path), self._parse_status)
+        return await self._pipeline.call(self._status, self._parse_status)
 
     def progress(self, timeout: float | None = DEFAULT_WAIT) -> GenerationProgress:
         """Stream the generation's status, one item per change of state or progress.
@@ -166,9 +166,7 @@ class AsyncGeneration:
         current status instead of raising.
         """
         try:
-            return await self._pipeline.call(
-                Call("POST", self._cancel_path, json={}), self._parse_status
-            )
+            return await self._pipeline.call(self._cancel, self._parse_status)
         except ConflictError:
             logger.debug("cancel of %s: already finished (409); fetching its status", self.id)
             return await self.status()
@@ -190,7 +188,7 @@ class AsyncGeneration:
         if self._final is not None:
             return self._final
         status = await self._pipeline.call(
-            Call("GET", self._status_path), self._parse_status, deadline=deadline, persist=True
+            self._status, self._parse_status, deadline=deadline, persist=True
         )
         if status.done:
             self._final = status

@@ -86,7 +86,10 @@ class Pacer:
             GENERATE: Window(limits.generations_per_minute if limits else None),
             REQUEST: Window(limits.requests_per_minute if limits else None),
         }
-        self._locks = {GENERATE: anyio.Lock(), REQUEST: anyio.Lock()}
+        self._locks = {
+            GENERATE: anyio.Lock(fast_acquire=True),
+            REQUEST: anyio.Lock(fast_acquire=True),
+        }
 
     def delay(self, bucket: str) -> float:
         """Seconds a request of `bucket` would wait right now (for deadline checks)."""

@@ -125,9 +125,19 @@ def _prepare_model(data: dict[str, Any]) -> None:
         data["types"] = [data["type"]]
 
 
-for _cls in (Submission, Failure, VideoResult, GenerationStatus, Credits):
-    _converter.register_structure_hook(_cls, _lenient(_cls))
-_converter.register_structure_hook(Model, _lenient(Model, _prepare_model))
+_PREPARE: dict[type, Callable[[dict[str, Any]], None] | None] = {
+    Submission: None,
+    Failure: None,
+    VideoResult: None,
+    GenerationStatus: None,
+    Credits: None,
+    Model: _prepare_model,
+}
+# A factory, so the structuring code is generated on first use rather than at import time:
+# `import kolbo_async` stays close to the cost of its dependencies.
+_converter.register_structure_hook_factory(
+    lambda t: t in _PREPARE, lambda t: _lenient(t, _PREPARE[t])
+)
 
 
 def structure(data: object, cls: type[T]) -> T:

@@ -118,17 +118,18 @@ class Pipeline:
         bucket = GENERATE if call.generation else REQUEST
         max_retries = None if persist else self.settings.max_retries
         retries_done = 0
+        last_error: KolboError | None = None
         while True:
             if self.lifecycle.closed:
                 raise KolboError("This client is closed; create a new one to make requests.")
             wait = self.pacer.delay(bucket)
             if deadline is not None and self.clock.now() + wait >= deadline:
-                raise DeadlineExceeded(None)
+                raise DeadlineExceeded(last_error)
             await self.pacer.admit(bucket)
             try:
                 return await self._attempt(call, parse, deadline)
             except _Retryable as failed:
-                error = failed.error
+                error = last_error = failed.error
                 if failed.attempt.status_code == 429:
                     self.pacer.cool_down(bucket, failed.attempt.retry_after)
                 delay = retry_delay(

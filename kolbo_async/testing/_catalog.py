@@ -1,0 +1,115 @@
+"""The simulator's model catalog, shaped like Kolbo's ``GET /api/v1/models`` answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["CATALOG", "SMART_SELECT_CREDIT", "matches_type"]
+
+#: Credits per second when no model is named; 5 s cost 35, as in Kolbo's docs example.
+SMART_SELECT_CREDIT = 7.0
+
+# The SDK aliases Kolbo documents for video, mapped to its raw catalog types.
+_ALIASES = {"video": "text_to_video", "video_from_image": "img_to_video"}
+
+CATALOG: list[dict[str, Any]] = [
+    {
+        "identifier": "seedance-2",
+        "name": "Seedance 2.0",
+        "provider": "ByteDance",
+        "types": ["text_to_video", "img_to_video"],
+        "credit": 30,
+        "supported_durations": [5, 10],
+        "supported_aspect_ratios": ["16:9", "9:16", "1:1"],
+        "supported_resolutions": ["720p", "1080p"],
+        "resolution_multipliers": {"720p": 1, "1080p": 1.5},
+        "recommended": True,
+        "new_model": False,
+        "max_visual_dna": 3,
+        "summary": "Cinematic motion with strong prompt adherence.",
+    },
+    {
+        "identifier": "seedance-2-fast",
+        "name": "Seedance 2.0 Fast",
+        "provider": "ByteDance",
+        "types": ["text_to_video", "img_to_video"],
+        "credit": 12,
+        "supported_durations": [5, 10],
+        "supported_aspect_ratios": ["16:9", "9:16", "1:1"],
+        "recommended": False,
+        "new_model": True,
+        "max_visual_dna": 3,
+        "summary": "Faster, cheaper Seedance.",
+    },
+    {
+        "identifier": "fal-ai/kling-video/v3/pro/text-to-video",
+        "name": "Kling 3.0 Pro",
+        "provider": "Kuaishou",
+        "types": ["text_to_video"],
+        "credit": 18,
+        "supported_durations": [5, 10],
+        "supported_aspect_ratios": ["16:9", "9:16", "1:1"],
+        "supported_resolutions": ["720p", "1080p"],
+        "resolution_multipliers": {"720p": 1, "1080p": 1.25},
+        "recommended": True,
+        "new_model": False,
+        "max_visual_dna": 3,
+    },
+    {
+        "identifier": "fal-ai/kling-video/v3/pro/image-to-video",
+        "name": "Kling 3.0 Pro (image)",
+        "provider": "Kuaishou",
+        "types": ["img_to_video"],
+        "credit": 18,
+        "supported_durations": [5, 10],
+        "supported_aspect_ratios": ["16:9", "9:16", "1:1"],
+        "recommended": False,
+        "new_model": False,
+    },
+    {
+        "identifier": "seedance-2-img-to-video",
+        "name": "Seedance 2.0 (image)",
+        "provider": "ByteDance",
+        "types": ["img_to_video"],
+        "credit": 30,
+        "supported_durations": [5, 10],
+        "supported_aspect_ratios": ["16:9", "9:16", "1:1"],
+        "recommended": False,
+        "new_model": False,
+    },
+    {
+        "identifier": "veo3",
+        "name": "Veo 3",
+        "provider": "Google",
+        "types": ["text_to_video"],
+        "credit": 40,
+        "supported_durations": [4, 6, 8],
+        "supported_aspect_ratios": ["16:9", "9:16"],
+        "sound_generation_type": "native",
+        "sound_enabled_by_default": True,
+        "sound_credit_multiplier": 1.5,
+        "recommended": False,
+        "new_model": False,
+    },
+    {
+        "identifier": "minimax-h3",
+        "name": "Hailuo 3",
+        "provider": "MiniMax",
+        "types": ["text_to_video", "img_to_video"],
+        "credit": 10,
+        "supported_durations": [6, 10],
+        "supported_aspect_ratios": ["16:9", "9:16", "1:1"],
+        "supported_resolutions": ["768P", "1080P"],
+        "resolution_multipliers": {"768P": 1, "1080P": 2},
+        "recommended": False,
+        "new_model": False,
+        "max_visual_dna": 20,
+    },
+]
+
+
+def matches_type(model: dict[str, Any], wanted: str | None) -> bool:
+    """Whether `model` is listed for ``?type=wanted`` (an SDK alias or a raw type)."""
+    if wanted is None:
+        return True
+    return _ALIASES.get(wanted, wanted) in model["types"]

@@ -1,0 +1,216 @@
+"""`Simulator`: the simulated Kolbo service, and the three ways to reach it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ._clock import ScaledClock, VirtualClock
+from ._core import Faults, GenerationRecord, RecordedRequest, ServiceState, SimRequest, SimResponse
+
+if TYPE_CHECKING:
+    from kolbo_async import AsyncKolbo
+
+__all__ = ["Simulator"]
+
+
+def _asset(name: str) -> bytes:
+    return files("kolbo_async.testing").joinpath("data", name).read_bytes()
+
+
+class Simulator:
+    """A faithful, stateful simulation of Kolbo's video API, for tests, demos and benchmarks.
+
+    The service is a state machine on a clock, with no I/O; reach it in-process with
+    `transport()` (or `client()`), through respx with `mock(router)`, or over real HTTP on
+    loopback with `serve()`.
+
+    Args:
+        api_key: require exactly this key; by default any ``kolbo_live_...`` key is accepted.
+        clock: a `VirtualClock` to share with the client under test; default a
+            `ScaledClock(speed)`.
+        speed: simulated seconds per real second (ignored with a `VirtualClock`). Durations
+            the client sleeps (``poll_interval_hint``, ``Retry-After``) are divided by it.
+        credits: the starting balance.
+        rate_limits: Kolbo's fixed one-minute windows; None means on for `serve()` only.
+        processing_seconds, pending_seconds: how long a generation takes (simulated).
+        seed: makes generation ids and random faults reproducible.
+        video_size: bytes the CDN serves per video (the real sample MP4 by default; larger
+            sizes pad it, for download tests).
+
+    Example:
+        >>> clock = VirtualClock()
+        >>> sim = Simulator(clock=clock)
+        >>> client = sim.client(clock=clock)                         # doctest: +SKIP
+        >>> gen = await client.videos.generate("A drone over snowy peaks")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        clock: VirtualClock | ScaledClock | None = None,
+        speed: float = 1.0,
+        credits: float = 10_000,
+        rate_limits: bool | None = None,
+        generations_per_minute: int = 10,
+        requests_per_minute: int = 300,
+        processing_seconds: float = 90.0,
+        pending_seconds: float = 3.0,
+        seed: int = 0,
+        base_url: str = "https://api.kolbo.ai",
+        cdn_url: str = "https://cdn.kolbo.test",
+        video_size: int | None = None,
+    ) -> None:
+        if isinstance(clock, VirtualClock):
+            speed = 1.0
+        elif clock is None:
+            clock = ScaledClock(speed)
+        else:
+            speed = clock.speed
+        self.clock = clock
+        self.speed = speed
+        self._explicit_limits = rate_limits
+        self.base_url = base_url.rstrip("/")
+        self.cdn_url = cdn_url.rstrip("/")
+        self._lock = threading.Lock()
+        self._state = ServiceState(
+            api_key=api_key,
+            speed=speed,
+            credits=credits,
+            rate_limits=bool(rate_limits),
+            generations_per_minute=generations_per_minute,
+            requests_per_minute=requests_per_minute,
+            pending_seconds=pending_seconds,
+            processing_seconds=processing_seconds,
+            seed=seed,
+            cdn_url=self.cdn_url,
+            video=_asset("sample.mp4"),
+            thumbnail=_asset("sample.jpg"),
+            video_size=video_size,
+        )
+
+    # -- what tests read -------------------------------------------------------------------
+
+    @property
+    def faults(self) -> Faults:
+        """Random fault rates; set them to inject faults on every matching request."""
+        return self._state.faults
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request the simulator saw, in order (a copy)."""
+        with self._lock:
+            return list(self._state.requests)
+
+    @property
+    def generations(self) -> Mapping[str, GenerationRecord]:
+        """Every generation created, by id, with its state brought up to date."""
+        with self._lock:
+            now = self.clock.now()
+            for record in self._state.generations.values():
+                record.state = record.state_at(now)[0]
+            return dict(self._state.generations)
+
+    def credits(self) -> float:
+        """The account's total balance now."""
+        with self._lock:
+            return self._state._total()
+
+    # -- scripting -------------------------------------------------------------------------
+
+    def inject(self, route: str, fault: str, times: int = 1) -> None:
+        """Make the next `times` requests to `route` misbehave as `fault`.
+
+        Routes: ``generate``, ``status``, ``cancel``, ``models``, ``credits``, ``cdn``.
+        Faults: ``500``, ``502``, ``503``, ``html_502`` (a proxy's HTML page),
+        ``invalid_json``, ``429`` (with Retry-After), ``drop_before`` (refused before the
+        request is read), ``drop_after`` (processed, then the connection drops), ``slow``
+        (answered after ``faults.slow_seconds``), ``insufficient_credits``.
+        """
+        with self._lock:
+            self._state.inject(route, fault, times)
+
+    def plan(
+        self, outcome: str = "completed", *, processing_seconds: float | None = None, times: int = 1
+    ) -> None:
+        """Decide how the next `times` generations end: completed, failed or filtered.
+
+        A prompt containing ``[fail]`` or ``[filtered]`` does the same for one generation.
+        """
+        with self._lock:
+            self._state.plan(outcome, processing_seconds, times)
+
+    def create_generation(
+        self, prompt: str = "pre-created", *, key: str = "kolbo_live_simulator", **fields: Any
+    ) -> str:
+        """Create a generation directly (no HTTP, no charge), e.g. to watch thousands."""
+        with self._lock:
+            return self._state.create(
+                self.clock.now(), key=key, request={"prompt": prompt, **fields}, kind="text"
+            )
+
+    # -- the service -----------------------------------------------------------------------
+
+    def handle(self, request: SimRequest) -> SimResponse:
+        """Answer one request now (what every adapter calls)."""
+        with self._lock:
+            return self._state.handle(request, self.clock.now())
+
+    def _limits(self, served: bool) -> None:
+        if self._explicit_limits is None:
+            self._state.rate_limits = served
+
+    # -- adapters --------------------------------------------------------------------------
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """An in-process httpx transport serving the API and the CDN origins."""
+        from ._transport import SimTransport
+
+        self._limits(served=False)
+        return SimTransport(self)
+
+    def mock(self, router: Any) -> Any:
+        """Route `router`'s (a respx router's) API and CDN origins to the simulator."""
+        from ._respx import install
+
+        self._limits(served=False)
+        return install(self, router)
+
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> AbstractContextManager[str]:
+        """Serve over real HTTP on loopback (uvicorn, in its own thread); yields the base URL.
+
+        The CDN gets a second port (another origin); `cdn_url` says which while serving.
+        Requires ``pip install 'kolbo-async[sim]'``.
+        """
+        from ._asgi import serve
+
+        self._limits(served=True)
+        return serve(self, host, port)
+
+    def client(self, api_key: str = "kolbo_live_simulator", **kwargs: Any) -> AsyncKolbo:
+        """An `AsyncKolbo` wired to this simulator in-process, sharing its clock.
+
+        Example:
+            >>> async with sim.client() as client:                     # doctest: +SKIP
+            ...     gen = await client.videos.generate("a cat")
+        """
+        from kolbo_async import AsyncKolbo
+
+        kwargs.setdefault("base_url", self.base_url)
+        # Only a virtual clock is shared: with a scaled one the hints the client sleeps are
+        # already in real seconds.
+        clock = self.clock if isinstance(self.clock, VirtualClock) else None
+        return AsyncKolbo(api_key, _transport=self.transport(), _clock=clock, **kwargs)
+
+    def video_chunks(self, response: SimResponse) -> Iterator[bytes]:
+        """The body of `response` in chunks, whichever way the core produced it."""
+        if response.chunks is not None:
+            yield from response.chunks
+        elif response.body:
+            yield response.body

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -96,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8765)
-    sandbox.add_argument("--speed", type=float, default=SANDBOX_SPEED, help="clock speed-up")
+    sandbox.add_argument(
+        "--speed", type=float, default=_sandbox_speed(SANDBOX_SPEED), help="clock speed-up"
+    )
     sandbox.add_argument("--require-key", metavar="KEY", help="accept only this API key")
     return parser
 
@@ -155,8 +158,16 @@ def _client(args: argparse.Namespace) -> AsyncKolbo:
         return AsyncKolbo(base_url=args.base_url)
     from .testing import Simulator
 
-    sim = Simulator(speed=SANDBOX_SPEED)
-    return AsyncKolbo(SANDBOX_KEY, base_url=sim.base_url, _transport=sim.transport())
+    sim = Simulator(speed=_sandbox_speed(SANDBOX_SPEED))
+    return sim.client(SANDBOX_KEY)
+
+
+def _sandbox_speed(default: float) -> float:
+    # KOLBO_SANDBOX_SPEED lets test suites run the sandbox faster than the demo's pace.
+    try:
+        return float(os.environ.get("KOLBO_SANDBOX_SPEED", default))
+    except ValueError:
+        return default
 
 
 async def _models(client: AsyncKolbo, args: argparse.Namespace, out: TextIO, _: TextIO) -> int:

@@ -33,7 +33,7 @@ class StepClock:
 
         self.sleeps.append(seconds)
         self.time += max(0.0, seconds)
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import threading
 import time
 
 import anyio
+import anyio.lowlevel
 
 __all__ = ["ScaledClock", "VirtualClock"]
 
@@ -52,7 +53,7 @@ class VirtualClock:
             while True:
                 if self._sleepers[0] is entry:
                     for _ in range(self.YIELDS):
-                        await anyio.sleep(0)
+                        await anyio.lowlevel.checkpoint()
                     if self._sleepers[0] is entry:
                         heapq.heappop(self._sleepers)
                         self._now = max(self._now, deadline)

@@ -319,9 +319,9 @@ class ServiceState:
         self, request: SimRequest, key: str, now: float, fault: str | None
     ) -> SimResponse:
         image = request.path.endswith("/from-image")
-        if not image and self.faults.generate_refuse_rate:
-            if self.rng.random() < self.faults.generate_refuse_rate:
-                return SimResponse(fault="drop_before")
+        refuse = self.faults.generate_refuse_rate
+        if not image and refuse and self.rng.random() < refuse:
+            return SimResponse(fault="drop_before")
         try:
             body = json.loads(request.body or b"null")
         except ValueError:

@@ -20,7 +20,7 @@ __all__ = ["Simulator"]
 
 
 def _asset(name: str) -> bytes:
-    return files("kolbo_async.testing").joinpath("data", name).read_bytes()
+    return files("kolbo_async.testing").joinpath("data").joinpath(name).read_bytes()
 
 
 class Simulator:

@@ -1,0 +1,141 @@
+"""`Simulator.serve()`: the simulator as a real HTTP server on loopback, run by uvicorn.
+
+An ASGI 3 app translates between HTTP and the simulator's core; uvicorn (an optional
+dependency) does all the HTTP. It runs in its own thread with its own asyncio loop, so the
+caller may be blocking code, asyncio or trio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from ._core import SimRequest
+
+if TYPE_CHECKING:
+    from ._simulator import Simulator
+
+__all__ = ["SimulatorApp", "serve"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class SimulatorApp:
+    """ASGI app: requests to `cdn_port` go to the simulated CDN, all others to the API."""
+
+    def __init__(self, simulator: Simulator, cdn_port: int | None = None) -> None:
+        self.simulator = simulator
+        self.cdn_port = cdn_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        server = scope.get("server") or ("", None)
+        request = SimRequest(
+            method=scope["method"],
+            path=scope["path"],
+            query=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))),
+            headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
+            body=body,
+            host="cdn" if server[1] == self.cdn_port else "api",
+            client=(scope.get("client") or ("127.0.0.1", 0))[0],
+        )
+        answer = self.simulator.handle(request)
+        if answer.fault in ("drop_before", "drop_after"):
+            # Over TCP the client cannot tell "refused before reading" from "dropped after
+            # processing": both are a connection closed without an answer.
+            _abort(send)
+            return
+        if answer.fault == "slow":
+            await asyncio.sleep(answer.delay)
+        await send({
+            "type": "http.response.start",
+            "status": answer.status,
+            "headers": [(k.encode("latin-1"), v.encode("latin-1"))
+                        for k, v in answer.headers.items()],
+        })
+        chunks = list(self.simulator.video_chunks(answer)) if answer.chunks is None else None
+        if chunks is not None:
+            await send({"type": "http.response.body", "body": b"".join(chunks)})
+            return
+        assert answer.chunks is not None
+        for chunk in answer.chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _abort(send: Send) -> None:
+    # uvicorn hands the app a bound method of its per-request cycle object, which holds the
+    # asyncio transport; aborting it resets the connection with no answer at all.
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None:
+        raise RuntimeError("cannot drop the connection: unsupported ASGI server")
+    transport.abort()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+@contextmanager
+def serve(simulator: Simulator, host: str, port: int) -> Iterator[str]:
+    """Run the simulator on `host:port` (0 picks a free port) until the block ends."""
+    try:
+        import uvicorn
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "Simulator.serve() needs uvicorn: pip install 'kolbo-async[sim]'"
+        ) from exc
+    api_sock = _listen(host, port)
+    cdn_sock = _listen(host, 0)
+    shown = f"[{host}]" if ":" in host else host
+    api_port = api_sock.getsockname()[1]
+    cdn_port = cdn_sock.getsockname()[1]
+    app = SimulatorApp(simulator, cdn_port)
+    config = uvicorn.Config(
+        app, lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=1
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=lambda: asyncio.run(server.serve(sockets=[api_sock, cdn_sock])),
+        name="kolbo-simulator",
+        daemon=True,
+    )
+    saved = (simulator.base_url, simulator.cdn_url, simulator._state.cdn_url)
+    base_url = f"http://{shown}:{api_port}"
+    simulator.base_url = base_url
+    simulator.cdn_url = simulator._state.cdn_url = f"http://{shown}:{cdn_port}"
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the simulator's server did not start")
+            time.sleep(0.01)
+        yield base_url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        api_sock.close()
+        cdn_sock.close()
+        simulator.base_url, simulator.cdn_url, simulator._state.cdn_url = saved

@@ -1,0 +1,31 @@
+"""`Simulator.mock(router)`: the simulator behind a respx router, for code with its own clients."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ._transport import SimTransport
+
+if TYPE_CHECKING:
+    from ._simulator import Simulator
+
+__all__ = ["install"]
+
+
+def install(simulator: Simulator, router: Any) -> Any:
+    """Add routes for the simulator's API and CDN origins to `router`; returns the router.
+
+    Faults behave as with `Simulator.transport()` (respx raises what the side effect raises).
+    """
+    transport = SimTransport(simulator)
+
+    async def side_effect(request: httpx.Request) -> httpx.Response:
+        response = await transport.handle_async_request(request)
+        await response.aread()  # respx hands the response back as a whole
+        return response
+
+    for origin in (simulator.base_url, simulator.cdn_url):
+        router.route(url__startswith=origin + "/").mock(side_effect=side_effect)
+    return router

@@ -125,8 +125,122 @@ def import_time(smoke: bool) -> list[Row]:
     )]
 
 
+def loopback(smoke: bool) -> list[Row]:
+    """status() and generate() vs raw httpx over real HTTP to the simulator's server."""
+    from kolbo_async.testing import Simulator
+
+    sim = Simulator(rate_limits=False, credits=10**12)
+    gen_id = sim.create_generation(key=KEY)
+    sizes = _sizes(smoke)
+    sizes["calls"] = max(50, sizes["calls"] // 10)
+    rows = []
+    with sim.serve() as base_url:
+
+        async def run() -> list[tuple[str, float, float, bool]]:
+            out = []
+            async with AsyncKolbo(KEY, base_url=base_url, rate_limits=None) as client, \
+                    httpx.AsyncClient() as raw:
+                gen = client.generations.attach(gen_id)
+
+                async def mine() -> object:
+                    return await gen.status()
+
+                async def baseline() -> object:
+                    response = await raw.get(
+                        f"{base_url}/api/v1/generate/{gen_id}/status", headers={"X-API-Key": KEY}
+                    )
+                    response.raise_for_status()
+                    data = response.json()
+                    return data["state"], data["progress"], data.get("result")
+
+                out.append(("status poll, loopback, pacing off",
+                            *await compare_async(mine, baseline, **sizes)))
+
+                async def submit() -> object:
+                    return await client.videos.generate("A drone over snowy peaks", duration=5)
+
+                async def raw_submit() -> object:
+                    response = await raw.post(
+                        f"{base_url}/api/v1/generate/video",
+                        json={"prompt": "A drone over snowy peaks", "duration": 5},
+                        headers={"X-API-Key": KEY},
+                    )
+                    response.raise_for_status()
+                    data = response.json()
+                    return data["generation_id"], data["poll_interval_hint"]
+
+                out.append(("submit, loopback, pacing off",
+                            *await compare_async(submit, raw_submit, **sizes)))
+            return out
+
+        for name, ours, base, noisy in anyio.run(run):
+            rows.append(Row(name, ours, base, "s", goal=1.10, noisy=noisy))
+    return rows
+
+
+def whole_generation(smoke: bool) -> list[Row]:
+    """One generation through progress() vs the docs' own requests + sleep(hint) loop.
+
+    Reports the delay between the simulator finishing and the caller knowing, and how many
+    status requests each made.
+    """
+    import time
+
+    import requests
+
+    from kolbo_async.testing import Simulator
+
+    speed = 40.0 if smoke else 10.0
+    sim = Simulator(speed=speed, rate_limits=False)
+    finish = (sim._state.pending_seconds + sim._state.processing_seconds) / speed
+
+    with sim.serve() as base_url:
+
+        async def ours() -> tuple[float, str]:
+            async with AsyncKolbo(KEY, base_url=base_url, rate_limits=None) as client:
+                gen = await client.videos.generate("A drone over snowy peaks", duration=5)
+                start = time.monotonic()
+                await gen.wait()
+                return time.monotonic() - start, gen.id
+
+        mine_elapsed, mine_id = anyio.run(ours)
+
+        def docs_loop() -> tuple[float, str]:
+            headers = {"X-API-Key": KEY, "Content-Type": "application/json"}
+            data = requests.post(
+                f"{base_url}/api/v1/generate/video", headers=headers,
+                json={"prompt": "A drone over snowy peaks", "duration": 5}, timeout=30,
+            ).json()
+            start = time.monotonic()
+            interval = data.get("poll_interval_hint", 8)
+            while True:
+                time.sleep(interval)
+                status = requests.get(
+                    f"{base_url}/api/v1/generate/{data['generation_id']}/status",
+                    headers={"X-API-Key": KEY}, timeout=30,
+                ).json()
+                if status["state"] in ("completed", "failed"):
+                    return time.monotonic() - start, data["generation_id"]
+
+        docs_elapsed, docs_id = docs_loop()
+        polls = {
+            gid: sum(1 for r in sim.requests if r.path == f"/api/v1/generate/{gid}/status")
+            for gid in (mine_id, docs_id)
+        }
+    hint = 8 / speed
+    return [
+        Row("whole generation: completion noticed after", max(0.0, mine_elapsed - finish),
+            max(0.0, docs_elapsed - finish), "s", baseline_name="docs' requests loop",
+            note=f"generation {finish:.2f} s, hint {hint:.2f} s"),
+        Row("whole generation: status requests", float(polls[mine_id]), float(polls[docs_id]),
+            "req", baseline_name="docs' requests loop"),
+    ]
+
+
 SCENARIOS: list[tuple[str, Callable[[bool], list[Row]]]] = [
     ("status", status_poll_inprocess),
     ("submit", submit_inprocess),
+    ("loopback", loopback),
+    ("generation", whole_generation),
     ("import", import_time),
 ]

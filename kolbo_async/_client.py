@@ -210,10 +210,14 @@ class AsyncKolbo:
 class AsyncVideos:
     """``client.videos``: submit generations."""
 
-    __slots__ = ("_pipeline",)
+    __slots__ = ("_pipeline", "_urls")
 
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
+        self._urls = {
+            path: pipeline.prepared("POST", path).url
+            for path in (TEXT_TO_VIDEO_PATH, IMAGE_TO_VIDEO_PATH)
+        }
 
     async def generate(
         self,
@@ -298,7 +302,8 @@ class AsyncVideos:
 
     async def _submit(self, path: str, body: dict[str, Any]) -> AsyncGeneration:
         submission = await self._pipeline.call(
-            Call("POST", path, json=body, generation=True), _parse_submission
+            Call("POST", path, json=body, generation=True, url=self._urls[path]),
+            _parse_submission,
         )
         return AsyncGeneration(
             submission.generation_id, pipeline=self._pipeline, submission=submission

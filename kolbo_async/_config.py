@@ -62,10 +62,16 @@ class Settings:
     max_retries: int
     #: ``base_url`` as a string without a trailing slash; API paths are appended to it.
     root: str = attrs.field(init=False, repr=False)
+    #: `timeout` stretched for generation POSTs (computed once, used on every submit).
+    generation_timeout: httpx.Timeout = attrs.field(init=False, repr=False)
 
     @root.default
     def _root(self) -> str:
         return str(self.base_url).rstrip("/")
+
+    @generation_timeout.default
+    def _generation_timeout(self) -> httpx.Timeout:
+        return generation_timeout(self.timeout)
 
     @property
     def origin(self) -> tuple[str, str, int | None]:

@@ -50,7 +50,7 @@ class AsyncGeneration:
         >>> path = await gen.download("drone.mp4")                         # doctest: +SKIP
     """
 
-    __slots__ = ("_cancel", "_final", "_pipeline", "_status", "id", "submission")
+    __slots__ = ("_final", "_pipeline", "_segment", "_status_call", "id", "submission")
 
     def __init__(
         self, generation_id: str, *, pipeline: Pipeline, submission: Submission | None = None
@@ -62,9 +62,17 @@ class AsyncGeneration:
         self._final: GenerationStatus | None = None
         # Built from the id, never from `poll_url`: a URL from an answer could point anywhere,
         # and the key goes only where the SDK itself decides.
-        segment = quote(generation_id, safe="")
-        self._status = pipeline.prepared("GET", f"/api/v1/generate/{segment}/status")
-        self._cancel = Call("POST", f"/api/v1/generate/{segment}/cancel", json={})
+        self._segment = quote(generation_id, safe="")
+        self._status_call: Call | None = None
+
+    @property
+    def _status(self) -> Call:
+        # Parsed on first use: a handle that is never polled (a batch item) costs no parsing.
+        if self._status_call is None:
+            self._status_call = self._pipeline.prepared(
+                "GET", f"/api/v1/generate/{self._segment}/status"
+            )
+        return self._status_call
 
     def __repr__(self) -> str:
         return f"<AsyncGeneration id={self.id!r}>"
@@ -166,7 +174,10 @@ class AsyncGeneration:
         current status instead of raising.
         """
         try:
-            return await self._pipeline.call(self._cancel, self._parse_status)
+            return await self._pipeline.call(
+                Call("POST", f"/api/v1/generate/{self._segment}/cancel", json={}),
+                self._parse_status,
+            )
         except ConflictError:
             logger.debug("cancel of %s: already finished (409); fetching its status", self.id)
             return await self.status()

@@ -18,7 +18,7 @@ import attrs
 import httpx
 
 from ._clock import Clock
-from ._config import Settings, generation_timeout
+from ._config import Settings
 from ._exceptions import (
     APIConnectionError,
     APIResponseValidationError,
@@ -165,7 +165,7 @@ class Pipeline:
         self, call: Call, parse: Callable[[dict[str, Any]], T], deadline: float | None
     ) -> T:
         settings = self.settings
-        timeout = generation_timeout(settings.timeout) if call.generation else settings.timeout
+        timeout = settings.generation_timeout if call.generation else settings.timeout
         if deadline is not None:
             timeout = _cap_timeout(timeout, deadline - self.clock.now())
         headers = {"X-API-Key": settings.api_key, "Accept": "application/json"}
@@ -180,20 +180,13 @@ class Pipeline:
         started = time.perf_counter()
         try:
             async with self.limiter:
+                # Not streamed: httpx reads the whole (small) answer and closes it.
                 response = await self.http.send(request, follow_redirects=False)
         except httpx.HTTPError as exc:
+            _redact(request)
             self._raise_transport(exc, call, request)
         except RuntimeError as exc:  # httpx's "client has been closed"
             raise KolboError(f"The HTTP client is closed: {exc}") from None
-        finally:
-            # Whatever an error or a log keeps of this request must not hold the key.
-            request.headers["X-API-Key"] = _REDACTED
-        try:
-            await response.aread()
-        except httpx.HTTPError as exc:
-            self._raise_transport(exc, call, request)
-        finally:
-            await response.aclose()
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s %s -> %d (%.3f s)",
@@ -202,16 +195,21 @@ class Pipeline:
                 response.status_code,
                 time.perf_counter() - started,
             )
-        body = self._decode(response, call)
         try:
-            return parse(body)
-        except ValueError as exc:
-            raise APIResponseValidationError(
-                f"{call.method} {request.url.path} answered {response.status_code} with a body "
-                f"the SDK cannot read ({exc}): {_preview(body)}",
-                response=response,
-                body=body,
-            ) from None
+            body = self._decode(response, call)
+            try:
+                return parse(body)
+            except ValueError as exc:
+                raise APIResponseValidationError(
+                    f"{call.method} {request.url.path} answered {response.status_code} with a "
+                    f"body the SDK cannot read ({exc}): {_preview(body)}",
+                    response=response,
+                    body=body,
+                ) from None
+        except Exception:
+            # The error keeps the response, and the response its request: not the key.
+            _redact(request)
+            raise
 
     def _raise_transport(
         self, exc: httpx.HTTPError, call: Call, request: httpx.Request
@@ -283,6 +281,11 @@ class _Retryable(Exception):
         super().__init__(str(error))
         self.attempt = attempt
         self.error = error
+
+
+def _redact(request: httpx.Request) -> None:
+    if "X-API-Key" in request.headers:
+        request.headers["X-API-Key"] = _REDACTED
 
 
 def _cap_timeout(timeout: httpx.Timeout, remaining: float) -> httpx.Timeout:

@@ -219,11 +219,12 @@ def _merge_extra(body: dict[str, Any], extra_body: object) -> dict[str, Any]:
                     "extra_body", f"{key!r} is already set by its own argument"
                 )
             body[key] = value
-    try:
-        # httpx would raise from deep inside on NaN or an object json cannot encode.
-        json.dumps(body, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequestError("extra_body", f"is not JSON-serialisable: {exc}") from exc
+        try:
+            # httpx would raise from deep inside on NaN or an object json cannot encode. The
+            # SDK's own fields are already known to be JSON, so only extra_body is checked.
+            json.dumps(extra_body, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError("extra_body", f"is not JSON-serialisable: {exc}") from exc
     return body
 
 

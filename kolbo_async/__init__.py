@@ -86,6 +86,8 @@ from ._models import (
 from ._models import (
     VideoResult as VideoResult,
 )
+from ._sync import Generation as Generation
+from ._sync import Kolbo as Kolbo
 
 __all__ = [
     "APIConnectionError",
@@ -99,6 +101,7 @@ __all__ = [
     "ConflictError",
     "Credits",
     "Failure",
+    "Generation",
     "GenerationCancelledError",
     "GenerationFailedError",
     "GenerationStatus",
@@ -106,6 +109,7 @@ __all__ = [
     "InsufficientCreditsError",
     "InternalServerError",
     "InvalidRequestError",
+    "Kolbo",
     "KolboError",
     "Model",
     "NotFoundError",

@@ -237,10 +237,75 @@ def whole_generation(smoke: bool) -> list[Row]:
     ]
 
 
+def sync_overhead(smoke: bool) -> list[Row]:
+    """Kolbo's gen.status() vs AsyncKolbo's in its own loop, against the simulator in-process."""
+    from _harness import compare_sync
+
+    from kolbo_async import Kolbo
+
+    from kolbo_async.testing import Simulator
+
+    sizes = _sizes(smoke)
+    sim = Simulator(speed=1e-6)  # a clock that barely moves: the generation stays put
+    gen_id = sim.create_generation(key=KEY)
+    transport = sim.transport()
+
+    async def async_calls(n: int) -> float:
+        import time
+
+        async with AsyncKolbo(KEY, _transport=transport, rate_limits=None) as client:
+            gen = client.generations.attach(gen_id)
+            for _ in range(sizes["warmup"]):
+                await gen.status()
+            start = time.perf_counter()
+            for _ in range(n):
+                await gen.status()
+            return (time.perf_counter() - start) / n
+
+    with Kolbo(KEY, _transport=transport, rate_limits=None) as client:
+        gen = client.generations.attach(gen_id)
+        ours, _, noisy = compare_sync(gen.status, lambda: None, **sizes)
+    baseline = sorted(anyio.run(async_calls, sizes["calls"]) for _ in range(sizes["rounds"]))
+    base = baseline[len(baseline) // 2]
+    rows = [Row("sync wrapper: gen.status() per call", ours, base, "s",
+                baseline_name="AsyncKolbo in its loop", goal=1.30, noisy=noisy,
+                note="simulator in-process")]
+
+    loop_sim = Simulator(rate_limits=False)
+    loop_id = loop_sim.create_generation(key=KEY)
+    with loop_sim.serve() as base_url:
+
+        async def over_loopback(n: int) -> float:
+            import time
+
+            async with AsyncKolbo(KEY, base_url=base_url, rate_limits=None) as client:
+                gen = client.generations.attach(loop_id)
+                for _ in range(20):
+                    await gen.status()
+                start = time.perf_counter()
+                for _ in range(n):
+                    await gen.status()
+                return (time.perf_counter() - start) / n
+
+        calls = max(50, sizes["calls"] // 10)
+        with Kolbo(KEY, base_url=base_url, rate_limits=None) as client:
+            gen = client.generations.attach(loop_id)
+            sync_time, _, noisy = compare_sync(
+                gen.status, lambda: None, calls=calls, rounds=sizes["rounds"], warmup=20
+            )
+        async_times = sorted(anyio.run(over_loopback, calls) for _ in range(sizes["rounds"]))
+        rows.append(Row("sync wrapper: gen.status() per call", sync_time,
+                        async_times[len(async_times) // 2], "s",
+                        baseline_name="AsyncKolbo in its loop", goal=1.30, noisy=noisy,
+                        note="simulator over loopback"))
+    return rows
+
+
 SCENARIOS: list[tuple[str, Callable[[bool], list[Row]]]] = [
     ("status", status_poll_inprocess),
     ("submit", submit_inprocess),
     ("loopback", loopback),
     ("generation", whole_generation),
+    ("sync", sync_overhead),
     ("import", import_time),
 ]

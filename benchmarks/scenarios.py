@@ -242,7 +242,6 @@ def sync_overhead(smoke: bool) -> list[Row]:
     from _harness import compare_sync
 
     from kolbo_async import Kolbo
-
     from kolbo_async.testing import Simulator
 
     sizes = _sizes(smoke)

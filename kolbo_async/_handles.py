@@ -314,6 +314,7 @@ class GenerationProgress:
                     await clock.sleep(max(0.0, deadline - clock.now()))
                     self._done = True
                     raise generation._timeout_error(self._timeout, last)
+                logger.debug("waiting %.2f s before polling %s again", delay, generation.id)
                 await clock.sleep(delay)
             try:
                 status = await generation._poll(deadline)

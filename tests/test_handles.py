@@ -84,6 +84,17 @@ class TestProgress:
         await updates.__anext__()
         assert clock.sleeps == [3]
 
+    async def test_waits_are_logged_at_debug(
+        self, router: respx.MockRouter, client: AsyncKolbo, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Each wait between polls is a DEBUG record naming the generation."""
+        import logging
+
+        caplog.set_level(logging.DEBUG, logger="kolbo_async")
+        router.get(STATUS).mock(side_effect=[status("processing", 1), COMPLETED])
+        await client.generations.attach("gen1").wait()
+        assert any("before polling gen1" in r.getMessage() for r in caplog.records)
+
     @pytest.mark.parametrize(("hint", "expected"), [(None, 8), (0, 8), (500, 8), (0.001, 0.05)])
     async def test_poll_interval_rule(
         self,

@@ -16,6 +16,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn
 
+from . import _models
 from ._models import Credits, Failure, GenerationStatus, Model, Submission, VideoResult
 
 __all__ = ["structure"]
@@ -97,6 +98,9 @@ _converter.register_structure_hook(str, _text)
 def _lenient(
     cls: type[T], prepare: Callable[[dict[str, Any]], None] | None = None
 ) -> Callable[[Any, Any], T]:
+    # Resolve the string annotations against `_models`' own names: the package re-labels these
+    # classes `kolbo_async.X`, where `Mapping` and friends are not defined.
+    attrs.resolve_types(cls, globalns=vars(_models))  # type: ignore[type-var]
     overrides = {}
     if cls is GenerationStatus:
         overrides["progress"] = cattrs.override(struct_hook=_progress)

@@ -187,9 +187,3 @@ class Credits:
     redemption: float | None = None
     raw: Mapping[str, Any] = attrs.field(default=_EMPTY, repr=False, eq=False)
 
-
-# Resolve the string annotations now, while this module's names are in scope: the package
-# re-labels these classes `kolbo_async.X`, where `Mapping` and friends are not defined.
-for _cls in (Submission, Failure, VideoResult, GenerationStatus, Model, Credits):
-    attrs.resolve_types(_cls)
-del _cls

@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
 import anyio
-import attrs
 import httpx
 
 from ._clock import Clock
@@ -41,19 +40,36 @@ T = TypeVar("T")
 _REDACTED = "kolbo_live_***"
 
 
-@attrs.frozen
-class Call:
-    """One API request, before any attempt is made."""
+# Internal classes here are plain slotted classes rather than attrs ones: each attrs class
+# costs a fraction of a millisecond at import, and `import kolbo_async` time is measured.
 
-    method: str
-    path: str
-    json: Mapping[str, Any] | None = None
-    params: Mapping[str, str] | None = None
-    #: A paid generation POST: retried only when Kolbo cannot have acted on it.
-    generation: bool = False
-    #: The parsed URL, when the caller keeps the call for reuse (a handle's status poll):
-    #: parsing it once saves a third of httpx's own per-request cost.
-    url: httpx.URL | None = None
+
+class Call:
+    """One API request, before any attempt is made.
+
+    `generation` marks a paid generation POST (retried only when Kolbo cannot have acted on
+    it); `url` is the parsed URL when the caller keeps the call for reuse (a handle's status
+    poll): parsing it once saves a third of httpx's own per-request cost.
+    """
+
+    __slots__ = ("generation", "json", "method", "params", "path", "url")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        generation: bool = False,
+        url: httpx.URL | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.json = json
+        self.params = params
+        self.generation = generation
+        self.url = url
 
 
 class DeadlineExceeded(Exception):
@@ -65,28 +81,50 @@ class DeadlineExceeded(Exception):
         self.last_error = last_error
 
 
-@attrs.define
 class Lifecycle:
     """Whether the client is closed; one object shared by a client and its option copies."""
 
-    closed: bool = False
+    __slots__ = ("closed",)
+
+    def __init__(self) -> None:
+        self.closed = False
 
 
-@attrs.define
 class Pipeline:
     """Sends `Call`s for one client; shared by every handle and `with_options` copy."""
 
-    settings: Settings
-    http: httpx.AsyncClient
-    pacer: Pacer
-    limiter: anyio.Semaphore
-    clock: Clock
-    rng: random.Random = attrs.field(factory=random.Random)
-    lifecycle: Lifecycle = attrs.field(factory=Lifecycle)
+    __slots__ = ("clock", "http", "lifecycle", "limiter", "pacer", "rng", "settings")
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        pacer: Pacer,
+        limiter: anyio.Semaphore,
+        clock: Clock,
+        rng: random.Random,
+        lifecycle: Lifecycle | None = None,
+    ) -> None:
+        self.settings = settings
+        self.http = http
+        self.pacer = pacer
+        self.limiter = limiter
+        self.clock = clock
+        self.rng = rng
+        self.lifecycle = lifecycle or Lifecycle()
 
     def with_settings(self, settings: Settings) -> Pipeline:
-        """A pipeline with other settings, sharing pool, pacer, limiter and clock."""
-        return attrs.evolve(self, settings=settings)
+        """A pipeline with other settings, sharing pool, pacer, limiter, clock and lifecycle."""
+        return Pipeline(
+            settings=settings,
+            http=self.http,
+            pacer=self.pacer,
+            limiter=self.limiter,
+            clock=self.clock,
+            rng=self.rng,
+            lifecycle=self.lifecycle,
+        )
 
     def prepared(self, method: str, path: str) -> Call:
         """A reusable `Call` with its URL parsed once."""

@@ -10,9 +10,7 @@ import enum
 import math
 import random
 from email.utils import parsedate_to_datetime
-from typing import Any
-
-import attrs
+from typing import Any, NamedTuple
 
 __all__ = [
     "BACKOFF_BASE",
@@ -51,8 +49,7 @@ class Failure(enum.Enum):
     STATUS = "status"
 
 
-@attrs.frozen
-class Attempt:
+class Attempt(NamedTuple):
     """What the retry rule needs to know about a failed attempt."""
 
     failure: Failure

@@ -12,15 +12,13 @@ import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from concurrent.futures import Future
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import httpx
-from anyio.from_thread import BlockingPortal
 
 from ._client import (
     _UNSET,
@@ -37,6 +35,9 @@ from ._exceptions import KolboError
 from ._handles import DEFAULT_WAIT, AsyncGeneration, GenerationProgress, ProgressCallback
 from ._models import Credits, GenerationStatus, Model, Submission, VideoResult
 
+if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal
+
 __all__ = ["Generation", "Kolbo"]
 
 T = TypeVar("T")
@@ -50,6 +51,11 @@ class _Runner:
     """
 
     def __init__(self) -> None:
+        # Imported here: anyio.from_thread costs ~7 ms that `import kolbo_async` should not.
+        from concurrent.futures import Future
+
+        from anyio.from_thread import BlockingPortal
+
         ready: Future[BlockingPortal] = Future()
 
         async def serve() -> None:

@@ -7,6 +7,7 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import httpx
@@ -310,11 +311,67 @@ def sync_overhead(smoke: bool) -> list[Row]:
     return rows
 
 
+def peers(smoke: bool) -> list[Row]:
+    """The same shape of call (one GET + parse) through peer SDKs, where installed.
+
+    ``pip install -e '.[bench]'`` brings openai (1.x, on httpx) and runwayml. Each is given an
+    httpx.AsyncClient on the same in-process transport as raw httpx.
+    """
+    try:
+        from openai import AsyncOpenAI
+        from runwayml import AsyncRunwayML
+    except ImportError:
+        return [Row("peers (openai, runwayml)", 0.0, None, "s",
+                    note="not installed: pip install -e '.[bench]'")]
+
+    task = {"id": "17f20503-6c24-4c16-946b-35dbbce2af2f", "status": "RUNNING",
+            "createdAt": "2024-06-27T19:49:32.334Z", "progress": 0.4}
+    model = {"id": "gpt-4o", "object": "model", "created": 1, "owned_by": "openai"}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/v1/models/"):
+            return httpx.Response(200, json=model)
+        if request.url.path.startswith("/v1/tasks/"):
+            return httpx.Response(200, json=task)
+        return httpx.Response(200, content=STATUS_BODY, headers=JSON)
+
+    async def run() -> list[Row]:
+        transport = httpx.MockTransport(handler)
+        rows = []
+        async with httpx.AsyncClient(transport=transport) as raw, \
+                httpx.AsyncClient(transport=transport) as h1, \
+                httpx.AsyncClient(transport=transport) as h2:
+            openai = AsyncOpenAI(api_key="sk-x", base_url="https://peer.example/v1", http_client=h1)
+            runway = AsyncRunwayML(api_key="key", base_url="https://peer.example", http_client=h2)
+
+            def raw_get(path: str) -> Callable[[], Any]:
+                async def get() -> object:
+                    response = await raw.get(f"https://peer.example{path}",
+                                             headers={"Authorization": "Bearer x"})
+                    response.raise_for_status()
+                    return response.json()["id"]
+                return get
+
+            for name, call, path in (
+                ("openai models.retrieve (1.x)", lambda: openai.models.retrieve("gpt-4o"),
+                 "/v1/models/gpt-4o"),
+                ("runwayml tasks.retrieve", lambda: runway.tasks.retrieve(task["id"]),
+                 f"/v1/tasks/{task['id']}"),
+            ):
+                ours, base, noisy = await compare_async(call, raw_get(path), **_sizes(smoke))
+                rows.append(Row(f"peer: {name}", ours, base, "s", noisy=noisy,
+                                note="for reference; same GET shape, in-process"))
+        return rows
+
+    return anyio.run(run)
+
+
 SCENARIOS: list[tuple[str, Callable[[bool], list[Row]]]] = [
     ("status", status_poll_inprocess),
     ("submit", submit_inprocess),
     ("loopback", loopback),
     ("generation", whole_generation),
     ("sync", sync_overhead),
+    ("peers", peers),
     ("import", import_time),
 ]

@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -153,6 +154,29 @@ class TestSubprocess:
         assert proc.returncode == 3
         assert wrong not in proc.stderr + proc.stdout
         assert "Traceback" not in proc.stderr
+
+    def test_ctrl_c_leaves_the_generation_running(self, sandbox_server: str) -> None:
+        """Ctrl-C exits 130, names the id to follow, and cancels nothing at Kolbo."""
+        import httpx
+
+        env = self._env(sandbox_server)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kolbo_async", "generate", "a cat", "--duration", "10"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert first.startswith("Generation ")
+        gen_id = first.split()[1]
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=20)
+        assert proc.returncode == 130
+        assert f"kolbo status {gen_id} --wait" in rest
+        assert "Traceback" not in rest
+        status = httpx.get(
+            f"{sandbox_server}/api/v1/generate/{gen_id}/status", headers={"X-API-Key": KEY}
+        ).json()
+        assert status["state"] in ("pending", "processing", "completed")
 
     def test_pseudo_tty_draws_a_live_bar(self, tmp_path: Path) -> None:
         """On a terminal the progress is redrawn in place rather than printed line by line."""

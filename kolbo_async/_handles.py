@@ -321,7 +321,9 @@ class GenerationProgress:
             except DeadlineExceeded as exc:
                 self._done = True
                 raise generation._timeout_error(self._timeout, last) from exc.last_error
-            except BaseException:
+            except Exception:
+                # An API error ends the stream; a cancellation does not, so a caller that
+                # cancelled a wait may iterate again later.
                 self._done = True
                 raise
             changed = last is None or (status.state, status.progress) != (

@@ -187,6 +187,19 @@ class TestProgress:
             await updates.__anext__()
         assert route.call_count == calls == 1
 
+    async def test_cancelled_next_can_be_retried(
+        self, router: respx.MockRouter, client: AsyncKolbo
+    ) -> None:
+        """A cancelled __anext__ does not end the stream: iterating again goes on."""
+        router.get(STATUS).mock(side_effect=[status("processing", 3), COMPLETED])
+        updates = client.generations.attach("gen1").progress()
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await updates.__anext__()
+        assert scope.cancelled_caught
+        states = [u.state async for u in updates]
+        assert states[-1] == "completed"
+
     async def test_async_with_closes_the_stream(
         self, router: respx.MockRouter, client: AsyncKolbo
     ) -> None:

@@ -18,7 +18,7 @@ class Row:
     """One line of the scoreboard: our figure, the baseline's, and their ratio."""
 
     scenario: str
-    ours: float
+    ours: float | None
     baseline: float | None
     unit: str
     baseline_name: str = "raw httpx"
@@ -28,9 +28,9 @@ class Row:
 
     @property
     def ratio(self) -> float | None:
-        if self.baseline in (None, 0):
+        if self.ours is None or not self.baseline:
             return None
-        return self.ours / self.baseline  # type: ignore[operator]
+        return self.ours / self.baseline
 
 
 def spread(samples: list[float]) -> float:

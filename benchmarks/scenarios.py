@@ -321,7 +321,7 @@ def peers(smoke: bool) -> list[Row]:
         from openai import AsyncOpenAI
         from runwayml import AsyncRunwayML
     except ImportError:
-        return [Row("peers (openai, runwayml)", 0.0, None, "s",
+        return [Row("peers (openai, runwayml)", None, None, "s",
                     note="not installed: pip install -e '.[bench]'")]
 
     task = {"id": "17f20503-6c24-4c16-946b-35dbbce2af2f", "status": "RUNNING",

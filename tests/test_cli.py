@@ -18,6 +18,15 @@ import pytest
 from kolbo_async._cli import main
 
 KEY = "kolbo_live_" + "e5" * 20
+# The first curl example of Kolbo's video docs page (../shared/kolbo-video-docs.txt), verbatim.
+DOCS_CURL = """curl -X POST https://api.kolbo.ai/api/v1/generate/video \\
+-H "X-API-Key: kolbo_live_YOUR_API_KEY" \\
+-H "Content-Type: application/json" \\
+-d '{
+"prompt": "A drone flying over a snowy mountain range at golden hour",
+"duration": 5,
+"aspect_ratio": "16:9"
+}'"""
 
 
 @pytest.fixture(autouse=True)
@@ -139,6 +148,26 @@ class TestSubprocess:
         assert proc.returncode == 0, proc.stderr
         assert "\r" not in proc.stderr
         assert proc.stdout.strip().startswith("http")
+
+    def test_docs_curl_example_against_the_sandbox(self) -> None:
+        """Kolbo's own curl example, placeholder key included, works with only the URL changed."""
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kolbo_async", "sandbox", "--port", "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            base_url = proc.stdout.readline().split(" at ")[1].split(" ")[0]
+            command = DOCS_CURL.replace("https://api.kolbo.ai", base_url)
+            done = subprocess.run(
+                ["bash", "-c", command], capture_output=True, text=True, timeout=30, check=True
+            )
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=10)
+        answer = json.loads(done.stdout)
+        assert answer["success"] is True
+        assert answer["poll_url"] == f"/api/v1/generate/{answer['generation_id']}/status"
 
     def test_bad_key_exit_3_without_the_key(self, sandbox_server: str) -> None:
         """A wrong key is exit 3, one line, and the key is not printed."""

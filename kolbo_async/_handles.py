@@ -269,7 +269,9 @@ class GenerationProgress:
 
     def __init__(self, generation: AsyncGeneration, timeout: float | None) -> None:
         if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not timeout > 0  # also catches NaN
         ):
             raise InvalidRequestError(
                 "timeout", f"must be a positive number or None, not {timeout!r}"

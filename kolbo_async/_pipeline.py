@@ -38,6 +38,7 @@ logger = logging.getLogger("kolbo_async")
 T = TypeVar("T")
 
 _REDACTED = "kolbo_live_***"
+_NOT_JSON = object()
 
 
 # Internal classes here are plain slotted classes rather than attrs ones: each attrs class
@@ -280,16 +281,20 @@ class Pipeline:
         try:
             body = response.json()
         except ValueError:  # not JSON, or not UTF-8: a proxy's page, a truncated answer
-            body = response.text
-        if 200 <= status < 300:
-            if not isinstance(body, dict):
-                what = "a non-JSON body" if isinstance(body, str) else "JSON that is not an object"
+            body = _NOT_JSON
+        if not isinstance(body, dict):
+            # Only an object is the API's envelope; anything else is kept as the raw text
+            # (a parsed `null` or `42` would lose what the server actually said).
+            if 200 <= status < 300:
+                what = "a non-JSON body" if body is _NOT_JSON else "JSON that is not an object"
                 raise APIResponseValidationError(
                     f"{call.method} {response.request.url.path} answered {status} with "
-                    f"{what}: {_preview(body)}",
+                    f"{what}: {_preview(response.text)}",
                     response=response,
-                    body=body,
+                    body=response.text,
                 )
+            body = response.text
+        elif 200 <= status < 300:
             if body.get("success") is False or body.get("status") is False:
                 raise self._status_error(response, body)
             return body

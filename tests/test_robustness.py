@@ -1,0 +1,206 @@
+"""Bad input and bad answers, fuzzed: only documented errors come out, nothing leaks the key."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import respx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import kolbo_async as k
+from kolbo_async import AsyncKolbo
+from kolbo_async.testing import Simulator, VirtualClock
+
+KEY = "kolbo_live_" + "7c" * 20
+FUZZ = settings(
+    max_examples=60,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=50),
+    st.text(min_size=5000, max_size=6000).map(lambda s: s or "x" * 5000),
+    st.sampled_from(["", " ", "\u200b", "🎬", "ftp://x", "https://", "http:///nohost", "16x9"]),
+    st.lists(st.text(max_size=10), max_size=40),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+)
+
+
+def run(fn: Any) -> None:
+    anyio.run(fn, backend="asyncio")
+
+
+@pytest.fixture
+def router() -> Iterator[respx.MockRouter]:
+    with respx.mock(assert_all_called=False) as mock:
+        yield mock
+
+
+class TestFuzzedInput:
+    @FUZZ
+    @given(
+        prompt=VALUES, model=VALUES, aspect_ratio=VALUES, duration=VALUES,
+        enhance_prompt=VALUES, visual_dna_ids=VALUES, reference_images=VALUES,
+        resolution=VALUES, sound_enabled=VALUES, extra_body=VALUES, image=st.booleans(),
+    )
+    def test_generation_calls(
+        self, router: respx.MockRouter, image: bool, prompt: Any, **fields: Any
+    ) -> None:
+        """Any arguments: InvalidRequestError with nothing sent, or one well-formed POST."""
+        route = router.route(host="api.kolbo.ai").respond(
+            200, json={"success": True, "generation_id": "g"}
+        )
+        route.reset()
+
+        async def call() -> None:
+            async with AsyncKolbo(KEY, rate_limits=None, max_retries=0) as client:
+                if image:
+                    await client.videos.from_image(prompt, **fields)
+                else:
+                    await client.videos.generate(prompt, **fields)
+
+        try:
+            run(call)
+        except k.InvalidRequestError as error:
+            assert error.field
+            assert not route.called
+        else:
+            assert route.call_count == 1
+            json.loads(route.calls.last.request.content)
+
+    @FUZZ
+    @given(value=VALUES)
+    def test_attach_and_list(self, router: respx.MockRouter, value: Any) -> None:
+        """attach() and models.list() reject bad values without a request."""
+        route = router.route(host="api.kolbo.ai").respond(200, json={"models": []})
+        route.reset()
+
+        async def call() -> None:
+            async with AsyncKolbo(KEY, rate_limits=None) as client:
+                with contextlib.suppress(k.InvalidRequestError):
+                    client.generations.attach(value)
+                try:
+                    await client.models.list(type=value)
+                except k.InvalidRequestError:
+                    assert not route.called
+
+        run(call)
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [{"timeout": -1}, {"timeout": 0}, {"timeout": True}, {"timeout": "60"},
+         {"timeout": float("nan")}],
+    )
+    def test_handle_timeouts(self, kwargs: dict[str, Any]) -> None:
+        """A bad deadline is an InvalidRequestError."""
+        gen = AsyncKolbo(KEY).generations.attach("g")
+        with pytest.raises(k.InvalidRequestError):
+            gen.progress(**kwargs)
+
+
+BODIES = st.one_of(
+    st.binary(max_size=200),
+    st.sampled_from([
+        b"", b"null", b"[]", b"42", b'"text"', b"<html>502 Bad Gateway</html>",
+        b'{"success": false}', b'{"success": true}', b'{"state": 5}', b'{"state": null}',
+        b'{"state": "processing", "progress": "lots"}', b'{"state": "completed", "result": 7}',
+        b'{"state": "completed", "result": {"urls": "https://x"}}', b'{"state": "mystery"}',
+        b'{"success": false, "error": {"nested": true}, "code": 5}', b'{"status": false}',
+    ]),
+    st.dictionaries(st.sampled_from(["state", "progress", "result", "error", "failure",
+                                     "generation_id", "success", "credits_used"]),
+                    VALUES, max_size=6).map(lambda d: json.dumps(d, default=str).encode()),
+)
+
+
+class TestFuzzedAnswers:
+    @FUZZ
+    @given(status=st.sampled_from([200, 201, 400, 401, 404, 409, 418, 429, 500, 502]),
+           body=BODIES)
+    def test_status_answers(self, router: respx.MockRouter, status: int, body: bytes) -> None:
+        """Whatever the server says, status() returns a status or raises a KolboError."""
+        router.get(url__regex=r".*/status$").respond(status, content=body)
+
+        async def call() -> None:
+            async with AsyncKolbo(KEY, rate_limits=None, max_retries=0) as client:
+                try:
+                    result = await client.generations.attach("g").status()
+                except k.KolboError as error:
+                    if isinstance(error, (k.APIStatusError, k.APIResponseValidationError)):
+                        assert error.body is not None
+                else:
+                    assert isinstance(result, k.GenerationStatus)
+                    assert isinstance(result.state, str)
+
+        run(call)
+
+
+class TestKeyNeverLeaks:
+    def test_nowhere_in_a_faulty_generation(
+        self, caplog: pytest.LogCaptureFixture, tmp_path: Any
+    ) -> None:
+        """Through faults, errors and a download: no log record, repr, error or CDN request
+        carries the key."""
+        caplog.set_level(logging.DEBUG)
+        clock = VirtualClock()
+        sim = Simulator(clock=clock)
+        seen: list[str] = []
+
+        async def flow() -> None:
+            async with sim.client(KEY) as client:
+                seen.append(repr(client))
+                for fault in ("500", "html_502", "drop_after", "429", "slow"):
+                    sim.inject("status", fault)
+                gen = await client.videos.generate("a cat")
+                seen.extend([repr(gen), repr(gen.submission)])
+                async for update in gen.progress():
+                    seen.append(repr(update))
+                path = await gen.download(tmp_path / "v.mp4")
+                seen.append(repr(path))
+                for bad in (lambda: client.videos.generate("x", model="nope"),
+                            lambda: client.generations.attach("0" * 24).status()):
+                    try:
+                        await bad()
+                    except k.KolboError as error:
+                        seen.extend([str(error), repr(error), repr(error.args)])
+                        response = getattr(error, "response", None)
+                        if response is not None:
+                            seen.append(str(response.request.headers))
+
+        anyio.run(flow, backend="trio")
+        for text in seen:
+            assert KEY not in text
+        for record in caplog.records:
+            assert KEY not in record.getMessage()
+        cdn = [r for r in sim.requests if r.host == "cdn"]
+        assert cdn
+        assert all("x-api-key" not in r.headers for r in cdn)
+        api = [r for r in sim.requests if r.host == "api" and r.fault != "drop_before"]
+        assert all(r.headers.get("x-api-key") == KEY for r in api)
+
+    def test_not_in_bad_key_errors(self) -> None:
+        """Even a key the server rejects (and might echo) stays out of the error."""
+        echoed = httpx.Response(401, json={"success": False, "error": f"Invalid key {KEY}"})
+
+        async def flow() -> None:
+            transport = httpx.MockTransport(lambda request: echoed)
+            async with AsyncKolbo(KEY, _transport=transport) as client:
+                with pytest.raises(k.AuthenticationError) as info:
+                    await client.account.credits()
+            assert KEY not in str(info.value)
+            assert KEY not in repr(info.value.args)
+
+        anyio.run(flow)

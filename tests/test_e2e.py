@@ -200,6 +200,71 @@ class TestFaults:
         assert list(sim.generations) == [gen.id]
 
 
+class TestTimeoutsAndStorms:
+    async def test_slow_get_past_read_timeout_is_retried(
+        self, sim: Simulator, vclock: VirtualClock
+    ) -> None:
+        """A status answer slower than the read timeout is a timeout, and retried."""
+        sim.faults.slow_seconds = 30
+        async with sim.client(KEY, timeout=5, rate_limits=None) as client:
+            gen = await client.videos.generate("a cat")
+            sim.inject("status", "slow")
+            status = await gen.status()
+        assert status.generation_id == gen.id
+        polls = [r for r in sim.requests if r.path.endswith("/status")]
+        assert [r.fault for r in polls] == ["slow", None]
+
+    async def test_slow_post_is_outcome_unknown(self, sim: Simulator) -> None:
+        """A POST answer slower than its (>= 120 s) read timeout may have been charged."""
+        sim.faults.slow_seconds = 500
+        sim.inject("generate", "slow")
+        async with sim.client(KEY, timeout=5, rate_limits=None) as client:
+            with pytest.raises(k.SubmissionOutcomeUnknownError):
+                await client.videos.generate("a cat")
+        assert len(sim.generations) == 1
+        assert len([r for r in sim.requests if r.method == "POST"]) == 1
+
+    async def test_deadline_counts_from_the_start_whatever_the_retries(
+        self, sim: Simulator, vclock: VirtualClock
+    ) -> None:
+        """Slow answers and retries inside wait() never push it past its deadline."""
+        sim.faults.slow_seconds = 50
+        async with sim.client(KEY, timeout=40, rate_limits=None) as client:
+            gen = await client.videos.generate("a cat")
+            sim.inject("status", "slow", times=20)
+            start = vclock.now()
+            with pytest.raises(k.GenerationTimeoutError):
+                await gen.wait(timeout=100)
+            assert vclock.now() - start <= 100 + 1e-6
+
+    async def test_a_429_pauses_every_poller(self, sim: Simulator, vclock: VirtualClock) -> None:
+        """One 429 on a status poll holds every in-flight poll of the client until it passes."""
+        async with sim.client(KEY, rate_limits=None) as client:
+            gens = [await client.videos.generate(f"p{i}") for i in range(8)]
+            sim.inject("status", "429")
+            async with anyio.create_task_group() as tg:
+                for gen in gens:
+                    tg.start_soon(gen.wait)
+        polls = [r for r in sim.requests if r.path.endswith("/status")]
+        limited = next(r for r in polls if r.status == 429)
+        retry_after = 60 - limited.time % 60
+        during = [r for r in polls if limited.time < r.time < limited.time + retry_after - 1e-6]
+        assert during == []
+        assert all(record.state == "completed" for record in sim.generations.values())
+
+    async def test_retry_after_past_the_deadline_is_a_rate_limit_error(
+        self, sim: Simulator
+    ) -> None:
+        """When the server asks for longer than the caller has, RateLimitError says so."""
+        async with sim.client(KEY, rate_limits=None) as client:
+            gen = await client.videos.generate("a cat")
+            sim.inject("status", "429")
+            with pytest.raises(k.RateLimitError) as info:
+                await gen.wait(timeout=2)
+        assert info.value.retry_after is not None
+        assert info.value.retry_after > 2
+
+
 class TestPacing:
     async def test_batch_stays_under_the_servers_limit(self, vclock: VirtualClock) -> None:
         """With limits on at both ends, 25 POSTs meet no 429 and take at least 2 minutes."""

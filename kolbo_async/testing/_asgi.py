@@ -8,6 +8,7 @@ caller may be blocking code, asyncio or trio.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import time
@@ -78,6 +79,13 @@ class SimulatorApp:
         await send({"type": "http.response.body", "body": b""})
 
 
+class _QuietAborts(logging.Filter):
+    """Drop uvicorn's complaint about the connections the simulator drops on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "returned without starting response" not in record.getMessage()
+
+
 def _abort(send: Send) -> None:
     # uvicorn hands the app a bound method of its per-request cycle object, which holds the
     # asyncio transport; aborting it resets the connection with no answer at all.
@@ -118,6 +126,8 @@ def serve(simulator: Simulator, host: str, port: int) -> Iterator[str]:
         app, lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=1
     )
     server = uvicorn.Server(config)
+    quiet = _QuietAborts()
+    logging.getLogger("uvicorn.error").addFilter(quiet)
     thread = threading.Thread(
         target=lambda: asyncio.run(server.serve(sockets=[api_sock, cdn_sock])),
         name="kolbo-simulator",
@@ -138,6 +148,7 @@ def serve(simulator: Simulator, host: str, port: int) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        logging.getLogger("uvicorn.error").removeFilter(quiet)
         api_sock.close()
         cdn_sock.close()
         simulator.base_url, simulator.cdn_url, simulator._state.cdn_url = saved

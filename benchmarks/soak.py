@@ -109,6 +109,48 @@ def run_soak(generations: int, *, concurrency: int = 48, speed: float = 600.0,
     }
 
 
+def run_storm(handles: int = 200, *, speed: float = 30.0) -> dict[str, Any]:
+    """Many handles polling; one 429 with Retry-After lands; requests/s before, during, after.
+
+    The simulator's 429 asks the client to wait until its one-minute window ends (up to 2 s
+    real at this speed); every poller of the client waits it out together. "During" starts
+    50 ms after the 429, once the requests already on the wire have landed.
+    """
+    sim = Simulator(speed=speed, rate_limits=False, credits=10**9,
+                    pending_seconds=2.0, processing_seconds=240.0)
+    with sim.serve() as base_url:
+
+        async def main() -> None:
+            async with k.AsyncKolbo(KEY, base_url=base_url, rate_limits=None) as client:
+                # Submitted, not attached: the POST's poll_interval_hint carries the fast clock.
+                gens = [await client.videos.generate(f"storm {i}") for i in range(handles)]
+                async with anyio.create_task_group() as tg:
+                    for gen in gens:
+                        tg.start_soon(gen.wait)
+                    await anyio.sleep(0.6)
+                    sim.inject("status", "429")
+                    await anyio.sleep(3.0)
+                    tg.cancel_scope.cancel()
+
+        anyio.run(main)
+    polls = [r for r in sim.requests if r.path.endswith("/status")]
+    storm = next(r for r in polls if r.status == 429)
+    cooldown = (60 - storm.time % 60) / speed  # real seconds the server asked for
+    at = storm.time / speed
+
+    def rate(start: float, end: float) -> float:
+        count = sum(1 for r in polls if start <= r.time / speed < end)
+        return round(count / max(end - start, 1e-9), 1)
+
+    return {
+        "handles": handles,
+        "Retry-After (real s)": round(cooldown, 3),
+        "requests/s before": rate(at - 0.5, at),
+        "requests/s during the cooldown": rate(at + 0.05, at + cooldown),
+        "requests/s after": rate(at + cooldown, at + cooldown + 0.5),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="fault-injection soak against the simulator")
     parser.add_argument("--generations", type=int, default=1000)
@@ -116,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = run_soak(args.generations, concurrency=args.concurrency)
     print(json.dumps(report, indent=2))
+    print(json.dumps({"429 storm": run_storm()}, indent=2))
     ok = (
         report["duplicate creations for one caller request"] == 0
         and report["created, id never learned"] == report["POSTs dropped after creation"]

@@ -53,7 +53,9 @@ def run_soak(generations: int, *, concurrency: int = 48, speed: float = 600.0,
         async def one(client: k.AsyncKolbo, index: int, limit: anyio.Semaphore) -> None:
             async with limit:
                 try:
-                    gen = await client.videos.generate(f"soak #{index}", duration=5)
+                    # One in twenty fails at the server's decision (and is refunded).
+                    marker = " [fail]" if index % 20 == 0 else ""
+                    gen = await client.videos.generate(f"soak #{index}{marker}", duration=5)
                 except k.SubmissionOutcomeUnknownError:
                     outcomes[index] = ("outcome unknown", None)
                     return
@@ -82,6 +84,7 @@ def run_soak(generations: int, *, concurrency: int = 48, speed: float = 600.0,
     records = sim.generations
     requests = sim.requests
     by_prompt = collections.Counter(str(r.request.get("prompt")) for r in records.values())
+    refunded = sum(1 for r in records.values() if r.refunded)
     learned = {gid for _, gid in outcomes.values() if gid}
     posts = [
         r for r in requests if r.method == "POST" and r.path.startswith("/api/v1/generate/video")
@@ -95,6 +98,7 @@ def run_soak(generations: int, *, concurrency: int = 48, speed: float = 600.0,
         "created (simulator)": len(records),
         "completed (simulator)": sum(1 for r in records.values() if r.state == "completed"),
         "failed as the server decided": sum(1 for r in records.values() if r.state == "failed"),
+        "refunded": refunded,
         "duplicate creations for one caller request": sum(n - 1 for n in by_prompt.values()),
         "created, id never learned": len(set(records) - learned),
         "POSTs dropped after creation": dropped_after_create,

@@ -88,13 +88,13 @@ def origin_of(url: httpx.URL) -> tuple[str, str, int | None]:
 def resolve_api_key(api_key: str | None) -> str:
     """The explicit key, else ``KOLBO_API_KEY``; a `KolboError` naming the variable if neither."""
     key = api_key if api_key is not None else os.environ.get("KOLBO_API_KEY")
+    if key is not None and not isinstance(key, str):
+        raise InvalidRequestError("api_key", f"must be a string, not {type(key).__name__}")
     if key is None or not key.strip():
         raise KolboError(
             "No API key: pass api_key=... or set the KOLBO_API_KEY environment variable "
             "(keys look like kolbo_live_..., from your Kolbo dashboard)."
         )
-    if not isinstance(key, str):
-        raise InvalidRequestError("api_key", f"must be a string, not {type(key).__name__}")
     key = key.strip()
     if any(ch in key for ch in "\r\n\x00"):
         raise InvalidRequestError("api_key", "contains a control character")

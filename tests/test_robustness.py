@@ -99,6 +99,34 @@ class TestFuzzedInput:
 
         run(call)
 
+    @FUZZ
+    @given(api_key=VALUES, base_url=VALUES, timeout=VALUES, max_retries=VALUES,
+           max_concurrent_requests=VALUES)
+    def test_client_settings(self, **kwargs: Any) -> None:
+        """Any settings: a working client, or a KolboError naming what is wrong."""
+        try:
+            AsyncKolbo(**kwargs)
+        except k.InvalidRequestError as error:
+            assert error.field
+        except k.KolboError as error:
+            assert "KOLBO_API_KEY" in str(error)
+
+    @FUZZ
+    @given(index=VALUES, path=VALUES)
+    def test_download_arguments(self, router: respx.MockRouter, index: Any, path: Any) -> None:
+        """Bad download arguments are refused before anything is fetched."""
+        route = router.route(host="api.kolbo.ai").respond(200, json={"state": "processing"})
+        route.reset()
+
+        async def call() -> None:
+            async with AsyncKolbo(KEY, rate_limits=None) as client:
+                gen = client.generations.attach("g")
+                with contextlib.suppress(k.InvalidRequestError, TypeError):
+                    await gen.download(path, index=index, timeout=0.001)
+
+        with contextlib.suppress(k.GenerationTimeoutError):
+            run(call)
+
     @pytest.mark.parametrize(
         "kwargs",
         [{"timeout": -1}, {"timeout": 0}, {"timeout": True}, {"timeout": "60"},

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -158,7 +159,8 @@ def _client(args: argparse.Namespace) -> AsyncKolbo:
         return AsyncKolbo(base_url=args.base_url)
     from .testing import Simulator
 
-    sim = Simulator(speed=_sandbox_speed(SANDBOX_SPEED))
+    # A fresh seed per run, so generation ids differ from one demo to the next.
+    sim = Simulator(speed=_sandbox_speed(SANDBOX_SPEED), seed=random.randrange(2**32))
     return sim.client(SANDBOX_KEY)
 
 
@@ -328,7 +330,7 @@ async def _credits(client: AsyncKolbo, args: argparse.Namespace, out: TextIO, _:
 def _serve_sandbox(args: argparse.Namespace, out: TextIO) -> int:
     from .testing import Simulator
 
-    sim = Simulator(speed=args.speed, api_key=args.require_key)
+    sim = Simulator(speed=args.speed, api_key=args.require_key, seed=random.randrange(2**32))
     try:
         with sim.serve(host=args.host, port=args.port) as base_url:
             out.write(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import tempfile
+import secrets
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from ._pipeline import Pipeline
 
 __all__ = ["download_to"]
+
+_BINARY = getattr(os, "O_BINARY", 0)  # Windows
 
 logger = logging.getLogger("kolbo_async")
 
@@ -47,10 +49,11 @@ async def download_to(
     from ._pipeline import DeadlineExceeded
 
     directory = target.parent if str(target.parent) else Path(".")
-    fd, temp_name = await anyio.to_thread.run_sync(
-        lambda: tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=directory)
+    temp = directory / f".{target.name}.{secrets.token_hex(6)}.part"
+    # Not tempfile.mkstemp: its 0600 mode would stick to the video; this honours the umask.
+    fd = await anyio.to_thread.run_sync(
+        lambda: os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, 0o666)
     )
-    temp = Path(temp_name)
     file = os.fdopen(fd, "wb")
     try:
         with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -332,6 +333,9 @@ class TestDownload:
         assert "x-api-key" not in cdn.calls.last.request.headers
         assert seen[-1] == (len(body), len(body))
         assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
+        umask = os.umask(0)
+        os.umask(umask)
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
     async def test_refuses_to_overwrite(
         self, router: respx.MockRouter, client: AsyncKolbo, tmp_path: Path

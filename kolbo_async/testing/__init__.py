@@ -17,11 +17,11 @@ from __future__ import annotations
 from ._clock import ScaledClock as ScaledClock
 from ._clock import VirtualClock as VirtualClock
 from ._core import FAULTS as FAULTS
-from ._core import Faults as Faults
-from ._core import GenerationRecord as GenerationRecord
-from ._core import RecordedRequest as RecordedRequest
-from ._core import SimRequest as SimRequest
-from ._core import SimResponse as SimResponse
+from ._records import Faults as Faults
+from ._records import GenerationRecord as GenerationRecord
+from ._records import RecordedRequest as RecordedRequest
+from ._records import SimRequest as SimRequest
+from ._records import SimResponse as SimResponse
 from ._simulator import Simulator as Simulator
 
 __all__ = [

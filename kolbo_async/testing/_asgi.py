@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from ._core import SimRequest
+from ._records import SimRequest
 
 if TYPE_CHECKING:
     from ._simulator import Simulator

@@ -35,9 +35,15 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import attrs
-
 from ._catalog import CATALOG, SMART_SELECT_CREDIT, matches_type
+from ._records import (
+    Faults,
+    GenerationRecord,
+    Plan,
+    RecordedRequest,
+    SimRequest,
+    SimResponse,
+)
 
 __all__ = [
     "FAULTS",
@@ -73,108 +79,6 @@ _FAILURE = {
     "severity": "error",
     "provider": "simulated",
 }
-
-
-@attrs.define
-class SimRequest:
-    """A request as the service sees it (header names lower-cased)."""
-
-    method: str
-    path: str
-    query: dict[str, str] = attrs.field(factory=dict)
-    headers: dict[str, str] = attrs.field(factory=dict)
-    body: bytes = b""
-    host: str = "api"  # "api" or "cdn"
-    client: str = "127.0.0.1"
-
-
-@attrs.define
-class SimResponse:
-    """What the service answers. `fault` tells the adapter to misbehave instead."""
-
-    status: int = 200
-    headers: dict[str, str] = attrs.field(factory=dict)
-    body: bytes = b""
-    #: None, "drop_before", "drop_after" or "slow" (then answer after `delay` real seconds).
-    fault: str | None = None
-    delay: float = 0.0
-    #: For large CDN bodies: produce the bytes in chunks instead of holding them.
-    chunks: Iterator[bytes] | None = None
-
-
-@attrs.define
-class RecordedRequest:
-    """One request the simulator saw, as sent (the X-API-Key header included)."""
-
-    time: float
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    json: Any
-    host: str
-    status: int
-    fault: str | None
-
-
-@attrs.define
-class GenerationRecord:
-    """One simulated generation and its timeline."""
-
-    id: str
-    key: str
-    kind: str
-    request: dict[str, Any]
-    model: str
-    duration: float
-    aspect_ratio: str
-    credits: float
-    created_at: float
-    pending_seconds: float
-    processing_seconds: float
-    outcome: str = "completed"
-    cancelled_at: float | None = None
-    refunded: bool = False
-    #: The state at the last time anyone asked (kept current by `ServiceState`).
-    state: str = "pending"
-
-    def state_at(self, now: float) -> tuple[str, int]:
-        """(state, progress) at `now`."""
-        if self.cancelled_at is not None and now >= self.cancelled_at:
-            return "cancelled", self._progress(self.cancelled_at)
-        elapsed = now - self.created_at
-        if elapsed < self.pending_seconds:
-            return "pending", 0
-        if elapsed < self.pending_seconds + self.processing_seconds:
-            return "processing", self._progress(now)
-        return ("failed", self._progress(now)) if self.outcome == "failed" else ("completed", 100)
-
-    def _progress(self, now: float) -> int:
-        done = now - self.created_at - self.pending_seconds
-        if done <= 0:
-            return 0
-        return min(99, int(99 * done / self.processing_seconds))
-
-
-@attrs.define
-class Faults:
-    """Random fault rates (0..1), drawn from the simulator's seeded generator."""
-
-    status_error_rate: float = 0.0
-    status_drop_rate: float = 0.0
-    status_slow_rate: float = 0.0
-    #: How long a "slow" answer takes, in real seconds.
-    slow_seconds: float = 5.0
-    generate_429_rate: float = 0.0
-    generate_refuse_rate: float = 0.0
-    generate_drop_after_create_rate: float = 0.0
-    insufficient_credits: bool = False
-
-
-@attrs.define
-class _Plan:
-    outcome: str = "completed"
-    processing_seconds: float | None = None
 
 
 class ServiceState:
@@ -214,7 +118,7 @@ class ServiceState:
         self.generations: dict[str, GenerationRecord] = {}
         self.requests: list[RecordedRequest] = []
         self._injected: dict[str, deque[str]] = {route: deque() for route in ROUTES}
-        self._plans: deque[_Plan] = deque()
+        self._plans: deque[Plan] = deque()
         self._windows: dict[tuple[str, str], tuple[int, int]] = {}
 
     # -- scripting -----------------------------------------------------------------------
@@ -229,7 +133,7 @@ class ServiceState:
     def plan(self, outcome: str, processing_seconds: float | None, times: int) -> None:
         if outcome not in ("completed", "failed", "filtered"):
             raise ValueError(f"outcome must be completed, failed or filtered, not {outcome!r}")
-        self._plans.extend([_Plan(outcome, processing_seconds)] * times)
+        self._plans.extend([Plan(outcome, processing_seconds)] * times)
 
     def create(self, now: float, *, key: str, request: Mapping[str, Any], kind: str) -> str:
         """Create (and charge for) a generation without HTTP; returns its id."""
@@ -384,7 +288,7 @@ class ServiceState:
         credits: float,
         model: Mapping[str, Any] | None = None,
     ) -> GenerationRecord:
-        plan = self._plans.popleft() if self._plans else _Plan()
+        plan = self._plans.popleft() if self._plans else Plan()
         prompt = str(body.get("prompt") or "")
         outcome = plan.outcome
         if "[fail]" in prompt:

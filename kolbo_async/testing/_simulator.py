@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ._clock import ScaledClock, VirtualClock
-from ._core import Faults, GenerationRecord, RecordedRequest, ServiceState, SimRequest, SimResponse
+from ._core import ServiceState
+from ._records import Faults, GenerationRecord, RecordedRequest, SimRequest, SimResponse
 
 if TYPE_CHECKING:
     from kolbo_async import AsyncKolbo

@@ -9,7 +9,7 @@ import anyio
 import httpx
 
 from ._clock import VirtualClock
-from ._core import SimRequest, SimResponse
+from ._records import SimRequest, SimResponse
 
 if TYPE_CHECKING:
     from ._simulator import Simulator

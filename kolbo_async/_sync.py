@@ -52,7 +52,7 @@ class _Runner:
 
     def __init__(self) -> None:
         # Imported here: anyio.from_thread costs ~7 ms that `import kolbo_async` should not.
-        from concurrent.futures import Future
+        from concurrent.futures import CancelledError, Future
 
         from anyio.from_thread import BlockingPortal
 
@@ -74,6 +74,7 @@ class _Runner:
         self._thread.start()
         self.portal = ready.result()
         self.closed = False
+        self._cancelled = CancelledError
 
     def call(self, func: Callable[..., Awaitable[T]], /, *args: Any) -> T:
         """Run ``func(*args)`` on the loop and wait for it; Ctrl-C cancels it there."""
@@ -86,6 +87,12 @@ class _Runner:
         future = self.portal.start_task_soon(func, *args)
         try:
             return future.result()
+        except self._cancelled:
+            if self.closed:  # another thread closed the client under this call
+                raise KolboError(
+                    "The Kolbo client was closed while this call was running."
+                ) from None
+            raise
         except BaseException:
             # KeyboardInterrupt (or any interruption) while waiting: stop the work on the
             # loop too, so nothing keeps polling behind the caller's back.

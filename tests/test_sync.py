@@ -265,6 +265,28 @@ class TestBlocking:
         with pytest.raises(k.KolboError, match="closed"):
             client.account.credits()
 
+    def test_closing_under_a_running_call(self) -> None:
+        """A thread waiting when another closes the client gets a clear KolboError."""
+        sim = _slow_sim()
+        client = Kolbo(KEY, _transport=sim.transport(), rate_limits=None)
+        gen = client.videos.generate("a cat")
+        errors: list[BaseException] = []
+
+        def wait() -> None:
+            try:
+                gen.wait()
+            except BaseException as error:
+                errors.append(error)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        time.sleep(0.3)
+        client.close()
+        waiter.join(timeout=10)
+        assert len(errors) == 1
+        assert isinstance(errors[0], k.KolboError)
+        assert "closed" in str(errors[0])
+
     def test_forgetting_to_close_does_not_hang_exit(self) -> None:
         """An interpreter with an unclosed Kolbo exits promptly."""
         code = "from kolbo_async import Kolbo; c = Kolbo('kolbo_live_x'); print('ok')"

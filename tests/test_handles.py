@@ -218,7 +218,7 @@ class TestProgress:
             return_value=status("processing", 3, poll_interval_hint=0.01)
         )
         async with AsyncKolbo(KEY, rate_limits=None) as client:  # real time
-            with anyio.move_on_after(0.1):
+            with anyio.move_on_after(0.3):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(client.generations.attach("gen1").wait)
                     await anyio.sleep(1)

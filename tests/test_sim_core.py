@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import anyio
 import pytest
 
 from kolbo_async.testing import SimRequest, Simulator, VirtualClock
@@ -292,35 +291,208 @@ class TestCdn:
         assert part.headers["content-range"] == f"bytes 4-7/{len(data)}"
 
 
-@pytest.mark.anyio
-class TestVirtualClock:
-    async def test_sleepers_wake_in_deadline_order(self) -> None:
-        """Concurrent sleepers wake in order of their deadlines, at those times."""
-        clock = VirtualClock()
-        woke: list[tuple[str, float]] = []
+class TestScripting:
+    def test_complete_and_fail_helpers(self, sim: Simulator) -> None:
+        """complete() and fail() end a running generation now; fail() refunds it."""
+        before = sim.credits()
+        done, bad = submit(sim), submit(sim)
+        sim.complete(done["generation_id"])
+        sim.fail(bad["generation_id"], {"code": "PROVIDER_DOWN", "retryable": True})
+        assert call(sim, "GET", done["poll_url"])[1]["progress"] == 100
+        body = call(sim, "GET", bad["poll_url"])[1]
+        assert body["state"] == "failed"
+        assert (body["failure"]["code"], body["failure"]["retryable"]) == ("PROVIDER_DOWN", True)
+        assert sim.credits() == before - 35
+        with pytest.raises(ValueError, match="already completed"):
+            sim.fail(done["generation_id"])
 
-        async def nap(name: str, seconds: float) -> None:
-            await clock.sleep(seconds)
-            woke.append((name, clock.now()))
+    def test_plan_sets_failure_and_time(self, sim: Simulator, clock: VirtualClock) -> None:
+        """plan() scripts the next generation's outcome, failure and processing time."""
+        sim.plan("failed", processing_seconds=10, failure={"category": "provider"})
+        gen = submit(sim)
+        clock.advance(3 + 10)
+        body = call(sim, "GET", gen["poll_url"])[1]
+        assert (body["state"], body["failure"]["category"]) == ("failed", "provider")
+        assert sim.generations[gen["generation_id"]].request["prompt"] == "a cat"
+        with pytest.raises(ValueError, match="outcome"):
+            sim.plan("exploded")
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(nap, "late", 30)
-            tg.start_soon(nap, "early", 10)
-            tg.start_soon(nap, "middle", 20)
-        assert woke == [("early", 10), ("middle", 20), ("late", 30)]
+    def test_failure_refunds_without_a_poll(self, sim: Simulator, clock: VirtualClock) -> None:
+        """The balance reflects a failure as soon as it happens, polled or not."""
+        sim.plan("failed")
+        submit(sim)
+        clock.advance(1000)
+        assert call(sim, "GET", "/api/v1/account/credits")[1]["credits"]["total"] == 10_000
 
-    async def test_cancelled_sleeper_does_not_block_others(self) -> None:
-        """A sleeper cancelled while first in line hands over to the next."""
-        clock = VirtualClock()
-        done = []
+    def test_create_generation_without_http(self, sim: Simulator, clock: VirtualClock) -> None:
+        """Pre-created generations cost nothing and are visible to their key only."""
+        gen_id = sim.create_generation(key=KEY, processing_seconds=1, outcome="filtered")
+        record = sim.generations[gen_id]
+        assert (record.key, record.credits, record.state) == (KEY, 0, "pending")
+        clock.advance(5)
+        body = call(sim, "GET", f"/api/v1/generate/{gen_id}/status")[1]
+        assert (body["state"], body["result"]["urls"]) == ("completed", [])
+        assert not sim.requests[:-1]
 
-        async def nap() -> None:
-            await clock.sleep(50)
-            done.append(clock.now())
+    def test_balance_buckets_in_order(self, clock: VirtualClock) -> None:
+        """Charges take plan credits, then packs, then redemptions; refunds put them back."""
+        sim = Simulator(clock=clock, credits={"plan_credits": 20, "credit_pack": 10,
+                                              "redemption": 100})
+        gen = submit(sim)  # 35
+        balance = call(sim, "GET", "/api/v1/account/credits")[1]["credits"]
+        assert balance == {"total": 95, "plan_credits": 0, "credit_pack": 0, "redemption": 95}
+        call(sim, "POST", f"/api/v1/generate/{gen['generation_id']}/cancel", {})
+        balance = call(sim, "GET", "/api/v1/account/credits")[1]["credits"]
+        assert balance == {"total": 130, "plan_credits": 20, "credit_pack": 10, "redemption": 100}
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(nap)
-            with anyio.CancelScope() as scope:
-                scope.cancel()
-                await clock.sleep(5)
-        assert done == [50]
+
+class TestMoreValidation:
+    def test_from_image_needs_image_url(self, sim: Simulator) -> None:
+        """Image to video requires image_url; prompt is optional."""
+        path = "/api/v1/generate/video/from-image"
+        assert call(sim, "POST", path, {"prompt": "zoom"})[1]["code"] == "MISSING_FIELDS"
+        status, body, _ = call(sim, "POST", path, {"image_url": "https://x.test/a.jpg"})
+        assert (status, body["type"], body["model"]) == (200, "video", "auto")
+
+    def test_invalid_json_is_missing_fields(self, sim: Simulator) -> None:
+        """A body that is not a JSON object is a 400 MISSING_FIELDS."""
+        answer = sim.handle(SimRequest("POST", "/api/v1/generate/video",
+                                       headers={"x-api-key": KEY}, body=b"{nope"))
+        assert answer.status == 400
+        assert json.loads(answer.body)["code"] == "MISSING_FIELDS"
+
+    def test_visual_dna_limit_follows_the_model(self, sim: Simulator) -> None:
+        """Three Visual DNA ids at most, unless the model allows more."""
+        four = ["a", "b", "c", "d"]
+        status, _, _ = call(sim, "POST", "/api/v1/generate/video",
+                            {"prompt": "a", "visual_dna_ids": four})
+        assert status == 400
+        submit(sim, model="minimax-h3", visual_dna_ids=four)
+
+    def test_unsupported_values_snap(self, sim: Simulator, clock: VirtualClock) -> None:
+        """Unsupported durations and aspect ratios snap to the closest supported value."""
+        gen = submit(sim, model="veo3", duration=7.5, aspect_ratio="21:9")
+        sim.complete(gen["generation_id"])
+        result = call(sim, "GET", gen["poll_url"])[1]["result"]
+        assert (result["duration"], result["aspect_ratio"], result["model"]) == (8, "16:9", "veo3")
+        assert gen["credits_charged"] == 40 * 8
+
+    def test_sound_multiplier(self, sim: Simulator) -> None:
+        """sound_enabled multiplies the price when the model has a sound multiplier."""
+        gen = submit(sim, model="veo3", duration=4, sound_enabled=True)
+        assert gen["credits_charged"] == 40 * 4 * 1.5
+
+    def test_unknown_fields_are_ignored(self, sim: Simulator) -> None:
+        """Fields the simulator does not know are accepted, as the real API does."""
+        submit(sim, skip_color_palette=True, project_id="p1")
+
+
+class TestMoreRateLimits:
+    def test_ip_limit_counts_every_request(self, clock: VirtualClock) -> None:
+        """The per-address limit counts all requests, generation POSTs included."""
+        sim = Simulator(clock=clock, rate_limits=True, requests_per_minute=5)
+        submit(sim)
+        for _ in range(4):
+            assert call(sim, "GET", "/api/v1/models")[0] == 200
+        status, _, headers = call(sim, "GET", "/api/v1/models")
+        assert (status, headers["retry-after"]) == (429, "60")
+
+    def test_retry_after_is_a_decimal_on_a_fast_clock(self) -> None:
+        """Retry-After is seconds until the window ends, divided by the speed."""
+        sim = Simulator(clock=VirtualClock(start=30), rate_limits=True, generations_per_minute=0)
+        assert call(sim, "POST", "/api/v1/generate/video", {"prompt": "a"})[2][
+            "retry-after"] == "30"
+        fast = Simulator(speed=1e9, rate_limits=True, generations_per_minute=0)
+        header = call(fast, "POST", "/api/v1/generate/video", {"prompt": "a"})[2]["retry-after"]
+        assert 0 < float(header) < 1e-6 or header == "0"
+
+
+class TestMoreFaults:
+    def test_refused_posts_create_nothing(self, sim: Simulator) -> None:
+        """generate_refuse_rate refuses before reading: no generation, no charge."""
+        sim.faults.generate_refuse_rate = 1.0
+        answer = sim.handle(SimRequest("POST", "/api/v1/generate/video",
+                                       headers={"x-api-key": KEY}, body=b'{"prompt":"a"}'))
+        assert answer.fault == "drop_before"
+        assert not sim.generations
+        assert sim.credits() == 10_000
+
+    def test_drop_after_create_charges(self, sim: Simulator) -> None:
+        """generate_drop_after_create_rate creates and charges, then drops the answer."""
+        sim.faults.generate_drop_after_create_rate = 1.0
+        answer = sim.handle(SimRequest("POST", "/api/v1/generate/video",
+                                       headers={"x-api-key": KEY}, body=b'{"prompt":"a"}'))
+        assert answer.fault == "drop_after"
+        assert len(sim.generations) == 1
+        assert sim.credits() == 10_000 - 35
+
+    def test_generate_429_rate(self, sim: Simulator) -> None:
+        """generate_429_rate answers 429 with Retry-After and charges nothing."""
+        sim.faults.generate_429_rate = 1.0
+        status, body, headers = call(sim, "POST", "/api/v1/generate/video", {"prompt": "a"})
+        assert (status, body["status"], "retry-after" in headers) == (429, False, True)
+        assert not sim.generations
+
+    def test_injected_kinds(self, sim: Simulator) -> None:
+        """invalid_json, slow, insufficient_credits and 429 each do what they say."""
+        sim.inject("credits", "invalid_json")
+        broken = sim.handle(SimRequest("GET", "/api/v1/account/credits",
+                                       headers={"x-api-key": KEY}))
+        assert broken.status == 200
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(broken.body)
+        sim.inject("models", "slow")
+        sim.faults.slow_seconds = 2.5
+        slow = sim.handle(SimRequest("GET", "/api/v1/models", headers={"x-api-key": KEY}))
+        assert (slow.status, slow.fault, slow.delay) == (200, "slow", 2.5)
+        sim.inject("generate", "insufficient_credits")
+        assert call(sim, "POST", "/api/v1/generate/video", {"prompt": "a"})[1]["code"] == (
+            "INSUFFICIENT_CREDITS")
+        sim.faults.insufficient_credits = True
+        assert call(sim, "POST", "/api/v1/generate/video", {"prompt": "a"})[0] == 400
+        with pytest.raises(ValueError, match="fault"):
+            sim.inject("status", "explode")
+        with pytest.raises(ValueError, match="route"):
+            sim.inject("nowhere", "500")
+
+
+class TestMoreCdn:
+    def _done(self, sim: Simulator) -> str:
+        gen = submit(sim)
+        sim.complete(gen["generation_id"])
+        return str(gen["generation_id"])
+
+    def test_suffix_range_head_and_416(self, sim: Simulator) -> None:
+        """Suffix ranges, HEAD and unsatisfiable ranges follow RFC 9110."""
+        path = f"/videos/{self._done(sim)}.mp4"
+        size = int(sim.handle(SimRequest("HEAD", path, host="cdn")).headers["content-length"])
+        head = sim.handle(SimRequest("HEAD", path, host="cdn"))
+        assert (head.status, head.chunks, head.headers["accept-ranges"]) == (200, None, "bytes")
+        tail = sim.handle(SimRequest("GET", path, headers={"range": "bytes=-10"}, host="cdn"))
+        assert tail.headers["content-range"] == f"bytes {size - 10}-{size - 1}/{size}"
+        assert len(b"".join(sim.video_chunks(tail))) == 10
+        bad = sim.handle(SimRequest("GET", path, headers={"range": f"bytes={size}-"}, host="cdn"))
+        assert bad.status == 416
+
+    def test_large_video_size_is_padded(self, clock: VirtualClock) -> None:
+        """video_size serves a large file, produced in chunks."""
+        sim = Simulator(clock=clock, video_size=1_000_000)
+        path = f"/videos/{self._done(sim)}.mp4"
+        answer = sim.handle(SimRequest("GET", path, host="cdn"))
+        data = b"".join(sim.video_chunks(answer))
+        assert len(data) == int(answer.headers["content-length"]) == 1_000_000
+        part = sim.handle(SimRequest("GET", path, headers={"range": "bytes=500000-500099"},
+                                     host="cdn"))
+        assert b"".join(sim.video_chunks(part)) == data[500_000:500_100]
+
+    def test_not_ready_filtered_and_thumbs(self, sim: Simulator) -> None:
+        """Only completed videos exist; filtered ones have no video; thumbnails are JPEG."""
+        running = submit(sim)["generation_id"]
+        assert sim.handle(SimRequest("GET", f"/videos/{running}.mp4", host="cdn")).status == 404
+        gen_id = self._done(sim)
+        thumb = sim.handle(SimRequest("GET", f"/thumbs/{gen_id}.jpg", host="cdn"))
+        assert (thumb.status, thumb.headers["content-type"]) == (200, "image/jpeg")
+        sim.plan("filtered")
+        filtered = submit(sim)["generation_id"]
+        sim.complete(filtered, filtered=True)
+        assert sim.handle(SimRequest("GET", f"/videos/{filtered}.mp4", host="cdn")).status == 404

@@ -20,6 +20,7 @@ from ._core import FAULTS as FAULTS
 from ._records import Faults as Faults
 from ._records import GenerationRecord as GenerationRecord
 from ._records import RecordedRequest as RecordedRequest
+from ._records import SimGeneration as SimGeneration
 from ._records import SimRequest as SimRequest
 from ._records import SimResponse as SimResponse
 from ._simulator import Simulator as Simulator
@@ -30,6 +31,7 @@ __all__ = [
     "GenerationRecord",
     "RecordedRequest",
     "ScaledClock",
+    "SimGeneration",
     "SimRequest",
     "SimResponse",
     "Simulator",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["CATALOG", "SMART_SELECT_CREDIT", "matches_type"]
+__all__ = ["CATALOG", "SMART_SELECT_CREDIT", "matches_type", "price", "snap", "snap_ratio"]
 
 #: Credits per second when no model is named; 5 s cost 35, as in Kolbo's docs example.
 SMART_SELECT_CREDIT = 7.0
@@ -113,3 +115,42 @@ def matches_type(model: dict[str, Any], wanted: str | None) -> bool:
     if wanted is None:
         return True
     return _ALIASES.get(wanted, wanted) in model["types"]
+
+
+def price(model: Mapping[str, Any] | None, body: Mapping[str, Any]) -> float:
+    """Credits charged at submit: credit/s x duration x resolution (x sound) multiplier."""
+    durations = (model or {}).get("supported_durations") or []
+    duration = snap(body.get("duration", 5), durations)
+    credit = float((model or {}).get("credit", SMART_SELECT_CREDIT))
+    multiplier = float((model or {}).get("resolution_multipliers", {}).get(
+        body.get("resolution"), 1.0))
+    if body.get("sound_enabled") and (model or {}).get("sound_credit_multiplier"):
+        multiplier *= float(model["sound_credit_multiplier"])  # type: ignore[index]
+    return credit * duration * multiplier
+
+
+def snap(value: Any, allowed: list[Any]) -> float:
+    """A duration snapped to the closest of `allowed` (5 s when not a positive number)."""
+    number = float(value) if isinstance(value, (int, float)) and not isinstance(
+        value, bool) and math.isfinite(value) and value > 0 else 5.0
+    if not allowed:
+        return number
+    return float(min(allowed, key=lambda d: abs(float(d) - number)))
+
+
+def snap_ratio(value: Any, allowed: list[str]) -> str:
+    """An aspect ratio snapped to the closest of `allowed` by shape."""
+    # "Closest" by shape: compare log(width/height), so 21:9 snaps to 16:9, 4:5 to 1:1.
+    wanted = _ratio(value)
+    if value in allowed or wanted is None:
+        return str(value) if value in allowed else allowed[0]
+    return min(allowed, key=lambda r: abs(math.log((_ratio(r) or 1.0) / wanted)))
+
+
+def _ratio(value: Any) -> float | None:
+    width, sep, height = str(value).partition(":")
+    try:
+        ratio = float(width) / float(height) if sep else None
+    except (ValueError, ZeroDivisionError):
+        return None
+    return ratio if ratio is not None and math.isfinite(ratio) and ratio > 0 else None

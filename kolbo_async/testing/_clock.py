@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import threading
 import time
 
 import anyio
@@ -45,7 +44,12 @@ class VirtualClock:
         self._now += max(0.0, seconds)
 
     async def sleep(self, seconds: float) -> None:
-        """Wait `seconds` of virtual time."""
+        """Wait `seconds` of virtual time, waking in deadline order among sleepers.
+
+        The earliest sleeper first yields to the loop `YIELDS` times, so that other ready
+        tasks (in-process HTTP exchanges included) run before time jumps; the others wait on
+        an event until they are first. A cancelled sleeper leaves the queue and wakes the next.
+        """
         deadline = self._now + max(0.0, seconds)
         entry = _Sleeper(deadline, next(self._seq))
         heapq.heappush(self._sleepers, entry)
@@ -91,8 +95,12 @@ class _Sleeper:
 class ScaledClock:
     """Real time sped up: simulated seconds = real monotonic seconds x `speed`.
 
-    Thread-safe (the loopback server runs in its own thread). Its `sleep` waits the real
-    equivalent.
+    Thread-safe: `now()` only reads `time.monotonic()` (not anyio's clock, which needs a
+    running loop), so the loopback server's thread and the test's thread can both ask. Its
+    `sleep` waits the real equivalent.
+
+    Example:
+        >>> clock = ScaledClock(speed=100)   # 90 simulated seconds pass in 0.9 real ones
     """
 
     def __init__(self, speed: float = 1.0) -> None:
@@ -100,7 +108,6 @@ class ScaledClock:
             raise ValueError(f"speed must be positive, not {speed!r}")
         self.speed = float(speed)
         self._origin = time.monotonic()
-        self._lock = threading.Lock()
 
     def now(self) -> float:
         """Simulated seconds since the clock was made."""

@@ -13,17 +13,7 @@ rules follow Kolbo's documentation (see ``kolbo-api.md``):
 - Unsupported durations and aspect ratios are snapped to the closest supported value (the docs
   say "the API may select the closest match").
 
-The lifecycle of a generation is a function of its timeline and `now`:
-
-    state        becomes        when
-    ----------   ------------   -----------------------------------------------
-    pending      processing     pending_seconds after submit
-    processing   completed      processing_seconds later (outcome "completed")
-    processing   completed      same, but with no URLs (outcome "filtered")
-    processing   failed         same (outcome "failed"); credits refunded
-    pending,     cancelled      POST .../cancel; credits refunded
-    processing
-    completed, failed, cancelled never change; cancelling them answers 409
+The lifecycle is the `TRANSITIONS` table below.
 """
 
 from __future__ import annotations
@@ -32,10 +22,11 @@ import json
 import math
 import random
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from ._catalog import CATALOG, SMART_SELECT_CREDIT, matches_type
+from ._catalog import CATALOG, matches_type, price, snap, snap_ratio
+from ._media import chunks, parse_range
 from ._records import (
     Faults,
     GenerationRecord,
@@ -62,8 +53,35 @@ FAULTS = frozenset(
      "slow", "insufficient_credits"}
 )
 ROUTES = frozenset({"generate", "status", "cancel", "models", "credits", "cdn"})
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+# The lifecycle of a generation. Its rules:
+#
+# - A generation's state is a function of its timeline and the time asked (`now`): nothing
+#   ticks in the background. `GenerationRecord.state_at` reads the timeline; this table says
+#   which moves exist, and the code checks moves against it.
+# - "start" happens pending_seconds after submit (documented as "queued"), and the outcome
+#   ("complete", "filter" = completed with no URLs, a documented quirk, or "fail") happens
+#   processing_seconds later. Progress rises 0..99 while processing, 100 when completed.
+# - "cancel" is a request (POST .../cancel); the terminal states have no moves, so cancelling
+#   them answers 409 with the current state.
+# - Entering a state in REFUNDING gives the credits charged at submit back, exactly once.
+TRANSITIONS: dict[str, dict[str, str]] = {
+    "pending": {"start": "processing", "cancel": "cancelled"},
+    "processing": {
+        "complete": "completed",
+        "filter": "completed",
+        "fail": "failed",
+        "cancel": "cancelled",
+    },
+    "completed": {},
+    "failed": {},
+    "cancelled": {},
+}
+REFUNDING = frozenset({"failed", "cancelled"})
+TERMINAL = frozenset(state for state, moves in TRANSITIONS.items() if not moves)
+_OUTCOME_EVENT = {"completed": "complete", "filtered": "filter", "failed": "fail"}
 POLL_INTERVAL_HINT = 8.0
+BUCKETS = ("plan_credits", "credit_pack", "redemption")
 WINDOW = 60.0
 
 _HTML_502 = (
@@ -89,7 +107,7 @@ class ServiceState:
         *,
         api_key: str | None,
         speed: float,
-        credits: float,
+        credits: float | Mapping[str, float],
         rate_limits: bool,
         generations_per_minute: int,
         requests_per_minute: int,
@@ -112,38 +130,116 @@ class ServiceState:
         self.video = video
         self.thumbnail = thumbnail
         self.video_size = video_size if video_size is not None else len(video)
+        # Two generators: ids must not shift when fault rates change, and vice versa.
         self.rng = random.Random(seed)
+        self.fault_rng = random.Random(f"faults:{seed}")
         self.faults = Faults()
-        self.balance = {"plan_credits": float(credits), "credit_pack": 0.0, "redemption": 0.0}
+        self.balance = dict.fromkeys(BUCKETS, 0.0)
+        if isinstance(credits, Mapping):
+            unknown = set(credits) - set(BUCKETS)
+            if unknown:
+                raise ValueError(f"credit buckets are {list(BUCKETS)}, not {sorted(unknown)}")
+            self.balance.update({k: float(v) for k, v in credits.items()})
+        else:
+            self.balance["plan_credits"] = float(credits)
         self.generations: dict[str, GenerationRecord] = {}
         self.requests: list[RecordedRequest] = []
         self._injected: dict[str, deque[str]] = {route: deque() for route in ROUTES}
         self._plans: deque[Plan] = deque()
-        self._windows: dict[tuple[str, str], tuple[int, int]] = {}
+        self._windows: dict[str, tuple[int, int]] = {}
+        # Generations due to fail and not yet refunded: refunds happen lazily, when `settle`
+        # sees their end time pass, so a failure refunds even if nobody polls it.
+        self._failing: dict[str, GenerationRecord] = {}
 
     # -- scripting -----------------------------------------------------------------------
 
     def inject(self, route: str, fault: str, times: int = 1) -> None:
+        """Queue `fault` for the next `times` requests to `route` (see `Simulator.inject`)."""
         if route not in ROUTES:
             raise ValueError(f"route must be one of {sorted(ROUTES)}, not {route!r}")
         if fault not in FAULTS:
             raise ValueError(f"fault must be one of {sorted(FAULTS)}, not {fault!r}")
         self._injected[route].extend([fault] * times)
 
-    def plan(self, outcome: str, processing_seconds: float | None, times: int) -> None:
-        if outcome not in ("completed", "failed", "filtered"):
-            raise ValueError(f"outcome must be completed, failed or filtered, not {outcome!r}")
-        self._plans.extend([Plan(outcome, processing_seconds)] * times)
+    def plan(
+        self,
+        outcome: str,
+        processing_seconds: float | None,
+        times: int,
+        failure: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Queue how the next `times` generations end."""
+        _check_outcome(outcome)
+        if processing_seconds is not None and processing_seconds < 0:
+            raise ValueError(f"processing_seconds must be >= 0, not {processing_seconds!r}")
+        self._plans.extend(
+            [Plan(outcome, processing_seconds, dict(failure) if failure else None)] * times
+        )
 
-    def create(self, now: float, *, key: str, request: Mapping[str, Any], kind: str) -> str:
-        """Create (and charge for) a generation without HTTP; returns its id."""
-        record = self._new_generation(now, key, dict(request), kind, credits=0.0)
+    def create(
+        self,
+        now: float,
+        *,
+        key: str,
+        request: Mapping[str, Any],
+        kind: str,
+        credits: float = 0.0,
+        outcome: str | None = None,
+        processing_seconds: float | None = None,
+    ) -> str:
+        """Create a generation without HTTP (charging `credits`); returns its id."""
+        record = self._new_generation(now, key, dict(request), kind, credits=credits)
+        if outcome is not None:
+            _check_outcome(outcome)
+            record.outcome = outcome
+        if processing_seconds is not None:
+            record.processing_seconds = processing_seconds
+        self._track(record)
         return record.id
+
+    def finish(
+        self, gen_id: str, outcome: str, now: float, failure: Mapping[str, Any] | None = None
+    ) -> None:
+        """End a pending or processing generation at `now` as `outcome`.
+
+        Raises:
+            KeyError: no such generation.
+            ValueError: it has already ended.
+        """
+        _check_outcome(outcome)
+        record = self.generations[gen_id]
+        state, _ = record.state_at(now)
+        if state in TERMINAL:  # no move out of it in TRANSITIONS
+            raise ValueError(f"generation {gen_id} is already {state}")
+        # Rewrite the timeline so that it ends now; the state stays a function of time.
+        record.pending_seconds = min(record.pending_seconds, now - record.created_at)
+        record.processing_seconds = now - record.created_at - record.pending_seconds
+        record.outcome = outcome
+        if failure is not None:
+            record.failure = dict(failure)
+        self._track(record)
+        self.settle(now)
+
+    def settle(self, now: float) -> None:
+        """Refund every generation that has failed by `now` (cheap: only those due to fail)."""
+        for gen_id, record in list(self._failing.items()):
+            if record.cancelled_at is not None or record.refunded:
+                del self._failing[gen_id]
+            elif now >= record.ends_at:
+                self._refund(record)
+                del self._failing[gen_id]
+
+    def _track(self, record: GenerationRecord) -> None:
+        if record.outcome == "failed":
+            self._failing[record.id] = record
+        else:
+            self._failing.pop(record.id, None)
 
     # -- the service ---------------------------------------------------------------------
 
     def handle(self, request: SimRequest, now: float) -> SimResponse:
         """Answer one request at simulated time `now`, and record it."""
+        self.settle(now)
         route = _route(request)
         fault = self._next_fault(route)
         if fault == "drop_before":
@@ -162,7 +258,7 @@ class ServiceState:
         self, request: SimRequest, route: str, now: float, fault: str | None
     ) -> SimResponse:
         if route == "cdn":
-            return self._cdn(request, fault)
+            return self._cdn(request, fault, now)
         if fault in ("500", "502", "503"):
             return _json(int(fault), {"success": False, "error": "Internal error",
                                       "code": "GENERATION_ERROR"})
@@ -186,7 +282,7 @@ class ServiceState:
         if route == "models":
             return self._models(request)
         if route == "credits":
-            return _json(200, {"success": True, "credits": self._credits()})
+            return _json(200, {"success": True, "credits": self.credits()})
         return _json(404, {"success": False, "error": "Not found", "code": "NOT_FOUND"})
 
     def _rate_limited(
@@ -199,33 +295,26 @@ class ServiceState:
         over = forced
         if self.rate_limits and not forced:
             for bucket, limit in buckets:
-                seen_window, count = self._windows.get((bucket, ""), (window, 0))
-                if seen_window != window:
-                    count = 0
-                if count >= limit:
+                seen_window, count = self._windows.get(bucket, (window, 0))
+                if seen_window == window and count >= limit:
                     over = True
-        if route == "generate" and not over and self.faults.generate_429_rate:
-            over = self.rng.random() < self.faults.generate_429_rate
         if over:
+            # Seconds until the window ends, in the client's (real) seconds.
             retry_after = max((window + 1) * WINDOW - now, 1.0) / self.speed
-            header = str(math.ceil(retry_after)) if self.speed == 1 else f"{retry_after:.3f}"
             response = _json(429, {"status": False,
                                    "message": "Too many requests, please try again later"})
-            response.headers["retry-after"] = header
+            response.headers["retry-after"] = _retry_after(retry_after, self.speed)
             return response
         if self.rate_limits:
             for bucket, _ in buckets:
-                seen_window, count = self._windows.get((bucket, ""), (window, 0))
-                self._windows[(bucket, "")] = (window, 1 if seen_window != window else count + 1)
+                seen_window, count = self._windows.get(bucket, (window, 0))
+                self._windows[bucket] = (window, 1 if seen_window != window else count + 1)
         return None
 
     def _generate(
         self, request: SimRequest, key: str, now: float, fault: str | None
     ) -> SimResponse:
         image = request.path.endswith("/from-image")
-        refuse = self.faults.generate_refuse_rate
-        if not image and refuse and self.rng.random() < refuse:
-            return SimResponse(fault="drop_before")
         try:
             body = json.loads(request.body or b"null")
         except ValueError:
@@ -252,15 +341,16 @@ class ServiceState:
         if isinstance(dna, list) and len(dna) > max_dna:
             return _json(400, {"success": False, "error": f"At most {max_dna} Visual DNA ids",
                                "code": "TOO_MANY_VISUAL_DNA"})
-        cost = _price(model, body)
+        cost = price(model, body)
         if self.faults.insufficient_credits or fault == "insufficient_credits" or (
-            cost > self._total()
+            cost > self.total()
         ):
             return _json(400, {"success": False, "error": "Insufficient credits",
                                "code": "INSUFFICIENT_CREDITS"})
         record = self._new_generation(now, key, body, kind, credits=cost, model=model)
+        self._track(record)
         if self.faults.generate_drop_after_create_rate and (
-            self.rng.random() < self.faults.generate_drop_after_create_rate
+            self.fault_rng.random() < self.faults.generate_drop_after_create_rate
         ):
             response = self._submitted(record)
             response.fault = "drop_after"
@@ -296,9 +386,9 @@ class ServiceState:
         elif "[filtered]" in prompt:
             outcome = "filtered"
         durations = (model or {}).get("supported_durations") or []
-        duration = _snap(body.get("duration", 5), durations)
+        duration = snap(body.get("duration", 5), durations)
         ratios = (model or {}).get("supported_aspect_ratios") or ["16:9", "9:16", "1:1"]
-        ratio = body.get("aspect_ratio") if body.get("aspect_ratio") in ratios else ratios[0]
+        ratio = snap_ratio(body.get("aspect_ratio", "16:9"), ratios)
         record = GenerationRecord(
             id=f"{self.rng.getrandbits(96):024x}",
             key=key,
@@ -310,10 +400,15 @@ class ServiceState:
             credits=credits,
             created_at=now,
             pending_seconds=self.pending_seconds,
-            processing_seconds=plan.processing_seconds or self.processing_seconds,
+            processing_seconds=(
+                self.processing_seconds
+                if plan.processing_seconds is None
+                else plan.processing_seconds
+            ),
             outcome=outcome,
+            failure=plan.failure,
         )
-        self._charge(credits)
+        record.charged = self._charge(credits)
         self.generations[record.id] = record
         return record
 
@@ -327,6 +422,8 @@ class ServiceState:
     def _status_body(self, record: GenerationRecord, now: float) -> dict[str, Any]:
         state, progress = record.state_at(now)
         record.state = state
+        if state in REFUNDING:
+            self._refund(record)
         body: dict[str, Any] = {"success": True, "generation_id": record.id, "type": "video",
                                 "state": state, "progress": progress}
         if state == "completed":
@@ -342,11 +439,9 @@ class ServiceState:
             }
             body["credits_used"] = _number(record.credits)
         elif state == "failed":
-            self._refund(record)
-            body["error"] = _FAILURE["message"]
-            body["failure"] = dict(_FAILURE)
-        elif state == "cancelled":
-            self._refund(record)
+            failure = {**_FAILURE, **(record.failure or {})}
+            body["error"] = str(failure["message"])
+            body["failure"] = failure
         return body
 
     def _cancel(self, request: SimRequest, key: str, now: float) -> SimResponse:
@@ -355,7 +450,7 @@ class ServiceState:
             return _json(404, {"success": False, "error": "Generation not found",
                                "code": "NOT_FOUND"})
         state, _ = record.state_at(now)
-        if state in TERMINAL:
+        if "cancel" not in TRANSITIONS[state]:
             record.state = state
             return _json(409, {"success": False, "code": "CONFLICT", "state": state,
                                "error": f"Cannot cancel a generation that is already {state}"})
@@ -370,46 +465,42 @@ class ServiceState:
         models = [dict(m) for m in CATALOG if matches_type(m, wanted)]
         return _json(200, {"success": True, "models": models, "count": len(models)})
 
-    def _cdn(self, request: SimRequest, fault: str | None) -> SimResponse:
+    def _cdn(self, request: SimRequest, fault: str | None, now: float) -> SimResponse:
+        # The CDN takes no key (the SDK must not send one there; tests read the records).
         if fault in ("500", "502", "503"):
             return SimResponse(int(fault), {"content-type": "text/plain"}, b"CDN error")
+        if fault == "html_502":
+            return SimResponse(502, {"content-type": "text/html"}, _HTML_502)
         parts = request.path.strip("/").split("/")
         record = None
         if len(parts) == 2 and parts[0] in ("videos", "thumbs"):
-            record = self.generations.get(parts[1].rsplit(".", 1)[0])
-        if record is None or record.state != "completed" or record.outcome == "filtered":
+            stem, _, ext = parts[1].rpartition(".")
+            if ext == ("mp4" if parts[0] == "videos" else "jpg"):
+                record = self.generations.get(stem)
+        if (
+            request.method not in ("GET", "HEAD")
+            or record is None
+            or record.state_at(now)[0] != "completed"
+            or (record.outcome == "filtered" and parts[0] == "videos")
+        ):
             return SimResponse(404, {"content-type": "text/plain"}, b"Not Found")
         if parts[0] == "thumbs":
-            return SimResponse(200, {"content-type": "image/jpeg"}, self.thumbnail)
-        size = self.video_size
-        start, end, status = 0, size - 1, 200
-        wanted = request.headers.get("range", "")
-        if wanted.startswith("bytes=") and "-" in wanted:
-            first, _, last = wanted[6:].partition("-")
-            if first.isdigit():
-                start = int(first)
-                end = min(int(last), size - 1) if last.isdigit() else size - 1
-                status = 206
-                if start >= size:
-                    return SimResponse(416, {"content-range": f"bytes */{size}"}, b"")
-        headers = {
-            "content-type": "video/mp4",
-            "content-length": str(end - start + 1),
-            "accept-ranges": "bytes",
-        }
+            content, size, kind = self.thumbnail, len(self.thumbnail), "image/jpeg"
+        else:
+            content, size, kind = self.video, self.video_size, "video/mp4"
+        headers = {"content-type": kind, "accept-ranges": "bytes"}
+        span = parse_range(request.headers.get("range"), size)
+        if span is None:
+            return SimResponse(
+                416, {**headers, "content-range": f"bytes */{size}"}, b""
+            )
+        start, stop, status = span
+        headers["content-length"] = str(stop - start)
         if status == 206:
-            headers["content-range"] = f"bytes {start}-{end}/{size}"
-        return SimResponse(status, headers, chunks=self._video_bytes(start, end + 1))
-
-    def _video_bytes(self, start: int, stop: int, chunk: int = 64 * 1024) -> Iterator[bytes]:
-        video = self.video
-        while start < stop:
-            if start < len(video):
-                piece = video[start : min(stop, start + chunk)]
-            else:  # past the real file: padding, for large-file tests
-                piece = bytes(min(chunk, stop - start))
-            yield piece
-            start += len(piece)
+            headers["content-range"] = f"bytes {start}-{stop - 1}/{size}"
+        if request.method == "HEAD":
+            return SimResponse(status, headers)
+        return SimResponse(status, headers, chunks=chunks(content, start, stop))
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -426,15 +517,26 @@ class ServiceState:
             return queue.popleft()
         faults = self.faults
         if route == "status":
-            roll = self.rng.random()
-            if roll < faults.status_error_rate:
-                return self.rng.choice(["500", "502", "503", "html_502"])
-            roll -= faults.status_error_rate
-            if roll < faults.status_drop_rate:
-                return self.rng.choice(["drop_before", "drop_after"])
-            roll -= faults.status_drop_rate
-            if roll < faults.status_slow_rate:
-                return "slow"
+            rates = [
+                (faults.status_error_rate, ("500", "502", "503", "html_502")),
+                (faults.status_drop_rate, ("drop_before", "drop_after")),
+                (faults.status_slow_rate, ("slow",)),
+            ]
+        elif route == "generate":
+            # A refused POST never reaches the server, so it comes before the 429 roll.
+            rates = [
+                (faults.generate_refuse_rate, ("drop_before",)),
+                (faults.generate_429_rate, ("429",)),
+            ]
+        else:
+            return None
+        if not any(rate for rate, _ in rates):
+            return None  # draw nothing, so the random sequence only moves when faults are on
+        roll = self.fault_rng.random()
+        for rate, choices in rates:
+            if roll < rate:
+                return self.fault_rng.choice(choices)
+            roll -= rate
         return None
 
     def _record(self, request: SimRequest, now: float, response: SimResponse) -> None:
@@ -449,25 +551,34 @@ class ServiceState:
             fault=response.fault,
         ))
 
-    def _credits(self) -> dict[str, Any]:
-        return {"total": _number(self._total()),
+    def credits(self) -> dict[str, Any]:
+        """The balance as ``GET /account/credits`` reports it."""
+        return {"total": _number(self.total()),
                 **{k: _number(v) for k, v in self.balance.items()}}
 
-    def _total(self) -> float:
+    def total(self) -> float:
+        """The total balance."""
         return sum(self.balance.values())
 
-    def _charge(self, amount: float) -> None:
-        for bucket in ("plan_credits", "credit_pack", "redemption"):
+    def _charge(self, amount: float) -> dict[str, float]:
+        # Documented order: plan credits first, then credit packs, then redemptions.
+        taken: dict[str, float] = {}
+        for bucket in BUCKETS:
             take = min(amount, self.balance[bucket])
-            self.balance[bucket] -= take
+            if take > 0:
+                self.balance[bucket] -= take
+                taken[bucket] = take
             amount -= take
+        return taken
 
     def _refund(self, record: GenerationRecord) -> float:
         if record.refunded:
             return 0.0
         record.refunded = True
-        self.balance["plan_credits"] += record.credits
-        return record.credits
+        # Back where it came from, so a refund never turns pack credits into plan credits.
+        for bucket, amount in record.charged.items():
+            self.balance[bucket] += amount
+        return sum(record.charged.values())
 
 
 def _route(request: SimRequest) -> str:
@@ -491,23 +602,17 @@ def _route(request: SimRequest) -> str:
     return "other"
 
 
-def _price(model: Mapping[str, Any] | None, body: Mapping[str, Any]) -> float:
-    durations = (model or {}).get("supported_durations") or []
-    duration = _snap(body.get("duration", 5), durations)
-    credit = float((model or {}).get("credit", SMART_SELECT_CREDIT))
-    multiplier = float((model or {}).get("resolution_multipliers", {}).get(
-        body.get("resolution"), 1.0))
-    if body.get("sound_enabled") and (model or {}).get("sound_credit_multiplier"):
-        multiplier *= float(model["sound_credit_multiplier"])  # type: ignore[index]
-    return credit * duration * multiplier
+def _retry_after(seconds: float, speed: float) -> str:
+    # Whole seconds at real speed (what servers send); a decimal on a fast clock, where a
+    # whole second would be a long simulated wait.
+    if speed == 1:
+        return str(math.ceil(seconds))
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") or "0"
 
 
-def _snap(value: Any, allowed: list[Any]) -> float:
-    number = float(value) if isinstance(value, (int, float)) and not isinstance(
-        value, bool) and math.isfinite(value) and value > 0 else 5.0
-    if not allowed:
-        return number
-    return float(min(allowed, key=lambda d: abs(float(d) - number)))
+def _check_outcome(outcome: str) -> None:
+    if outcome not in _OUTCOME_EVENT:
+        raise ValueError(f"outcome must be completed, failed or filtered, not {outcome!r}")
 
 
 def _number(value: float) -> float | int:

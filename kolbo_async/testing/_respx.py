@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 
 from ._transport import SimTransport
 
 if TYPE_CHECKING:
+    import respx
+
     from ._simulator import Simulator
+
+    # A `respx.MockRouter` (what `respx.mock` yields) is a `respx.Router` too.
+    _Router = TypeVar("_Router", bound=respx.Router)
 
 __all__ = ["install"]
 
 
-def install(simulator: Simulator, router: Any) -> Any:
+def install(simulator: Simulator, router: _Router) -> _Router:
     """Add routes for the simulator's API and CDN origins to `router`; returns the router.
 
     Faults behave as with `Simulator.transport()` (respx raises what the side effect raises).
+    The side effect is async, so the routes serve `httpx.AsyncClient`s.
     """
     transport = SimTransport(simulator)
 

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -15,13 +15,22 @@ from ._core import ServiceState
 from ._records import Faults, GenerationRecord, RecordedRequest, SimRequest, SimResponse
 
 if TYPE_CHECKING:
+    import respx
+
     from kolbo_async import AsyncKolbo
+
+    _Router = TypeVar("_Router", bound=respx.Router)
 
 __all__ = ["Simulator"]
 
 
-def _asset(name: str) -> bytes:
-    return files("kolbo_async.testing").joinpath("data").joinpath(name).read_bytes()
+def _asset(name: str, fallback: bytes) -> bytes:
+    # The media files are optional (a trimmed install may lack them): then the CDN serves
+    # deterministic stand-in bytes instead.
+    try:
+        return files("kolbo_async.testing").joinpath("data").joinpath(name).read_bytes()
+    except OSError:
+        return fallback
 
 
 class Simulator:
@@ -37,7 +46,8 @@ class Simulator:
             `ScaledClock(speed)`.
         speed: simulated seconds per real second (ignored with a `VirtualClock`). Durations
             the client sleeps (``poll_interval_hint``, ``Retry-After``) are divided by it.
-        credits: the starting balance.
+        credits: the starting balance: a number (plan credits), or a mapping of
+            ``plan_credits``, ``credit_pack`` and ``redemption``.
         rate_limits: Kolbo's fixed one-minute windows; None means on for `serve()` only.
         processing_seconds, pending_seconds: how long a generation takes (simulated).
         seed: makes generation ids and random faults reproducible.
@@ -57,7 +67,7 @@ class Simulator:
         api_key: str | None = None,
         clock: VirtualClock | ScaledClock | None = None,
         speed: float = 1.0,
-        credits: float = 10_000,
+        credits: float | Mapping[str, float] = 10_000,
         rate_limits: bool | None = None,
         generations_per_minute: int = 10,
         requests_per_minute: int = 300,
@@ -69,7 +79,8 @@ class Simulator:
         video_size: int | None = None,
     ) -> None:
         if isinstance(clock, VirtualClock):
-            speed = 1.0
+            if speed != 1.0:
+                raise ValueError("a VirtualClock runs at speed 1: pass clock= or speed=, not both")
         elif clock is None:
             clock = ScaledClock(speed)
         else:
@@ -91,8 +102,8 @@ class Simulator:
             processing_seconds=processing_seconds,
             seed=seed,
             cdn_url=self.cdn_url,
-            video=_asset("sample.mp4"),
-            thumbnail=_asset("sample.jpg"),
+            video=_asset("sample.mp4", b""),
+            thumbnail=_asset("sample.jpg", b"\xff\xd8\xff\xd9"),
             video_size=video_size,
         )
 
@@ -111,17 +122,19 @@ class Simulator:
 
     @property
     def generations(self) -> Mapping[str, GenerationRecord]:
-        """Every generation created, by id, with its state brought up to date."""
+        """Every generation created, by id, with its state brought up to date (a copy)."""
         with self._lock:
             now = self.clock.now()
+            self._state.settle(now)
             for record in self._state.generations.values():
                 record.state = record.state_at(now)[0]
             return dict(self._state.generations)
 
     def credits(self) -> float:
-        """The account's total balance now."""
+        """The account's total balance now (failures so far refunded)."""
         with self._lock:
-            return self._state._total()
+            self._state.settle(self.clock.now())
+            return self._state.total()
 
     # -- scripting -------------------------------------------------------------------------
 
@@ -138,23 +151,81 @@ class Simulator:
             self._state.inject(route, fault, times)
 
     def plan(
-        self, outcome: str = "completed", *, processing_seconds: float | None = None, times: int = 1
+        self,
+        outcome: str = "completed",
+        *,
+        processing_seconds: float | None = None,
+        failure: Mapping[str, Any] | None = None,
+        times: int = 1,
     ) -> None:
-        """Decide how the next `times` generations end: completed, failed or filtered.
+        """Decide how the next `times` generations created end.
 
         A prompt containing ``[fail]`` or ``[filtered]`` does the same for one generation.
+
+        Args:
+            outcome: ``"completed"``, ``"failed"`` or ``"filtered"`` (completed with no URLs).
+            processing_seconds: simulated seconds in ``processing``; default the simulator's.
+            failure: fields of the ``failure`` object a failed generation reports (``message``,
+                ``category``, ``code``, ``retryable``, ``severity``, ``provider``).
+            times: how many generations this applies to, in creation order.
+
+        Example:
+            >>> sim.plan("failed", failure={"code": "PROVIDER_DOWN", "retryable": True})
         """
         with self._lock:
-            self._state.plan(outcome, processing_seconds, times)
+            self._state.plan(outcome, processing_seconds, times, failure)
 
     def create_generation(
-        self, prompt: str = "pre-created", *, key: str = "kolbo_live_simulator", **fields: Any
+        self,
+        prompt: str = "pre-created",
+        *,
+        key: str = "kolbo_live_simulator",
+        outcome: str | None = None,
+        processing_seconds: float | None = None,
+        **fields: Any,
     ) -> str:
-        """Create a generation directly (no HTTP, no charge), e.g. to watch thousands."""
+        """Create a generation directly (no HTTP, no charge), e.g. to watch thousands.
+
+        Args:
+            prompt: its prompt (``[fail]``/``[filtered]`` markers apply).
+            key: the API key it belongs to; only that key can see it.
+            outcome: how it ends; default from `plan` or the prompt, else ``"completed"``.
+            processing_seconds: simulated seconds in ``processing``.
+            **fields: other request fields, e.g. ``duration=10`` or ``aspect_ratio="9:16"``.
+
+        Returns:
+            The new generation's id.
+        """
         with self._lock:
             return self._state.create(
-                self.clock.now(), key=key, request={"prompt": prompt, **fields}, kind="text"
+                self.clock.now(),
+                key=key,
+                request={"prompt": prompt, **fields},
+                kind="text_to_video",
+                outcome=outcome,
+                processing_seconds=processing_seconds,
             )
+
+    def complete(self, generation_id: str, *, filtered: bool = False) -> None:
+        """End a running generation now as completed (with no URLs when `filtered`).
+
+        Raises:
+            KeyError: no such generation.
+            ValueError: it has already ended.
+        """
+        with self._lock:
+            outcome = "filtered" if filtered else "completed"
+            self._state.finish(generation_id, outcome, self.clock.now())
+
+    def fail(self, generation_id: str, failure: Mapping[str, Any] | None = None) -> None:
+        """End a running generation now as failed (and refund it).
+
+        Raises:
+            KeyError: no such generation.
+            ValueError: it has already ended.
+        """
+        with self._lock:
+            self._state.finish(generation_id, "failed", self.clock.now(), failure)
 
     # -- the service -----------------------------------------------------------------------
 
@@ -176,8 +247,15 @@ class Simulator:
         self._limits(served=False)
         return SimTransport(self)
 
-    def mock(self, router: Any) -> Any:
-        """Route `router`'s (a respx router's) API and CDN origins to the simulator."""
+    def mock(self, router: _Router) -> _Router:
+        """Route a respx router's API and CDN origins to the simulator; returns the router.
+
+        Example:
+            >>> with respx.mock(assert_all_called=False) as router:   # doctest: +SKIP
+            ...     sim.mock(router)
+            ...     async with httpx.AsyncClient() as http:
+            ...         await http.get("https://api.kolbo.ai/api/v1/models", headers=...)
+        """
         from ._respx import install
 
         self._limits(served=False)

@@ -105,6 +105,7 @@ class AsyncKolbo:
                 f"http_client must be an httpx.AsyncClient, not {type(http_client).__name__}"
             )
         self._owns_http = http_client is None
+        self._is_copy = False
         if http_client is None:
             http_client = httpx.AsyncClient(
                 transport=_transport,
@@ -175,6 +176,7 @@ class AsyncKolbo:
             changes["max_retries"] = _max_retries(max_retries)
         copy = object.__new__(AsyncKolbo)
         copy._owns_http = False
+        copy._is_copy = True
         copy._rate_limits = self._rate_limits
         copy._pipeline = self._pipeline.with_settings(
             attrs.evolve(self._pipeline.settings, **changes)
@@ -184,6 +186,8 @@ class AsyncKolbo:
 
     async def aclose(self) -> None:
         """Close the connection pool the client opened (never a user-supplied one)."""
+        if self._is_copy:  # a with_options copy: the original owns the pool and its lifecycle
+            return
         self._pipeline.lifecycle.closed = True
         if self._owns_http:
             await self._pipeline.http.aclose()

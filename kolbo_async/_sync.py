@@ -2,16 +2,17 @@
 
 Each client owns one event loop in a daemon thread, behind an anyio blocking portal; every
 method is one call across it. No request, retry, pacing, polling or validation logic lives
-here: an ``if`` in this module would be a second copy of the async core.
+here: an ``if`` in this module would be a second copy of the async core. The only decisions
+taken here are about the portal itself (is it closed, is this its own thread).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -42,15 +43,25 @@ __all__ = ["Generation", "Kolbo"]
 
 T = TypeVar("T")
 
+_CLOSED = "This Kolbo client is closed; create a new one to make requests."
+
 
 class _Runner:
-    """One event loop in a daemon thread, and the portal into it.
+    """One event loop in a daemon thread, the portal into it, and the `AsyncKolbo` on it.
 
-    A daemon thread, not anyio's `start_blocking_portal` (a thread pool worker): forgetting to
-    close the client must never make the interpreter wait at exit.
+    Why not `anyio.from_thread.start_blocking_portal`: its loop runs in a thread pool worker,
+    and the interpreter joins those workers at exit *before* atexit hooks (and so before any
+    finalizer) run, so a client the caller forgot to close would hang exit forever. A daemon
+    thread cannot; the atexit finalizer registered below still closes it properly.
+
+    The client, its namespaces, its `with_options` copies and every `Generation` hold the
+    runner, so the loop lives exactly as long as something can still call into it:
+    ``gen = Kolbo().videos.generate(...)`` keeps working after the client object is gone.
     """
 
-    def __init__(self) -> None:
+    __slots__ = ("__weakref__", "_cancelled", "_stopped", "_thread", "client", "close", "portal")
+
+    def __init__(self, factory: Callable[[], Awaitable[AsyncKolbo]]) -> None:
         # Imported here: anyio.from_thread costs ~7 ms that `import kolbo_async` should not.
         from concurrent.futures import CancelledError, Future
 
@@ -65,65 +76,118 @@ class _Runner:
 
         def run() -> None:
             try:
-                anyio.run(serve)
-            except BaseException as exc:  # pragma: no cover - loop failed to start
+                anyio.run(serve)  # asyncio: httpx and the core run on either backend
+            except BaseException as exc:  # pragma: no cover - the loop failed to start
                 if not ready.done():
                     ready.set_exception(exc)
 
+        self._cancelled = CancelledError
+        self._stopped = threading.Event()
         self._thread = threading.Thread(target=run, name="kolbo-blocking", daemon=True)
         self._thread.start()
         self.portal = ready.result()
-        self.closed = False
-        self._cancelled = CancelledError
+        try:
+            # Built on the loop it will run on, so its locks and pool belong to that loop.
+            self.client = self.call(factory)
+        except BaseException:
+            _stop(self.portal, self._thread, self._stopped)
+            raise
+        # Runs once: on close(), when the last holder is collected, or at interpreter exit.
+        # Its arguments must not include `self`, or the runner would never be collected.
+        self.close = weakref.finalize(
+            self, _shutdown, self.portal, self._thread, self._stopped, self.client.aclose
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self._stopped.is_set()
 
     def call(self, func: Callable[..., Awaitable[T]], /, *args: Any) -> T:
-        """Run ``func(*args)`` on the loop and wait for it; Ctrl-C cancels it there."""
-        if self.closed:
-            raise KolboError("This Kolbo client is closed; create a new one to make requests.")
+        """Run ``func(*args)`` on the loop and wait for it; Ctrl-C cancels it there too.
+
+        `start_task_soon` + `Future.result()` rather than `portal.call`: the same thing, but
+        it keeps the future, so an interrupted wait can cancel the task on the loop. It works
+        from a thread that runs its own event loop (a notebook cell) because the work runs
+        on this runner's loop, never on the caller's.
+        """
+        if self._stopped.is_set():
+            raise KolboError(_CLOSED)
         if threading.current_thread() is self._thread:
+            # Waiting here for the loop we are running on would deadlock it.
             raise KolboError(
                 "The blocking client cannot be called from its own callbacks (on_progress)."
             )
-        future = self.portal.start_task_soon(func, *args)
         try:
+            future = self.portal.start_task_soon(func, *args)
+        except RuntimeError:  # "This portal is not running": closed by another thread
+            if self._stopped.is_set():
+                raise KolboError(_CLOSED) from None
+            raise
+        try:
+            # A plain Future wait: on the main thread CPython lets SIGINT interrupt it.
             return future.result()
         except self._cancelled:
-            if self.closed:  # another thread closed the client under this call
+            if self._stopped.is_set():  # another thread closed the client under this call
                 raise KolboError(
                     "The Kolbo client was closed while this call was running."
                 ) from None
             raise
         except BaseException:
-            # KeyboardInterrupt (or any interruption) while waiting: stop the work on the
-            # loop too, so nothing keeps polling behind the caller's back.
+            # KeyboardInterrupt (or any interruption of the wait itself): cancel the task on
+            # the loop too, so nothing keeps polling behind the caller's back. A no-op when
+            # the task already finished (the exception then came from the task).
             future.cancel()
             raise
 
-    def stop(self) -> None:
-        """Stop the loop and join its thread (idempotent)."""
-        if self.closed:
-            return
-        self.closed = True
-        with contextlib.suppress(RuntimeError):  # already stopped
-            self.portal.call(self.portal.stop, True)
-        self._thread.join(timeout=10)
+
+def _stop(portal: BlockingPortal, thread: threading.Thread, stopped: threading.Event) -> None:
+    stopped.set()  # first, so calls cut short below report "closed", not "cancelled"
+    with suppress(RuntimeError):  # the loop is already gone
+        portal.start_task_soon(portal.stop, True).result()
+    thread.join(timeout=10)
 
 
-def _shutdown(runner: _Runner, client: AsyncKolbo) -> None:
-    if runner.closed:
+def _shutdown(
+    portal: BlockingPortal,
+    thread: threading.Thread,
+    stopped: threading.Event,
+    aclose: Callable[[], Awaitable[None]],
+) -> None:
+    if threading.current_thread() is thread:
+        # Closed from the loop's own thread (an on_progress callback, or the last reference
+        # dropped there): it cannot wait for itself, so another thread does the closing.
+        threading.Thread(
+            target=_shutdown, args=(portal, thread, stopped, aclose), name="kolbo-close"
+        ).start()
         return
     try:
-        runner.call(client.aclose)
+        with suppress(RuntimeError):  # the loop is already gone
+            portal.start_task_soon(aclose).result()
     finally:
-        runner.stop()
+        _stop(portal, thread, stopped)
 
 
 class Kolbo:
-    """The blocking Kolbo client: the same names and behaviour as `AsyncKolbo`.
+    """The blocking Kolbo client: the same names, arguments and behaviour as `AsyncKolbo`.
 
-    It runs the async core on its own event loop thread, so it works from plain scripts,
-    from threads (one client may be shared by many), and from inside a running event loop
-    (a notebook cell). Close it with `close()` or a ``with`` block.
+    It runs the async core on its own event loop, in a daemon thread, so it works from plain
+    scripts, from many threads at once (one client may be shared), and from inside a running
+    event loop (a notebook cell, an async framework's sync hook). Close it with `close()` or
+    a ``with`` block; an unclosed client is closed at interpreter exit and never delays it.
+
+    Args:
+        api_key: a ``kolbo_live_...`` key; defaults to ``$KOLBO_API_KEY``.
+        base_url: defaults to ``$KOLBO_BASE_URL``, then ``$KOLBO_API_URL``, then
+            ``https://api.kolbo.ai``. A trailing ``/api`` or ``/api/v1`` is accepted.
+        timeout: per HTTP request, in seconds or as an `httpx.Timeout`.
+        max_retries: retries of one request on transient failures.
+        http_client: an `httpx.AsyncClient` (not an `httpx.Client`: the wrapper runs it on
+            its own loop); it is left open on close.
+        rate_limits: client-side pacing, `RateLimits()` by default; None turns it off.
+        max_concurrent_requests: requests in flight at once, across every handle and thread.
+
+    Raises:
+        TypeError: `http_client` is not an `httpx.AsyncClient`.
 
     Example:
         >>> with Kolbo() as client:                                      # doctest: +SKIP
@@ -151,15 +215,14 @@ class Kolbo:
         _clock: Clock | None = None,
         _transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        # Checked here too, with the blocking-specific hint, so no thread is started for it.
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise TypeError(
                 "http_client must be an httpx.AsyncClient (the blocking client runs it on its "
                 f"own event loop), not {type(http_client).__name__}"
             )
-        runner = _Runner()
 
         async def build() -> AsyncKolbo:
-            # Built on the loop it will run on, so its locks and pool belong to that loop.
             return AsyncKolbo(
                 api_key,
                 base_url=base_url,
@@ -172,17 +235,13 @@ class Kolbo:
                 _transport=_transport,
             )
 
-        try:
-            inner = runner.call(build)
-        except BaseException:
-            runner.stop()
-            raise
-        self._setup(runner, inner)
-        self._finalizer = weakref.finalize(self, _shutdown, runner, inner)
+        runner = _Runner(build)
+        self._setup(runner, runner.client, runner.close)
 
-    def _setup(self, runner: _Runner, inner: AsyncKolbo) -> None:
+    def _setup(self, runner: _Runner, inner: AsyncKolbo, close: Callable[[], object]) -> None:
         self._runner = runner
         self._async = inner
+        self._close = close
         self.videos = Videos(runner, inner.videos)
         self.models = Models(runner, inner.models)
         self.generations = Generations(runner, inner.generations)
@@ -190,39 +249,45 @@ class Kolbo:
 
     @property
     def base_url(self) -> httpx.URL:
-        """The API root the client calls."""
+        """The API root the client calls. Same as `AsyncKolbo.base_url`."""
         return self._async.base_url
 
     @property
     def timeout(self) -> httpx.Timeout:
-        """The per-request timeout."""
+        """The per-request timeout. Same as `AsyncKolbo.timeout`."""
         return self._async.timeout
 
     @property
     def max_retries(self) -> int:
-        """Retries of one request on transient failures."""
+        """Retries of one request on transient failures. Same as `AsyncKolbo.max_retries`."""
         return self._async.max_retries
 
     @property
     def rate_limits(self) -> RateLimits | None:
-        """Client-side pacing, or None when off."""
+        """Client-side pacing, or None when off. Same as `AsyncKolbo.rate_limits`."""
         return self._async.rate_limits
 
     def with_options(
         self, *, timeout: float | httpx.Timeout | None = _UNSET, max_retries: int = _UNSET
     ) -> Kolbo:
-        """A client for a few calls with other settings. Same as `AsyncKolbo.with_options`.
+        """A client for a few calls with other settings.
 
-        It shares this client's loop, connection pool and rate limiter; close the original.
+        Same as `AsyncKolbo.with_options`: it shares this client's event loop thread,
+        connection pool and rate limiter; its `close()` forwards to the async copy's and
+        leaves the thread running. Close the original.
         """
-        copy = object.__new__(Kolbo)
         inner = self._async.with_options(timeout=timeout, max_retries=max_retries)
-        copy._setup(self._runner, inner)
+        copy = object.__new__(Kolbo)
+        copy._setup(self._runner, inner, partial(_close_copy, self._runner, inner))
         return copy
 
     def close(self) -> None:
-        """Close the connection pool and stop the client's event loop thread."""
-        self._finalizer()
+        """Close the connection pool the client opened (never a user-supplied one).
+
+        Same as `AsyncKolbo.aclose`, and it also stops the client's event loop thread;
+        calls still waiting in other threads raise `KolboError`. Idempotent.
+        """
+        self._close()
 
     def __enter__(self) -> Kolbo:
         return self
@@ -237,6 +302,11 @@ class Kolbo:
 
     def __repr__(self) -> str:
         return "<Kolbo" + repr(self._async).removeprefix("<AsyncKolbo")
+
+
+def _close_copy(runner: _Runner, inner: AsyncKolbo) -> None:
+    if not runner.closed:  # the original closed first: nothing is left to close
+        runner.call(inner.aclose)
 
 
 class Videos:
@@ -264,16 +334,15 @@ class Videos:
     ) -> Generation:
         """Submit a text-to-video generation and return its handle.
 
-        Same as `AsyncVideos.generate`: charged now, never resubmitted once it may have
-        reached Kolbo.
+        Same as `AsyncVideos.generate`: credits are charged now, and the POST is never
+        resubmitted once it may have reached Kolbo.
         """
-        inner = self._runner.call(partial(
+        return Generation(self._runner, self._runner.call(partial(
             self._inner.generate, prompt, model=model, aspect_ratio=aspect_ratio,
             duration=duration, enhance_prompt=enhance_prompt, visual_dna_ids=visual_dna_ids,
             reference_images=reference_images, resolution=resolution,
             sound_enabled=sound_enabled, extra_body=extra_body,
-        ))
-        return Generation(self._runner, inner)
+        )))  # fmt: skip
 
     def from_image(
         self,
@@ -290,14 +359,16 @@ class Videos:
         sound_enabled: bool | None = None,
         extra_body: dict[str, Any] | None = None,
     ) -> Generation:
-        """Submit an image-to-video generation. Same as `AsyncVideos.from_image`."""
-        inner = self._runner.call(partial(
+        """Submit an image-to-video generation (animate `image_url`) and return its handle.
+
+        Same as `AsyncVideos.from_image`.
+        """
+        return Generation(self._runner, self._runner.call(partial(
             self._inner.from_image, image_url, prompt=prompt, model=model,
             aspect_ratio=aspect_ratio, duration=duration, enhance_prompt=enhance_prompt,
             visual_dna_ids=visual_dna_ids, reference_images=reference_images,
             resolution=resolution, sound_enabled=sound_enabled, extra_body=extra_body,
-        ))
-        return Generation(self._runner, inner)
+        )))  # fmt: skip
 
 
 class Models:
@@ -310,12 +381,18 @@ class Models:
         self._inner = inner
 
     def list(self, type: str | None = "video") -> list[Model]:
-        """List the models for `type`. Same as `AsyncModels.list`."""
+        """List the models for `type`: ``"video"`` (text to video) or ``"video_from_image"``.
+
+        Same as `AsyncModels.list`.
+        """
         return self._runner.call(self._inner.list, type)
 
 
 class Generations:
-    """``client.generations``: handles from ids. Same as `AsyncGenerations`."""
+    """``client.generations``: handles for generations submitted elsewhere or earlier.
+
+    Same as `AsyncGenerations`.
+    """
 
     __slots__ = ("_inner", "_runner")
 
@@ -324,12 +401,15 @@ class Generations:
         self._inner = inner
 
     def attach(self, generation_id: str) -> Generation:
-        """A handle from an id alone; no request is made."""
+        """A handle from an id alone; no request is made.
+
+        Same as `AsyncGenerations.attach`.
+        """
         return Generation(self._runner, self._inner.attach(generation_id))
 
 
 class Account:
-    """``client.account``: the balance. Same as `AsyncAccount`."""
+    """``client.account``: the account's balance. Same as `AsyncAccount`."""
 
     __slots__ = ("_inner", "_runner")
 
@@ -338,12 +418,19 @@ class Account:
         self._inner = inner
 
     def credits(self) -> Credits:
-        """The credit balance. Same as `AsyncAccount.credits`."""
+        """The credit balance (plan, packs and redemptions; 1 credit = US$0.01).
+
+        Same as `AsyncAccount.credits`.
+        """
         return self._runner.call(self._inner.credits)
 
 
 class Generation:
-    """A blocking handle on one generation. Same as `AsyncGeneration`."""
+    """A handle on one generation; cheap, and rebuildable from its id alone.
+
+    Same as `AsyncGeneration`, blocking. It keeps its client's event loop thread alive, so a
+    handle outlives the `Kolbo` object it came from (not a `close()` of it).
+    """
 
     __slots__ = ("_inner", "_runner")
 
@@ -353,34 +440,54 @@ class Generation:
 
     @property
     def id(self) -> str:
-        """The generation's id."""
+        """The generation's id. Same as `AsyncGeneration.id`."""
         return self._inner.id
 
     @property
     def submission(self) -> Submission | None:
-        """The POST's answer, or None for an attached handle."""
+        """The POST's answer, or None for an attached handle.
+
+        Same as `AsyncGeneration.submission`.
+        """
         return self._inner.submission
 
     def __repr__(self) -> str:
         return f"<Generation id={self.id!r}>"
 
     def status(self) -> GenerationStatus:
-        """Fetch the current status (one GET). Same as `AsyncGeneration.status`."""
+        """Fetch the current status (one GET, retried on transient failures).
+
+        Same as `AsyncGeneration.status`.
+        """
         return self._runner.call(self._inner.status)
 
     def progress(self, timeout: float | None = DEFAULT_WAIT) -> Iterator[GenerationStatus]:
-        """Yield the status at each change of state or progress, as it happens.
+        """Stream the generation's status, one item per change of state or progress.
 
-        Same as `AsyncGeneration.progress`; ``break`` stops the polling at once.
+        Same as `AsyncGeneration.progress`, as a plain iterator: each item is yielded as
+        soon as it is polled, not collected first. Leaving the loop early (``break``, an
+        exception, Ctrl-C) stops the polling at once and leaves no task behind. `timeout`
+        is validated now; its clock starts at the first ``next()``.
+
+        Example:
+            >>> for update in gen.progress():                    # doctest: +SKIP
+            ...     print(update.state, update.progress)
         """
         return _stream(self._runner, self._inner.progress(timeout))
 
     def wait(self, timeout: float | None = DEFAULT_WAIT) -> GenerationStatus:
-        """Block until the generation ends. Same as `AsyncGeneration.wait`."""
+        """Wait for the terminal status.
+
+        Same as `AsyncGeneration.wait`; Ctrl-C interrupts it at once (the generation goes
+        on server-side).
+        """
         return self._runner.call(self._inner.wait, timeout)
 
     def result(self, timeout: float | None = DEFAULT_WAIT) -> VideoResult:
-        """Block until the video is ready and return it. Same as `AsyncGeneration.result`."""
+        """Wait for the generation and return its `VideoResult`.
+
+        Same as `AsyncGeneration.result`.
+        """
         return self._runner.call(self._inner.result, timeout)
 
     def download(
@@ -392,14 +499,16 @@ class Generation:
         on_progress: ProgressCallback | None = None,
         timeout: float | None = DEFAULT_WAIT,
     ) -> Path:
-        """Stream the video to `path`. Same as `AsyncGeneration.download`.
+        """Wait for the video and stream ``result.urls[index]`` to `path`; return the path.
 
-        `on_progress` runs on the client's event loop thread.
+        Same as `AsyncGeneration.download`. `on_progress` runs on the client's event loop
+        thread, not the caller's: keep it quick, and do not call the client from it (that
+        raises `KolboError`).
         """
         return self._runner.call(partial(
             self._inner.download, path, index=index, overwrite=overwrite,
             on_progress=on_progress, timeout=timeout,
-        ))
+        ))  # fmt: skip
 
     def download_thumbnail(
         self,
@@ -409,18 +518,27 @@ class Generation:
         on_progress: ProgressCallback | None = None,
         timeout: float | None = DEFAULT_WAIT,
     ) -> Path:
-        """Stream the thumbnail to `path`. Same as `AsyncGeneration.download_thumbnail`."""
+        """Like `download`, for the result's thumbnail image.
+
+        Same as `AsyncGeneration.download_thumbnail`; `on_progress` runs on the client's
+        event loop thread.
+        """
         return self._runner.call(partial(
             self._inner.download_thumbnail, path, overwrite=overwrite,
             on_progress=on_progress, timeout=timeout,
-        ))
+        ))  # fmt: skip
 
     def cancel(self) -> GenerationStatus:
-        """Cancel the generation; return its status. Same as `AsyncGeneration.cancel`."""
+        """Ask Kolbo to cancel the generation; return its status afterwards.
+
+        Same as `AsyncGeneration.cancel` (a 409 returns the current status).
+        """
         return self._runner.call(self._inner.cancel)
 
 
 def _stream(runner: _Runner, updates: GenerationProgress) -> Iterator[GenerationStatus]:
+    # A generator, so CPython closes it the moment a `for` loop breaks out of it (or the
+    # iterator is dropped), which runs the `finally` below.
     try:
         while True:
             try:
@@ -428,5 +546,5 @@ def _stream(runner: _Runner, updates: GenerationProgress) -> Iterator[Generation
             except StopAsyncIteration:
                 return
     finally:
-        if not runner.closed:
+        if not runner.closed:  # a closed client has nothing left to release
             runner.call(updates.aclose)

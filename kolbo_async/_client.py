@@ -26,6 +26,7 @@ from ._handles import AsyncGeneration
 from ._models import Credits, Model, Submission
 from ._pacing import Pacer
 from ._pipeline import Call, Pipeline
+from ._poller import Poller
 from ._requests import (
     IMAGE_TO_VIDEO_PATH,
     TEXT_TO_VIDEO_PATH,
@@ -118,14 +119,23 @@ class AsyncKolbo:
             )
         clock = _clock or SYSTEM_CLOCK
         self._rate_limits = rate_limits
+        pacer = Pacer(rate_limits, clock)
+        rng = random.Random()
         self._pipeline = Pipeline(
             settings=settings,
             http=http_client,
-            pacer=Pacer(rate_limits, clock),
+            pacer=pacer,
             # fast_acquire: an uncontended slot costs no trip through the event loop.
             limiter=anyio.Semaphore(max_concurrent_requests, fast_acquire=True),
             clock=clock,
-            rng=random.Random(),
+            rng=rng,
+            poller=Poller(
+                clock=clock,
+                pacer=pacer,
+                rate_limits=rate_limits,
+                max_in_flight=max_concurrent_requests,
+                rng=rng,
+            ),
         )
         self._bind()
 

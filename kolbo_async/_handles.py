@@ -21,9 +21,11 @@ from ._exceptions import (
     GenerationTimeoutError,
     InvalidRequestError,
     KolboError,
+    RateLimitError,
 )
 from ._models import GenerationStatus, Submission, VideoResult
 from ._pipeline import Call, DeadlineExceeded, Pipeline
+from ._poller import Entry, Listener
 from ._retries import poll_delay
 
 __all__ = ["DEFAULT_WAIT", "AsyncGeneration", "GenerationProgress"]
@@ -50,7 +52,7 @@ class AsyncGeneration:
         >>> path = await gen.download("drone.mp4")                         # doctest: +SKIP
     """
 
-    __slots__ = ("_final", "_pipeline", "_segment", "_status_call", "id", "submission")
+    __slots__ = ("_entry", "_final", "_pipeline", "_segment", "_status_call", "id", "submission")
 
     def __init__(
         self, generation_id: str, *, pipeline: Pipeline, submission: Submission | None = None
@@ -64,6 +66,7 @@ class AsyncGeneration:
         # and the key goes only where the SDK itself decides.
         self._segment = quote(generation_id, safe="")
         self._status_call: Call | None = None
+        self._entry: Entry | None = None  # the shared poller's record, made on first wait
 
     @property
     def _status(self) -> Call:
@@ -189,21 +192,11 @@ class AsyncGeneration:
             data = {**data, "generation_id": self.id}
         return structure(data, GenerationStatus)
 
-    def _hint(self, status: GenerationStatus) -> float:
-        hint = status.raw.get("poll_interval_hint")
+    def _hint(self, status: GenerationStatus | None) -> float:
+        hint = None if status is None else status.raw.get("poll_interval_hint")
         if hint is None and self.submission is not None:
             hint = self.submission.poll_interval_hint
         return poll_delay(hint)
-
-    async def _poll(self, deadline: float | None) -> GenerationStatus:
-        if self._final is not None:
-            return self._final
-        status = await self._pipeline.call(
-            self._status, self._parse_status, deadline=deadline, persist=True
-        )
-        if status.done:
-            self._final = status
-        return status
 
     def _timeout_error(
         self, timeout: float | None, last: GenerationStatus | None
@@ -260,12 +253,12 @@ class AsyncGeneration:
 class GenerationProgress:
     """The async iterator `AsyncGeneration.progress` returns.
 
-    It holds no background task: each ``__anext__`` sleeps, polls and returns, so
-    ``break``-ing out leaks nothing on asyncio or trio. ``aclose()`` (or ``async with``) ends
-    it at once.
+    It holds no background task: the client's shared poller polls while ``__anext__``
+    waits, so ``break``-ing out leaks nothing on asyncio or trio, and the generation leaves
+    the poller's plan. ``aclose()`` (or ``async with``) ends it at once.
     """
 
-    __slots__ = ("_deadline", "_done", "_generation", "_last", "_timeout")
+    __slots__ = ("_deadline", "_done", "_generation", "_last", "_listener", "_seen", "_timeout")
 
     def __init__(self, generation: AsyncGeneration, timeout: float | None) -> None:
         if timeout is not None and (
@@ -280,7 +273,9 @@ class GenerationProgress:
         self._timeout = timeout
         self._deadline: float | None = None
         self._last: GenerationStatus | None = None
+        self._seen = -1  # the entry version last looked at; -1 before the first item
         self._done = False
+        self._listener = Listener(terminal_only=False)
 
     def __aiter__(self) -> GenerationProgress:
         return self
@@ -304,39 +299,48 @@ class GenerationProgress:
         if self._done:
             raise StopAsyncIteration
         generation = self._generation
-        clock = generation._pipeline.clock
+        pipeline = generation._pipeline
+        if pipeline.lifecycle.closed:
+            raise KolboError("This client is closed; create a new one to make requests.")
         if self._deadline is None and self._timeout is not None:
-            self._deadline = clock.now() + self._timeout
-        deadline = self._deadline
-        while True:
-            last = self._last
-            if last is not None:
-                delay = generation._hint(last)
-                if deadline is not None and clock.now() + delay >= deadline:
-                    await clock.sleep(max(0.0, deadline - clock.now()))
+            self._deadline = pipeline.clock.now() + self._timeout
+        poller = pipeline.poller
+        entry = poller.entry(generation)
+        listener = self._listener
+        # Listening only while waiting: between items nobody waits, and the poller drops
+        # the generation from its plan at its next turn.
+        poller.watch(listener, entry, fresh=self._seen < 0)
+        try:
+            while True:
+                if entry.version == self._seen or (self._seen < 0 and not listener.ready):
+                    await poller.wait(listener, self._deadline)
+                listener.ready.clear()
+                if listener.timed_out:
                     self._done = True
-                    raise generation._timeout_error(self._timeout, last)
-                logger.debug("waiting %.2f s before polling %s again", delay, generation.id)
-                await clock.sleep(delay)
-            try:
-                status = await generation._poll(deadline)
-            except DeadlineExceeded as exc:
-                self._done = True
-                raise generation._timeout_error(self._timeout, last) from exc.last_error
-            except Exception:
-                # An API error ends the stream; a cancellation does not, so a caller that
-                # cancelled a wait may iterate again later.
-                self._done = True
-                raise
-            changed = last is None or (status.state, status.progress) != (
-                last.state,
-                last.progress,
-            )
-            self._last = status
-            if status.done:
-                self._done = True
-            if changed or status.done:
-                return status
+                    error = entry.last_error
+                    if isinstance(error, RateLimitError) and entry.due >= (self._deadline or 0):
+                        raise error  # the server asked for more time than the caller has
+                    raise generation._timeout_error(self._timeout, self._last) from (
+                        entry.last_error
+                    )
+                if entry.error is not None:
+                    # An API error ends the stream; a cancellation does not, so a caller
+                    # that cancelled a wait may iterate again later.
+                    self._done = True
+                    raise entry.error
+                status = entry.status
+                if status is None or entry.version == self._seen:
+                    continue
+                self._seen = entry.version
+                last = self._last
+                self._last = status
+                if status.done:
+                    self._done = True
+                    return status
+                if last is None or (status.state, status.progress) != (last.state, last.progress):
+                    return status
+        finally:
+            poller.unwatch(listener, entry)
 
 
 def _failure_message(status: GenerationStatus) -> str:

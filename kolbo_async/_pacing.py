@@ -117,6 +117,28 @@ class Pacer:
         else:
             await self._admit_request()
 
+    def try_admit(self) -> float:
+        """Count a status poll now if it fits without waiting and return 0; else the wait.
+
+        For the shared poller, which decides itself when to send and must not park a task
+        per poll in the window's queue.
+        """
+        wait = self.delay(REQUEST)
+        if wait > 0 or not self.paced:
+            return wait
+        if self._locks[REQUEST].locked():  # others are already queued for the window
+            return 0.01
+        self.windows[REQUEST].record(self._clock.now())
+        return 0.0
+
+    async def ready(self, bucket: str) -> None:
+        """Wait until a request of `bucket` would be admitted at once, without counting it.
+
+        A batch waits here, cancellably, before the shielded part of a POST begins.
+        """
+        while (wait := self.delay(bucket)) > 0:
+            await self._clock.sleep(wait)
+
     async def _admit_request(self) -> None:
         async with self._locks[REQUEST]:
             await self._wait_for(self.windows[REQUEST], REQUEST)

@@ -11,7 +11,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import anyio
 import httpx
@@ -29,9 +29,12 @@ from ._exceptions import (
     make_status_error,
 )
 from ._pacing import GENERATE, REQUEST, Pacer
-from ._retries import POLL_BACKOFF_CAP, Attempt, Failure, parse_retry_after, retry_delay
+from ._retries import Attempt, Failure, parse_retry_after, retry_delay
 
-__all__ = ["Call", "DeadlineExceeded", "Pipeline"]
+if TYPE_CHECKING:
+    from ._poller import Poller
+
+__all__ = ["Call", "DeadlineExceeded", "Pipeline", "Retryable"]
 
 logger = logging.getLogger("kolbo_async")
 
@@ -94,7 +97,7 @@ class Lifecycle:
 class Pipeline:
     """Sends `Call`s for one client; shared by every handle and `with_options` copy."""
 
-    __slots__ = ("clock", "http", "lifecycle", "limiter", "pacer", "rng", "settings")
+    __slots__ = ("clock", "http", "lifecycle", "limiter", "pacer", "poller", "rng", "settings")
 
     def __init__(
         self,
@@ -105,6 +108,7 @@ class Pipeline:
         limiter: anyio.Semaphore,
         clock: Clock,
         rng: random.Random,
+        poller: Poller,
         lifecycle: Lifecycle | None = None,
     ) -> None:
         self.settings = settings
@@ -113,6 +117,7 @@ class Pipeline:
         self.limiter = limiter
         self.clock = clock
         self.rng = rng
+        self.poller = poller
         self.lifecycle = lifecycle or Lifecycle()
 
     def with_settings(self, settings: Settings) -> Pipeline:
@@ -124,6 +129,7 @@ class Pipeline:
             limiter=self.limiter,
             clock=self.clock,
             rng=self.rng,
+            poller=self.poller,
             lifecycle=self.lifecycle,
         )
 
@@ -142,7 +148,6 @@ class Pipeline:
         parse: Callable[[dict[str, Any]], T],
         *,
         deadline: float | None = None,
-        persist: bool = False,
     ) -> T:
         """Send `call` until it succeeds or the retry rules give up; return ``parse(json)``.
 
@@ -151,11 +156,9 @@ class Pipeline:
                 becomes `APIResponseValidationError` (not retried).
             deadline: the clock time by which the caller wants an answer; attempts and waits
                 are cut short to meet it and `DeadlineExceeded` is raised when it passes.
-            persist: retry transient failures until the deadline instead of `max_retries`
-                times (how `progress()` and `wait()` ride out an outage).
         """
         bucket = GENERATE if call.generation else REQUEST
-        max_retries = None if persist else self.settings.max_retries
+        max_retries = self.settings.max_retries
         retries_done = 0
         last_error: KolboError | None = None
         while True:
@@ -167,7 +170,7 @@ class Pipeline:
             await self.pacer.admit(bucket)
             try:
                 return await self._attempt(call, parse, deadline)
-            except _Retryable as failed:
+            except Retryable as failed:
                 error = last_error = failed.error
                 if failed.attempt.status_code == 429:
                     self.pacer.cool_down(bucket, failed.attempt.retry_after)
@@ -177,7 +180,6 @@ class Pipeline:
                     retries_done=retries_done,
                     max_retries=max_retries,
                     rng=self.rng,
-                    cap=POLL_BACKOFF_CAP if persist else 8.0,
                 )
                 if delay is None:
                     raise error from failed.__cause__
@@ -199,6 +201,21 @@ class Pipeline:
                 # A 429's cooldown is waited out by the pacer before the next attempt.
                 if failed.attempt.status_code != 429:
                     await self.clock.sleep(delay)
+
+    async def once(self, call: Call, parse: Callable[[dict[str, Any]], T]) -> T:
+        """One attempt at a status poll that the shared poller has already paced.
+
+        A failure the retry rules would retry comes out as `Retryable` (a 429 has started
+        its cooldown by then): the poller, not this call, decides when to try again.
+        """
+        if self.lifecycle.closed:
+            raise KolboError("This client is closed; create a new one to make requests.")
+        try:
+            return await self._attempt(call, parse, None)
+        except Retryable as failed:
+            if failed.attempt.status_code == 429:
+                self.pacer.cool_down(REQUEST, failed.attempt.retry_after)
+            raise
 
     async def _attempt(
         self, call: Call, parse: Callable[[dict[str, Any]], T], deadline: float | None
@@ -261,7 +278,7 @@ class Pipeline:
                 APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
             )
             error: KolboError = cls(f"{what} could not connect: {detail}", request=request)
-            raise _Retryable(Attempt(Failure.NOT_SENT), error) from exc
+            raise Retryable(Attempt(Failure.NOT_SENT), error) from exc
         if call.generation:
             error = SubmissionOutcomeUnknownError(
                 f"{what} failed after the request may have reached Kolbo ({detail}). "
@@ -273,7 +290,7 @@ class Pipeline:
             error = APITimeoutError(f"{what} timed out: {detail}", request=request)
         else:
             error = APIConnectionError(f"{what} failed: {detail}", request=request)
-        raise _Retryable(Attempt(Failure.LOST), error) from exc
+        raise Retryable(Attempt(Failure.LOST), error) from exc
 
     def _decode(self, response: httpx.Response, call: Call) -> dict[str, Any]:
         status = response.status_code
@@ -301,7 +318,7 @@ class Pipeline:
         error = self._status_error(response, body)
         if status in (408, 425, 429) or status >= 500:
             retry_after = error.retry_after if isinstance(error, RateLimitError) else None
-            raise _Retryable(Attempt(Failure.STATUS, status, retry_after), error)
+            raise Retryable(Attempt(Failure.STATUS, status, retry_after), error)
         raise error
 
     def _status_error(self, response: httpx.Response, body: object) -> APIStatusError:
@@ -317,8 +334,9 @@ class Pipeline:
         return error
 
 
-class _Retryable(Exception):
-    """Internal: a failed attempt that the retry rule gets to judge."""
+class Retryable(Exception):
+    """Internal: a failed attempt that the retry rule gets to judge (the pipeline's, or the
+    shared poller's for a status poll)."""
 
     def __init__(self, attempt: Attempt, error: KolboError) -> None:
         super().__init__(str(error))

@@ -17,6 +17,8 @@ __all__ = [
     "BACKOFF_CAP",
     "DEFAULT_POLL_INTERVAL",
     "POLL_BACKOFF_CAP",
+    "POLL_BUDGET_SHARE",
+    "shared_poll_interval",
     "Attempt",
     "Failure",
     "backoff",
@@ -148,3 +150,27 @@ def poll_delay(hint: Any) -> float:
     if not (0 < hint <= MAX_POLL_HINT):  # also false for NaN
         return DEFAULT_POLL_INTERVAL
     return max(MIN_POLL_INTERVAL, float(hint))
+
+
+#: Share of `requests_per_minute` the shared poller plans to spend on status polls; the rest
+#: is headroom for generation POSTs and the caller's own calls (catalog, credits, cancel).
+POLL_BUDGET_SHARE = 0.9
+
+
+def shared_poll_interval(hint: float, *, load: float, budget: float | None) -> float:
+    """Seconds between polls of one generation when `load` polls/s are wanted in total.
+
+    `load` is the sum of ``1 / hint`` over every watched generation and `budget` the polls
+    per second the client may spend (None: unlimited). Within budget each generation is
+    polled at its own hint; over it, every interval is stretched by the same factor, so the
+    total is the budget and no generation is starved.
+
+    Example:
+        >>> shared_poll_interval(8.0, load=1000 / 8, budget=5.0)   # 1,000 handles, 300/min
+        200.0
+        >>> shared_poll_interval(8.0, load=1.0, budget=5.0)
+        8.0
+    """
+    if budget is None or load <= budget:
+        return hint
+    return hint * (load / budget)

@@ -83,7 +83,9 @@ class TestProgress:
         assert first.state == "processing"
         assert clock.sleeps == []
         await updates.__anext__()
-        assert clock.sleeps == [3]
+        # The hint, plus up to 10 % jitter so that handles drift apart (never less).
+        assert len(clock.sleeps) == 1
+        assert 3 <= clock.sleeps[0] <= 3.3
 
     async def test_waits_are_logged_at_debug(
         self, router: respx.MockRouter, client: AsyncKolbo, caplog: pytest.LogCaptureFixture
@@ -112,7 +114,8 @@ class TestProgress:
         )
         gen = await client.videos.generate("a cat")
         await gen.wait()
-        assert clock.sleeps == [expected]
+        assert len(clock.sleeps) == 1
+        assert expected <= clock.sleeps[0] <= expected * 1.1
 
     async def test_failed_generation_ends_the_stream_without_raising(
         self, router: respx.MockRouter, client: AsyncKolbo

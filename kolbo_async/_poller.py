@@ -11,9 +11,10 @@ Planning, per client: each generation is polled at its own `poll_interval_hint` 
 total fits the status budget (`POLL_BUDGET_SHARE` of `requests_per_minute`); past it every
 interval is stretched by the same factor (`shared_poll_interval`), and each interval is
 drawn from [1.0, 1.1] of its planned length so handles drift apart instead of polling in
-lock-step (upwards: never faster than a hint asks). Launches are spread at the budget's rate (a small burst allowed) rather than
-let through in the rate window's bursts. A generation nobody waits on is dropped from the
-schedule the moment its turn comes, and costs nothing until someone waits again.
+lock-step (upwards: never faster than a hint asks). Launches are spread at the budget's
+rate (a small burst allowed) rather than let through in the rate window's bursts. A
+generation nobody waits on is dropped from the schedule the moment its turn comes, and
+costs nothing until someone waits again.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._batch import BatchOutcome as BatchOutcome
+from ._batch import as_completed as as_completed
 from ._client import AsyncKolbo as AsyncKolbo
 from ._config import RateLimits as RateLimits
 from ._exceptions import (
@@ -86,6 +88,8 @@ from ._models import (
 from ._models import (
     VideoResult as VideoResult,
 )
+from ._requests import ImageToVideo as ImageToVideo
+from ._requests import TextToVideo as TextToVideo
 from ._sync import Generation as Generation
 from ._sync import Kolbo as Kolbo
 
@@ -98,6 +102,7 @@ __all__ = [
     "AsyncKolbo",
     "AuthenticationError",
     "BadRequestError",
+    "BatchOutcome",
     "ConflictError",
     "Credits",
     "Failure",
@@ -106,6 +111,7 @@ __all__ = [
     "GenerationFailedError",
     "GenerationStatus",
     "GenerationTimeoutError",
+    "ImageToVideo",
     "InsufficientCreditsError",
     "InternalServerError",
     "InvalidRequestError",
@@ -118,7 +124,9 @@ __all__ = [
     "RateLimits",
     "Submission",
     "SubmissionOutcomeUnknownError",
+    "TextToVideo",
     "VideoResult",
+    "as_completed",
 ]
 
 # Tracebacks and reprs read `kolbo_async.RateLimitError`, not `kolbo_async._exceptions...`.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -11,6 +13,7 @@ import anyio
 import attrs
 import httpx
 
+from ._batch import AsyncBatch, journal_path
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import (
     DEFAULT_TIMEOUT,
@@ -30,6 +33,9 @@ from ._poller import Poller
 from ._requests import (
     IMAGE_TO_VIDEO_PATH,
     TEXT_TO_VIDEO_PATH,
+    ImageToVideo,
+    TextToVideo,
+    batch_request,
     image_to_video_body,
     text_to_video_body,
     validate_generation_id,
@@ -314,10 +320,78 @@ class AsyncVideos:
         )
         return await self._submit(IMAGE_TO_VIDEO_PATH, body)
 
-    async def _submit(self, path: str, body: dict[str, Any]) -> AsyncGeneration:
+    def generate_many(
+        self,
+        requests: Iterable[TextToVideo | ImageToVideo | Mapping[str, Any]],
+        *,
+        concurrency: int = 8,
+        journal: str | os.PathLike[str] | None = None,
+        max_credits: float | None = None,
+        resubmit_unknown: bool = False,
+    ) -> AsyncBatch:
+        """Submit many generations; yield a `BatchOutcome` for each as it finishes.
+
+        `requests` are `TextToVideo` / `ImageToVideo` objects or dicts of their fields, all
+        validated now: one bad item raises `InvalidRequestError` (``requests[3].duration``)
+        and nothing is sent. POSTs are paced at the generation rate; at most `concurrency`
+        generations are in flight (submitted, not finished) at once; all are polled by the
+        client's shared poller. Outcomes come in completion order; one failure never stops
+        the rest.
+
+        Args:
+            journal: a SQLite file recording each item before its POST, its id as soon as
+                Kolbo answers and its final status. Running the same batch again with it
+                re-attaches what was submitted, returns what finished without a request,
+                and reports a POST whose answer was lost (`SubmissionOutcomeUnknownError`)
+                instead of paying for it twice.
+            max_credits: stop before an item whose `Model.cost` estimate would take the
+                batch past this many credits (with Smart Select, whose price is unknown
+                until charged, once the charges reach it). POSTs then go one at a time.
+            resubmit_unknown: with a journal, send again the items whose earlier POST
+                outcome is unknown (you checked they were not created).
+
+        Example:
+            >>> requests = [TextToVideo(p, duration=5) for p in prompts]      # doctest: +SKIP
+            >>> async for outcome in client.videos.generate_many(requests, journal="batch.db"):
+            ...     if outcome.error is None:
+            ...         await outcome.generation.download(f"video-{outcome.index}.mp4")
+        """
+        if isinstance(requests, (str, bytes, Mapping)):
+            raise InvalidRequestError("requests", "must be an iterable of requests")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise InvalidRequestError(
+                "concurrency", f"must be a positive integer, not {concurrency!r}"
+            )
+        if max_credits is not None and (
+            isinstance(max_credits, bool)
+            or not isinstance(max_credits, (int, float))
+            or not 0 < max_credits < math.inf
+        ):
+            raise InvalidRequestError(
+                "max_credits", f"must be a positive number or None, not {max_credits!r}"
+            )
+        if not isinstance(resubmit_unknown, bool):
+            raise InvalidRequestError(
+                "resubmit_unknown", f"must be True or False, not {resubmit_unknown!r}"
+            )
+        items = [batch_request(index, item) for index, item in enumerate(requests)]
+        return AsyncBatch(
+            self._pipeline,
+            videos=self,
+            items=items,
+            concurrency=concurrency,
+            journal=journal_path(journal),
+            max_credits=max_credits,
+            resubmit_unknown=resubmit_unknown,
+        )
+
+    async def _submit(
+        self, path: str, body: dict[str, Any], *, admitted: bool = False
+    ) -> AsyncGeneration:
         submission = await self._pipeline.call(
             Call("POST", path, json=body, generation=True, url=self._urls[path]),
             _parse_submission,
+            admitted=admitted,
         )
         return AsyncGeneration(
             submission.generation_id, pipeline=self._pipeline, submission=submission

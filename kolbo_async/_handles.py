@@ -28,7 +28,7 @@ from ._pipeline import Call, DeadlineExceeded, Pipeline
 from ._poller import Entry, Listener
 from ._retries import poll_delay
 
-__all__ = ["DEFAULT_WAIT", "AsyncGeneration", "GenerationProgress"]
+__all__ = ["DEFAULT_WAIT", "AsyncGeneration", "GenerationProgress", "outcome_error"]
 
 logger = logging.getLogger("kolbo_async")
 
@@ -114,10 +114,9 @@ class AsyncGeneration:
                 pass
         # progress() ends only after a terminal status (or raises).
         assert last is not None
-        if last.state == "cancelled":
-            raise GenerationCancelledError(f"Generation {self.id} was cancelled", status=last)
-        if last.state == "failed":
-            raise GenerationFailedError(_failure_message(last), status=last)
+        error = outcome_error(last) if last.state in ("cancelled", "failed") else None
+        if error is not None:
+            raise error
         return last
 
     async def result(self, timeout: float | None = DEFAULT_WAIT) -> VideoResult:
@@ -129,12 +128,10 @@ class AsyncGeneration:
             GenerationTimeoutError: `timeout` seconds passed first.
         """
         final = await self.wait(timeout)
-        if final.result is None or not final.result.urls:
-            raise GenerationFailedError(
-                f"Generation {self.id} completed without any video URL "
-                "(a content filter or an upstream failure removed the output)",
-                status=final,
-            )
+        error = outcome_error(final)
+        if error is not None:
+            raise error
+        assert final.result is not None  # outcome_error checked it
         return final.result
 
     async def download(
@@ -341,6 +338,23 @@ class GenerationProgress:
                     return status
         finally:
             poller.unwatch(listener, entry)
+
+
+def outcome_error(status: GenerationStatus) -> GenerationFailedError | None:
+    """Why a terminal `status` gave no video, or None when it did."""
+    if status.state == "cancelled":
+        return GenerationCancelledError(
+            f"Generation {status.generation_id} was cancelled", status=status
+        )
+    if status.state == "failed":
+        return GenerationFailedError(_failure_message(status), status=status)
+    if status.result is None or not status.result.urls:
+        return GenerationFailedError(
+            f"Generation {status.generation_id} completed without any video URL "
+            "(a content filter or an upstream failure removed the output)",
+            status=status,
+        )
+    return None
 
 
 def _failure_message(status: GenerationStatus) -> str:

@@ -148,6 +148,7 @@ class Pipeline:
         parse: Callable[[dict[str, Any]], T],
         *,
         deadline: float | None = None,
+        admitted: bool = False,
     ) -> T:
         """Send `call` until it succeeds or the retry rules give up; return ``parse(json)``.
 
@@ -156,6 +157,8 @@ class Pipeline:
                 becomes `APIResponseValidationError` (not retried).
             deadline: the clock time by which the caller wants an answer; attempts and waits
                 are cut short to meet it and `DeadlineExceeded` is raised when it passes.
+            admitted: the caller already waited for (and counted) the first attempt in the
+                rate windows, outside the part it cannot let be cancelled (a batch's POST).
         """
         bucket = GENERATE if call.generation else REQUEST
         max_retries = self.settings.max_retries
@@ -164,10 +167,13 @@ class Pipeline:
         while True:
             if self.lifecycle.closed:
                 raise KolboError("This client is closed; create a new one to make requests.")
-            wait = self.pacer.delay(bucket)
-            if deadline is not None and self.clock.now() + wait >= deadline:
-                raise DeadlineExceeded(last_error)
-            await self.pacer.admit(bucket)
+            if admitted:
+                admitted = False
+            else:
+                wait = self.pacer.delay(bucket)
+                if deadline is not None and self.clock.now() + wait >= deadline:
+                    raise DeadlineExceeded(last_error)
+                await self.pacer.admit(bucket)
             try:
                 return await self._attempt(call, parse, deadline)
             except Retryable as failed:

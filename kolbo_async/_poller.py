@@ -76,7 +76,7 @@ class Entry:
         self.generation = generation
         self.status: GenerationStatus | None = None
         self.version = 0  # bumped on every status, so a listener can tell news from old
-        self.error: BaseException | None = None  # a non-retryable error ends the watch
+        self.error: Exception | None = None  # a non-retryable error ends the watch
         self.last_error: KolboError | None = None  # the latest transient one, for timeouts
         self.failures = 0
         self.due = -math.inf  # when the next poll is planned
@@ -137,8 +137,11 @@ class Poller:
         self._seq = itertools.count()
         self._driver: Listener | None = None
         self._idle: dict[Listener, None] = {}
-        self._wakeup: anyio.Event | None = None
-        self._landed: anyio.Event | None = None
+        # The driver's sleeps run inside these scopes; cancelling one wakes it. A scope, not
+        # an event and an alarm task: the sleep registers with the clock at once, which a
+        # virtual clock needs to order it before the sleeps of requests in flight.
+        self._nap: anyio.CancelScope | None = None
+        self._landing: anyio.CancelScope | None = None
         self._tat = -math.inf  # when the launcher may next send, at the budget's pace
 
     # -- who listens to what -------------------------------------------------------------
@@ -239,17 +242,18 @@ class Poller:
                     wait = self._launch(tg, now)
                     if self._deadlines:
                         wait = min(wait, self._deadlines[0][0] - now)
-                    self._wakeup = wakeup = anyio.Event()
-                    await _sleep_or_event(self.clock, wakeup, wait)
+                    with anyio.CancelScope() as self._nap:
+                        await _sleep(self.clock, wait)
+                    self._nap = None
                 if self.in_flight:
                     # Other waiters' polls: a moment to land, then they are cancelled (and
                     # rescheduled) rather than holding this caller for a request timeout.
-                    self._landed = landed = anyio.Event()
-                    await _sleep_or_event(self.clock, landed, 0.0 if me.timed_out else GRACE)
+                    with anyio.CancelScope() as self._landing:
+                        await _sleep(self.clock, 0.0 if me.timed_out else GRACE)
                 tg.cancel_scope.cancel()
         finally:
             self._driver = None
-            self._wakeup = self._landed = None
+            self._nap = self._landing = None
             self._hand_off()
 
     def _hand_off(self) -> None:
@@ -268,8 +272,12 @@ class Poller:
     def _notify(self, listener: Listener) -> None:
         if listener.event is not None:
             listener.event.set()
-        if listener is self._driver and self._wakeup is not None:
-            self._wakeup.set()
+        if listener is self._driver:
+            self._wake_driver()
+
+    def _wake_driver(self) -> None:
+        if self._nap is not None:
+            self._nap.cancel()
 
     # -- the plan ------------------------------------------------------------------------
 
@@ -279,8 +287,7 @@ class Poller:
         entry.due = due
         entry.seq = seq = next(self._seq)
         heapq.heappush(self._heap, (due, seq, entry))
-        if self._wakeup is not None:
-            self._wakeup.set()
+        self._wake_driver()
 
     def _forget(self, entry: Entry) -> None:
         self.watched -= 1
@@ -369,10 +376,9 @@ class Poller:
             self.in_flight -= 1
             if not settled and entry.listeners:
                 self._schedule(entry, self.clock.now())  # cut short: poll again soon
-            if self._wakeup is not None:
-                self._wakeup.set()
-            if self.in_flight == 0 and self._landed is not None:
-                self._landed.set()
+            self._wake_driver()
+            if self.in_flight == 0 and self._landing is not None:
+                self._landing.cancel()
 
     def _record(self, entry: Entry, status: GenerationStatus) -> None:
         entry.failures = 0
@@ -397,7 +403,7 @@ class Poller:
             if not listener.terminal_only:
                 self._tell(listener, entry)
 
-    def _finish(self, entry: Entry, error: BaseException | None) -> None:
+    def _finish(self, entry: Entry, error: Exception | None) -> None:
         entry.error = error
         if entry.listeners:
             self._forget(entry)
@@ -409,20 +415,10 @@ class Poller:
         self._notify(listener)
 
 
-async def _sleep_or_event(clock: Clock, event: anyio.Event, seconds: float) -> None:
-    """Wait until `event` is set or `seconds` of the client's clock have passed."""
+async def _sleep(clock: Clock, seconds: float) -> None:
     if seconds <= 0:
         await anyio.lowlevel.checkpoint()
-        return
-    if math.isinf(seconds):
-        await event.wait()
-        return
-    async with anyio.create_task_group() as tg:
-
-        async def alarm() -> None:
-            await clock.sleep(seconds)
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(alarm)
-        await event.wait()
-        tg.cancel_scope.cancel()
+    elif math.isinf(seconds):
+        await anyio.sleep_forever()
+    else:
+        await clock.sleep(seconds)

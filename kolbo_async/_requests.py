@@ -13,12 +13,17 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import attrs
 import httpx
 
 from ._exceptions import InvalidRequestError
 
 __all__ = [
     "TEXT_TO_VIDEO_PATH",
+    "BatchRequest",
+    "ImageToVideo",
+    "TextToVideo",
+    "batch_request",
     "IMAGE_TO_VIDEO_PATH",
     "MAX_VISUAL_DNA_SMART_SELECT",
     "image_to_video_body",
@@ -231,3 +236,123 @@ def _merge_extra(body: dict[str, Any], extra_body: object) -> dict[str, Any]:
 def _show(value: object, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _tuple_or_none(value: object) -> object:
+    # Lists become tuples so a request stays hashable and immutable; anything else is left
+    # for validation to name.
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _field(**kwargs: Any) -> Any:
+    return attrs.field(default=None, kw_only=True, **kwargs)
+
+
+@attrs.frozen
+class TextToVideo:
+    """One text-to-video request of a batch: the arguments of `client.videos.generate`.
+
+    Validated by `generate_many` before anything is sent; fields left as None are not sent.
+
+    Example:
+        >>> TextToVideo("A drone over snowy peaks", duration=5)
+        TextToVideo(prompt='A drone over snowy peaks', duration=5)
+    """
+
+    prompt: str
+    model: str | None = _field()
+    aspect_ratio: str | None = _field()
+    duration: float | None = _field()
+    enhance_prompt: bool | None = _field()
+    visual_dna_ids: Sequence[str] | None = _field(converter=_tuple_or_none)
+    reference_images: Sequence[str] | None = _field(converter=_tuple_or_none)
+    resolution: str | None = _field()
+    sound_enabled: bool | None = _field()
+    extra_body: Mapping[str, Any] | None = _field(hash=False)
+
+    def __repr__(self) -> str:
+        return _repr(self)
+
+    def body(self) -> tuple[str, dict[str, Any]]:
+        """The endpoint path and validated JSON body (raises `InvalidRequestError`)."""
+        fields = attrs.asdict(self, recurse=False)
+        return TEXT_TO_VIDEO_PATH, text_to_video_body(fields.pop("prompt"), **fields)
+
+
+@attrs.frozen
+class ImageToVideo:
+    """One image-to-video request of a batch: the arguments of `client.videos.from_image`.
+
+    Example:
+        >>> ImageToVideo("https://example.com/photo.jpg", prompt="Slow zoom in")
+        ImageToVideo(image_url='https://example.com/photo.jpg', prompt='Slow zoom in')
+    """
+
+    image_url: str
+    prompt: str | None = _field()
+    model: str | None = _field()
+    aspect_ratio: str | None = _field()
+    duration: float | None = _field()
+    enhance_prompt: bool | None = _field()
+    visual_dna_ids: Sequence[str] | None = _field(converter=_tuple_or_none)
+    reference_images: Sequence[str] | None = _field(converter=_tuple_or_none)
+    resolution: str | None = _field()
+    sound_enabled: bool | None = _field()
+    extra_body: Mapping[str, Any] | None = _field(hash=False)
+
+    def __repr__(self) -> str:
+        return _repr(self)
+
+    def body(self) -> tuple[str, dict[str, Any]]:
+        """The endpoint path and validated JSON body (raises `InvalidRequestError`)."""
+        fields = attrs.asdict(self, recurse=False)
+        return IMAGE_TO_VIDEO_PATH, image_to_video_body(fields.pop("image_url"), **fields)
+
+
+BatchRequest = TextToVideo | ImageToVideo
+
+
+def batch_request(index: int, item: object) -> tuple[BatchRequest, str, dict[str, Any]]:
+    """Item `index` of a batch as a request object, its path and its validated body.
+
+    A mapping with ``image_url`` is an `ImageToVideo`, any other mapping a `TextToVideo`;
+    errors name the item, as in ``requests[3].duration``.
+    """
+    where = f"requests[{index}]"
+    request: BatchRequest
+    if isinstance(item, (TextToVideo, ImageToVideo)):
+        request = item
+    elif isinstance(item, Mapping):
+        cls: type[BatchRequest] = ImageToVideo if "image_url" in item else TextToVideo
+        names = {field.name for field in attrs.fields(cls)}
+        for key in item:
+            if key not in names:
+                raise InvalidRequestError(
+                    f"{where}.{key}", f"is not a field of {cls.__name__}; known: "
+                    + ", ".join(sorted(names)),
+                )
+        if cls is TextToVideo and "prompt" not in item:
+            raise InvalidRequestError(f"{where}.prompt", "is required (or give an image_url)")
+        try:
+            request = cls(**item)
+        except TypeError as exc:  # not str keys
+            raise InvalidRequestError(where, str(exc)) from None
+    else:
+        raise InvalidRequestError(
+            where, f"must be a TextToVideo, an ImageToVideo or a dict, not {type(item).__name__}"
+        )
+    try:
+        path, body = request.body()
+    except InvalidRequestError as exc:
+        raise InvalidRequestError(f"{where}.{exc.field}", exc.message.partition(": ")[2]) from None
+    return request, path, body
+
+
+def _repr(request: TextToVideo | ImageToVideo) -> str:
+    # Only the fields that were set: a batch of 500 requests prints readably.
+    shown = [
+        f"{field.name}={value!r}"
+        for field in attrs.fields(type(request))
+        if (value := getattr(request, field.name)) is not None
+    ]
+    return f"{type(request).__name__}({', '.join(shown)})"

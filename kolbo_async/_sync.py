@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from functools import partial
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import httpx
 
+from ._batch import AsyncBatch, BatchOutcome
 from ._client import (
     _UNSET,
     DEFAULT_RATE_LIMITS,
@@ -35,11 +36,12 @@ from ._config import DEFAULT_TIMEOUT, RateLimits
 from ._exceptions import KolboError
 from ._handles import DEFAULT_WAIT, AsyncGeneration, GenerationProgress, ProgressCallback
 from ._models import Credits, GenerationStatus, Model, Submission, VideoResult
+from ._requests import ImageToVideo, TextToVideo
 
 if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
 
-__all__ = ["Generation", "Kolbo"]
+__all__ = ["Batch", "Generation", "Kolbo"]
 
 T = TypeVar("T")
 
@@ -371,6 +373,35 @@ class Videos:
         )))  # fmt: skip
 
 
+    def generate_many(
+        self,
+        requests: Iterable[TextToVideo | ImageToVideo | Mapping[str, Any]],
+        *,
+        concurrency: int = 8,
+        journal: str | os.PathLike[str] | None = None,
+        max_credits: float | None = None,
+        resubmit_unknown: bool = False,
+    ) -> Batch:
+        """Submit many generations; yield a `BatchOutcome` for each as it finishes.
+
+        Same as `AsyncVideos.generate_many`, as a plain iterator whose outcomes hold
+        blocking `Generation` handles. Work happens inside each ``next()``.
+
+        Example:
+            >>> for outcome in client.videos.generate_many(requests):   # doctest: +SKIP
+            ...     if outcome.error is None:
+            ...         outcome.generation.download(f"video-{outcome.index}.mp4")
+        """
+        inner = self._inner.generate_many(
+            requests,
+            concurrency=concurrency,
+            journal=journal,
+            max_credits=max_credits,
+            resubmit_unknown=resubmit_unknown,
+        )
+        return Batch(self._runner, inner)
+
+
 class Models:
     """``client.models``: the model catalog. Same as `AsyncModels`."""
 
@@ -534,6 +565,67 @@ class Generation:
         Same as `AsyncGeneration.cancel` (a 409 returns the current status).
         """
         return self._runner.call(self._inner.cancel)
+
+
+class Batch:
+    """The iterator of `BatchOutcome` that `generate_many` and `as_completed` return.
+
+    Same as `AsyncBatch`, as a plain iterator of outcomes holding blocking `Generation`
+    handles. Leaving the loop early cancels nothing at Kolbo: `unfinished` lists what runs.
+    """
+
+    __slots__ = ("_handles", "_inner", "_runner")
+
+    def __init__(
+        self, runner: _Runner, inner: AsyncBatch, handles: Sequence[Generation] = ()
+    ) -> None:
+        self._runner = runner
+        self._inner = inner
+        self._handles = handles  # as_completed: outcomes carry the caller's own objects
+
+    @property
+    def unfinished(self) -> list[Generation]:
+        """Handles submitted (or attached) by this batch whose outcome it has not yielded.
+
+        Same as `AsyncBatch.unfinished`.
+        """
+        return [Generation(self._runner, handle) for handle in self._inner.unfinished]
+
+    def __iter__(self) -> Batch:
+        return self
+
+    def __next__(self) -> BatchOutcome[Generation]:
+        try:
+            outcome = self._runner.call(self._inner.__anext__)
+        except StopAsyncIteration:
+            raise StopIteration from None
+        generation: Generation | None = None
+        if self._handles:
+            generation = self._handles[outcome.index]
+        elif outcome.generation is not None:
+            generation = Generation(self._runner, outcome.generation)
+        return BatchOutcome(
+            outcome.index, outcome.request, generation, outcome.status, outcome.error
+        )
+
+    def close(self) -> None:
+        """Stop: nothing more is submitted or polled; running generations go on at Kolbo.
+
+        Same as `AsyncBatch.aclose`.
+        """
+        if not self._runner.closed:
+            self._runner.call(self._inner.aclose)
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 def _stream(runner: _Runner, updates: GenerationProgress) -> Iterator[GenerationStatus]:

@@ -16,7 +16,7 @@ DESIGN_NAMES = {
     "BadRequestError", "AuthenticationError", "InsufficientCreditsError",
     "PermissionDeniedError", "NotFoundError", "ConflictError", "RateLimitError",
     "InternalServerError", "GenerationFailedError", "GenerationCancelledError",
-    "GenerationTimeoutError",
+    "GenerationTimeoutError", "BatchOutcome", "TextToVideo", "ImageToVideo", "as_completed",
 }
 
 

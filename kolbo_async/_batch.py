@@ -1,0 +1,477 @@
+"""Batches: `AsyncBatch` (what `generate_many` and `as_completed` return) and `BatchOutcome`.
+
+A batch is an iterator object, not an async generator: an async generator cannot safely hold
+a task group across ``yield``. Each ``__anext__`` opens one, in which the submitter POSTs
+(paced at the generation rate; the POST itself shielded, so a cancellation never loses an
+answer Kolbo has charged for) while the batch listens on the client's shared poller, and
+closes it again before returning an outcome. Between items nothing runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
+
+import anyio
+import anyio.lowlevel
+import attrs
+
+from ._convert import structure
+from ._exceptions import (
+    AuthenticationError,
+    InsufficientCreditsError,
+    InvalidRequestError,
+    KolboError,
+    PermissionDeniedError,
+    SubmissionOutcomeUnknownError,
+)
+from ._handles import AsyncGeneration, outcome_error
+from ._journal import FINISHED, INTENT, SUBMITTED, Journal, request_key
+from ._models import GenerationStatus, Model, Submission
+from ._pacing import GENERATE
+from ._poller import Entry, Listener
+from ._requests import BatchRequest, ImageToVideo, TextToVideo
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from ._client import AsyncVideos
+    from ._pipeline import Pipeline
+    from ._sync import Batch, Generation
+
+__all__ = ["AsyncBatch", "BatchOutcome", "as_completed", "journal_path"]
+
+logger = logging.getLogger("kolbo_async")
+
+H = TypeVar("H")
+
+#: Errors after which no later POST of the batch can succeed: the rest are not sent.
+_ACCOUNT_ERRORS = (InsufficientCreditsError, AuthenticationError, PermissionDeniedError)
+
+
+@attrs.frozen
+class BatchOutcome(Generic[H]):
+    """How one item of a batch ended; `generate_many` and `as_completed` yield one per item.
+
+    Attributes:
+        index: the item's position in the requests (or handles) given.
+        request: its `TextToVideo` / `ImageToVideo` (None from `as_completed`).
+        generation: its handle, or None when no generation was created: the POST was
+            refused, its outcome is unknown, or the batch stopped before sending it.
+        status: the terminal `GenerationStatus`, or None when none was learnt.
+        error: None when the video is ready. Otherwise why not: `GenerationFailedError`
+            (`GenerationCancelledError`, or a completion without any URL), the API error of
+            the POST or of polling, `SubmissionOutcomeUnknownError` (it may have been
+            charged: check before sending it again), or a `KolboError` saying that the
+            budget or an account error held it back unsent.
+
+    Example:
+        >>> async for outcome in client.videos.generate_many(requests):   # doctest: +SKIP
+        ...     if outcome.error is None:
+        ...         await outcome.generation.download(f"{outcome.index}.mp4")
+    """
+
+    index: int
+    request: TextToVideo | ImageToVideo | None
+    generation: H | None
+    status: GenerationStatus | None
+    error: Exception | None
+
+
+class AsyncBatch:
+    """The async iterator of `BatchOutcome` that `generate_many` and `as_completed` return.
+
+    Outcomes come in completion order, one per item; one failure never stops the rest. Work
+    happens while you iterate: each ``__anext__`` submits, polls and returns, and between
+    items nothing runs (hand slow per-item work to a task group). Stopping early (``break``,
+    `aclose`, a cancellation) cancels nothing on Kolbo's side: `unfinished` lists what is
+    still running, and a warning on the ``kolbo_async`` logger says how to re-attach.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline | None,
+        *,
+        videos: AsyncVideos | None = None,
+        items: Sequence[tuple[BatchRequest, str, dict[str, Any]]] = (),
+        handles: Sequence[AsyncGeneration] = (),
+        concurrency: int = 8,
+        journal: Path | None = None,
+        max_credits: float | None = None,
+        resubmit_unknown: bool = False,
+    ) -> None:
+        self._pipeline = pipeline
+        self._videos = videos
+        self._items = items
+        self._handles = handles
+        self._concurrency = concurrency
+        self._journal_path = journal
+        self._journal: Journal | None = None
+        self._keys: list[str] = []
+        self._max_credits = max_credits
+        self._resubmit_unknown = resubmit_unknown
+        self._listener = Listener(terminal_only=True)
+        self._queue: deque[int] = deque()
+        self._outcomes: deque[BatchOutcome[AsyncGeneration]] = deque()
+        self._running: dict[Entry, int] = {}
+        self._posting = 0
+        self._slot: anyio.Event | None = None
+        self._spent = 0.0
+        self._halted = False
+        self._catalog: dict[str, Model] = {}
+        self._fatal: BaseException | None = None
+        self._started = False
+        self._closed = False
+
+    @property
+    def unfinished(self) -> list[AsyncGeneration]:
+        """Handles submitted (or attached) by this batch whose outcome it has not yielded.
+
+        Pass them to `kolbo_async.as_completed` to go on waiting after stopping early.
+        """
+        return [entry.generation for entry in self._running]
+
+    def __aiter__(self) -> AsyncBatch:
+        return self
+
+    async def __aenter__(self) -> AsyncBatch:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop: nothing more is submitted or polled; running generations go on at Kolbo.
+
+        Logs a warning naming the generations still running, and how to re-attach them.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._pipeline is not None:
+            for entry in list(self._running):
+                self._pipeline.poller.unwatch(self._listener, entry)
+        self._warn_unfinished()
+        if self._journal is not None:
+            with anyio.CancelScope(shield=True):
+                await self._journal.close()
+
+    def __del__(self) -> None:
+        # `break` out of `async for` calls nothing, but CPython collects the batch at once.
+        if not self._closed:
+            self._warn_unfinished()
+
+    async def __anext__(self) -> BatchOutcome[AsyncGeneration]:
+        if self._outcomes:
+            return self._outcomes.popleft()
+        if self._closed or self._pipeline is None:
+            raise StopAsyncIteration
+        if not self._started:
+            await self._start()
+        poller = self._pipeline.poller
+        listener = self._listener
+        while not self._outcomes:
+            if self._fatal is not None:
+                fatal, self._fatal = self._fatal, None
+                await self.aclose()
+                raise fatal
+            if not (self._running or self._posting or self._queue):
+                self._closed = True
+                if self._journal is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self._journal.close()
+                raise StopAsyncIteration
+            async with anyio.create_task_group() as tg:
+                if self._queue and not self._halted:
+                    tg.start_soon(self._submitter, tg)
+                listener.woken = False
+                await poller.wait(listener, None)
+                tg.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await self._collect()
+        return self._outcomes.popleft()
+
+    # -- starting, and resuming from a journal ------------------------------------------
+
+    async def _start(self) -> None:
+        assert self._pipeline is not None
+        self._started = True
+        for index, handle in enumerate(self._handles):
+            self._track(handle, index, fresh=True)
+        rows = {}
+        if self._journal_path is not None:
+            self._journal = Journal(self._journal_path)
+            rows = await self._journal.open()
+            self._keys = [request_key(path, body) for _, path, body in self._items]
+        for index, (request, _, _) in enumerate(self._items):
+            row = rows.get((index, self._keys[index])) if rows else None
+            if row is None or row.state not in (INTENT, SUBMITTED, FINISHED):
+                self._queue.append(index)  # new, or refused outright last time
+            elif row.state == INTENT:
+                if self._resubmit_unknown:
+                    self._queue.append(index)
+                else:
+                    self._outcomes.append(BatchOutcome(index, request, None, None, _unknown(index)))
+            else:
+                submission = structure(row.submission or {}, Submission)
+                self._spent += submission.credits_charged or 0.0
+                assert row.generation_id is not None
+                handle = AsyncGeneration(
+                    row.generation_id, pipeline=self._pipeline, submission=submission
+                )
+                if row.state == FINISHED and row.status is not None:
+                    handle._final = status = structure(row.status, GenerationStatus)
+                    self._outcomes.append(
+                        BatchOutcome(index, request, handle, status, outcome_error(status))
+                    )
+                else:
+                    self._track(handle, index, fresh=True)
+        if self._max_credits is not None and self._queue and self._videos is not None:
+            from ._client import AsyncModels
+
+            models = await AsyncModels(self._pipeline).list(type=None)
+            self._catalog = {model.identifier: model for model in models}
+
+    def _track(self, generation: AsyncGeneration, index: int, *, fresh: bool) -> None:
+        assert self._pipeline is not None
+        poller = self._pipeline.poller
+        entry = poller.entry(generation)
+        if not fresh:  # just submitted: it is pending, so its first poll waits for the hint
+            entry.due = self._pipeline.clock.now() + generation._hint(None)
+        self._running[entry] = index
+        poller.watch(self._listener, entry, fresh=fresh)
+
+    # -- submitting ----------------------------------------------------------------------
+
+    async def _submitter(self, tg: TaskGroup) -> None:
+        assert self._pipeline is not None
+        while self._queue and not self._halted:
+            one_at_a_time = self._max_credits is not None and self._posting > 0
+            if one_at_a_time or len(self._running) + self._posting >= self._concurrency:
+                self._slot = slot = anyio.Event()
+                await slot.wait()
+                continue
+            index = self._queue[0]
+            if not self._affordable(index):
+                return
+            # Waited for (and counted) here, cancellably; the POST itself is shielded.
+            await self._pipeline.pacer.admit(GENERATE)
+            self._queue.popleft()
+            self._posting += 1
+            tg.start_soon(self._post, index)
+
+    async def _post(self, index: int) -> None:
+        assert self._pipeline is not None
+        assert self._videos is not None
+        request, path, body = self._items[index]
+        journal = self._journal
+        with anyio.CancelScope(shield=True):
+            try:
+                if journal is not None:
+                    await journal.intent(index, self._keys[index], path, body)
+                try:
+                    generation = await self._videos._submit(path, body, admitted=True)
+                except SubmissionOutcomeUnknownError as error:
+                    self._yield(BatchOutcome(index, request, None, None, error))
+                except KolboError as error:
+                    if journal is not None:
+                        await journal.rejected(index, self._keys[index], str(error))
+                    self._yield(BatchOutcome(index, request, None, None, error))
+                    if isinstance(error, _ACCOUNT_ERRORS):
+                        self._halt(error)
+                else:
+                    assert generation.submission is not None
+                    self._spent += generation.submission.credits_charged or 0.0
+                    self._track(generation, index, fresh=False)
+                    if journal is not None:
+                        await journal.submitted(
+                            index, self._keys[index], generation.id, generation.submission.raw
+                        )
+            except Exception as exc:  # the journal could not be written: stop the batch
+                self._fatal = self._fatal or exc
+                self._pipeline.poller.poke(self._listener)
+            finally:
+                self._posting -= 1
+                self._free_slot()
+
+    def _affordable(self, index: int) -> bool:
+        limit = self._max_credits
+        if limit is None:
+            return True
+        request = self._items[index][0]
+        estimate = self._estimate(request)
+        if estimate is None:
+            if self._spent < limit:
+                return True
+            reason = f"the batch has spent {self._spent:g} credits, reaching max_credits={limit:g}"
+        else:
+            if self._spent + estimate <= limit:
+                return True
+            reason = (
+                f"its estimated cost ({estimate:g} credits) would take the batch past "
+                f"max_credits={limit:g} ({self._spent:g} spent)"
+            )
+        self._halt(KolboError(f"Not submitted: {reason}."))
+        return False
+
+    def _estimate(self, request: BatchRequest) -> float | None:
+        if request.model is None or request.duration is None:
+            return None  # Smart Select picks the model: its price is unknown until charged
+        model = self._catalog.get(request.model)
+        return None if model is None else model.cost(request.duration, request.resolution)
+
+    def _halt(self, error: KolboError) -> None:
+        """Send nothing more: every item not yet sent ends with `error`."""
+        self._halted = True
+        while self._queue:
+            index = self._queue.popleft()
+            self._outcomes.append(BatchOutcome(index, self._items[index][0], None, None, error))
+        self._wake()
+
+    # -- outcomes ------------------------------------------------------------------------
+
+    async def _collect(self) -> None:
+        assert self._pipeline is not None
+        listener = self._listener
+        while listener.ready:
+            entry = next(iter(listener.ready))
+            self._pipeline.poller.unwatch(listener, entry)
+            index = self._running.pop(entry, None)
+            if index is None:
+                continue
+            status = entry.status
+            request = self._items[index][0] if self._items else None
+            error = entry.error
+            if error is None:
+                assert status is not None
+                error = outcome_error(status)
+                if self._journal is not None:
+                    await self._journal.finished(index, self._keys[index], status.raw)
+            self._outcomes.append(BatchOutcome(index, request, entry.generation, status, error))
+            self._free_slot()
+
+    def _yield(self, outcome: BatchOutcome[AsyncGeneration]) -> None:
+        self._outcomes.append(outcome)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.poller.poke(self._listener)
+
+    def _free_slot(self) -> None:
+        if self._slot is not None:
+            self._slot.set()
+            self._slot = None
+
+    def _warn_unfinished(self) -> None:
+        running = [entry.generation.id for entry in self._running]
+        if not running:
+            return
+        shown = ", ".join(running[:10]) + (", ..." if len(running) > 10 else "")
+        logger.warning(
+            "A batch stopped with %d generation(s) still running on Kolbo (already paid): %s. "
+            "Nothing was cancelled. Re-attach with kolbo_async.as_completed("
+            "[client.generations.attach(id) for id in ids]), or run the batch again with the "
+            "same journal=.",
+            len(running),
+            shown,
+        )
+
+
+def _unknown(index: int) -> SubmissionOutcomeUnknownError:
+    return SubmissionOutcomeUnknownError(
+        f"requests[{index}]: a previous run sent this POST but never learnt its answer; Kolbo "
+        "may have created (and charged for) the generation. It was NOT sent again: check your "
+        "Kolbo dashboard, then pass resubmit_unknown=True to send it anyway."
+    )
+
+
+def journal_path(journal: str | os.PathLike[str] | None) -> Path | None:
+    """The journal argument as a path (None: no journal)."""
+    if journal is None:
+        return None
+    if not isinstance(journal, (str, os.PathLike)):
+        raise InvalidRequestError(
+            "journal", f"must be a path or None, not {type(journal).__name__}"
+        )
+    path = Path(journal)
+    if path.is_dir():
+        raise InvalidRequestError("journal", f"{str(path)!r} is a directory; name a file")
+    return path
+
+
+@overload
+def as_completed(handles: Iterable[AsyncGeneration]) -> AsyncBatch: ...
+@overload
+def as_completed(handles: Iterable[Generation]) -> Batch: ...
+def as_completed(handles: Iterable[AsyncGeneration] | Iterable[Generation]) -> AsyncBatch | Batch:
+    """Wait for many generations; yield a `BatchOutcome` for each as it finishes.
+
+    Handles made by the caller (submitted, attached, or left over by a stopped batch), all
+    from one client. With `AsyncGeneration` handles it is an async iterator; with blocking
+    `Generation` handles a plain one. The client's shared poller polls them within its rate
+    budget; `outcome.index` is the handle's position in `handles`.
+
+    Example:
+        >>> handles = [client.generations.attach(i) for i in ids]          # doctest: +SKIP
+        >>> async for outcome in kolbo_async.as_completed(handles):        # doctest: +SKIP
+        ...     print(outcome.index, outcome.status.state if outcome.status else outcome.error)
+    """
+    from ._sync import Batch, Generation
+
+    items: list[object] = list(handles)
+    if not items:
+        return cast("AsyncBatch", _Nothing())
+    seen: set[int] = set()
+    for index, handle in enumerate(items):
+        if id(handle) in seen:
+            raise InvalidRequestError(f"handles[{index}]", "appears twice")
+        seen.add(id(handle))
+    if all(isinstance(handle, AsyncGeneration) for handle in items):
+        inner = cast("list[AsyncGeneration]", items)
+        if len({id(handle._pipeline.poller) for handle in inner}) > 1:
+            raise InvalidRequestError("handles", "must all come from one client")
+        return AsyncBatch(inner[0]._pipeline, handles=inner)
+    if all(isinstance(handle, Generation) for handle in items):
+        blocking = cast("list[Generation]", items)
+        runner = blocking[0]._runner
+        if any(handle._runner is not runner for handle in blocking):
+            raise InvalidRequestError("handles", "must all come from one client")
+        batch = AsyncBatch(
+            blocking[0]._inner._pipeline, handles=[handle._inner for handle in blocking]
+        )
+        return Batch(runner, batch, blocking)
+    raise InvalidRequestError(
+        "handles", "must all be AsyncGeneration handles, or all blocking Generation handles"
+    )
+
+
+class _Nothing:
+    """What `as_completed([])` returns: empty under ``for`` and ``async for`` alike."""
+
+    unfinished: list[Any] = []  # noqa: RUF012 - never mutated
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def __aiter__(self) -> _Nothing:
+        return self
+
+    async def __anext__(self) -> Any:
+        raise StopAsyncIteration
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    async def aclose(self) -> None:
+        """Nothing to close."""

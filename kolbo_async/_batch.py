@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -193,7 +194,10 @@ class AsyncBatch:
                 raise StopAsyncIteration
             async with anyio.create_task_group() as tg:
                 if self._queue and not self._halted:
-                    tg.start_soon(self._submitter, tg)
+                    # Cancelled whenever an outcome is ready. A cancelled task's frame stays
+                    # in a reference cycle with its exception, so the loop holds the batch
+                    # only weakly: dropping it (``break``) then collects it, and warns, at once.
+                    tg.start_soon(_submit_loop, weakref.ref(self), tg)
                 listener.woken = False
                 await poller.wait(listener, None)
                 tg.cancel_scope.cancel()
@@ -252,23 +256,6 @@ class AsyncBatch:
         poller.watch(self._listener, entry, fresh=fresh)
 
     # -- submitting ----------------------------------------------------------------------
-
-    async def _submitter(self, tg: TaskGroup) -> None:
-        assert self._pipeline is not None
-        while self._queue and not self._halted:
-            one_at_a_time = self._max_credits is not None and self._posting > 0
-            if one_at_a_time or len(self._running) + self._posting >= self._concurrency:
-                self._slot = slot = anyio.Event()
-                await slot.wait()
-                continue
-            index = self._queue[0]
-            if not self._affordable(index):
-                return
-            # Waited for (and counted) here, cancellably; the POST itself is shielded.
-            await self._pipeline.pacer.admit(GENERATE)
-            self._queue.popleft()
-            self._posting += 1
-            tg.start_soon(self._post, index)
 
     async def _post(self, index: int) -> None:
         assert self._pipeline is not None
@@ -345,6 +332,9 @@ class AsyncBatch:
         listener = self._listener
         while listener.ready:
             entry = next(iter(listener.ready))
+            if not entry.finished:
+                listener.ready.pop(entry)
+                continue
             self._pipeline.poller.unwatch(listener, entry)
             index = self._running.pop(entry, None)
             if index is None:
@@ -386,6 +376,34 @@ class AsyncBatch:
             len(running),
             shown,
         )
+
+
+async def _submit_loop(ref: weakref.ref[AsyncBatch], tg: TaskGroup) -> None:
+    while True:
+        batch = ref()
+        if batch is None or not batch._queue or batch._halted:
+            return
+        assert batch._pipeline is not None
+        wait: anyio.Event | None = None
+        one_at_a_time = batch._max_credits is not None and batch._posting > 0
+        if one_at_a_time or len(batch._running) + batch._posting >= batch._concurrency:
+            batch._slot = wait = anyio.Event()
+        elif not batch._affordable(batch._queue[0]):
+            return
+        pacer = batch._pipeline.pacer
+        del batch
+        if wait is not None:
+            await wait.wait()
+            continue
+        # Waited for (and counted) here, cancellably; the POST itself is shielded.
+        await pacer.admit(GENERATE)
+        batch = ref()
+        if batch is None:
+            return
+        index = batch._queue.popleft()
+        batch._posting += 1
+        tg.start_soon(batch._post, index)
+        del batch
 
 
 def _unknown(index: int) -> SubmissionOutcomeUnknownError:

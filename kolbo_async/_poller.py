@@ -59,6 +59,7 @@ class Entry:
     """The poller's record of one handle: last status, next turn, who listens."""
 
     __slots__ = (
+        "counted",
         "due",
         "error",
         "failures",
@@ -83,7 +84,8 @@ class Entry:
         self.seq = -1  # id of its live heap item; -1 when not scheduled
         self.in_flight = False
         self.listeners: list[Listener] = []
-        self.weight = 0.0  # polls/s it asks for (1 / hint), counted in the load if watched
+        self.weight = 0.0  # polls/s it asks for (1 / hint)
+        self.counted = False  # its weight is in the load: it is planned or in flight
 
     @property
     def finished(self) -> bool:
@@ -129,8 +131,11 @@ class Poller:
         )
         self.max_in_flight = max_in_flight
         self.rng = rng
-        self.load = 0.0  # sum of the weights of watched, unfinished entries
-        self.watched = 0
+        # Sum of the weights of planned and in-flight entries: what the budget is shared by.
+        # An entry nobody waits on leaves it at its turn (or at once, when its last
+        # listener goes), so an abandoned batch does not slow everyone else down.
+        self.load = 0.0
+        self.counted = 0
         self.in_flight = 0
         self._heap: list[tuple[float, int, Entry]] = []
         self._deadlines: list[tuple[float, int, Listener]] = []
@@ -170,11 +175,7 @@ class Poller:
         if entry.finished:
             self._tell(listener, entry)
             return
-        if not others:
-            entry.weight = 1.0 / entry.generation._hint(entry.status)
-            self.load += entry.weight
-            self.watched += 1
-        if fresh and others and entry.status is not None:
+        if fresh and others and entry.status is not None and not listener.terminal_only:
             self._tell(listener, entry)
         elif not entry.in_flight:
             self._schedule(entry, self.clock.now() if fresh else entry.due)
@@ -186,8 +187,8 @@ class Poller:
         except ValueError:
             return
         listener.ready.pop(entry, None)
-        if not entry.listeners and not entry.finished:
-            self._forget(entry)
+        if not entry.listeners and not entry.in_flight:
+            self._uncount(entry)
 
     def poke(self, listener: Listener) -> None:
         """Wake `listener` for a reason of its owner's (a batch has an outcome to give)."""
@@ -282,6 +283,11 @@ class Poller:
     # -- the plan ------------------------------------------------------------------------
 
     def _schedule(self, entry: Entry, due: float) -> None:
+        if not entry.counted:
+            entry.counted = True
+            entry.weight = 1.0 / entry.generation._hint(entry.status)
+            self.load += entry.weight
+            self.counted += 1
         if entry.seq >= 0 and entry.due <= due:
             return  # already planned, no later than asked
         entry.due = due
@@ -289,10 +295,12 @@ class Poller:
         heapq.heappush(self._heap, (due, seq, entry))
         self._wake_driver()
 
-    def _forget(self, entry: Entry) -> None:
-        self.watched -= 1
-        # Recomputed from zero when nothing is watched, so float drift cannot build up.
-        self.load = self.load - entry.weight if self.watched else 0.0
+    def _uncount(self, entry: Entry) -> None:
+        if entry.counted:
+            entry.counted = False
+            self.counted -= 1
+            # Back to exactly zero when nothing is planned, so float drift cannot build up.
+            self.load = self.load - entry.weight if self.counted else 0.0
 
     def _launch(self, tg: TaskGroup, now: float) -> float:
         """Send every poll that is due and allowed; return the seconds until the next one."""
@@ -303,10 +311,12 @@ class Poller:
                 heapq.heappop(heap)  # stale, unwatched or finished: off the plan
                 if entry.seq == seq:
                     entry.seq = -1
+                    self._uncount(entry)
                 continue
             if not any(listener.waiting for listener in entry.listeners):
                 heapq.heappop(heap)
                 entry.seq = -1
+                self._uncount(entry)
                 for listener in entry.listeners:
                     listener.parked.append(entry)
                 continue
@@ -359,6 +369,8 @@ class Poller:
             entry.due = self.clock.now() + (delay or 0.0)
             if entry.listeners:
                 self._schedule(entry, entry.due)
+            else:
+                self._uncount(entry)
             if isinstance(failed.error, RateLimitError):
                 # The server asked for longer than some waiters have: tell them now.
                 for listener in entry.listeners:
@@ -374,8 +386,11 @@ class Poller:
         finally:
             entry.in_flight = False
             self.in_flight -= 1
-            if not settled and entry.listeners:
-                self._schedule(entry, self.clock.now())  # cut short: poll again soon
+            if not settled:
+                if entry.listeners:
+                    self._schedule(entry, self.clock.now())  # cut short: poll again soon
+                else:
+                    self._uncount(entry)
             self._wake_driver()
             if self.in_flight == 0 and self._landing is not None:
                 self._landing.cancel()
@@ -390,7 +405,7 @@ class Poller:
             self._finish(entry, None)
             return
         weight = 1.0 / entry.generation._hint(status)
-        if entry.listeners:
+        if entry.counted:
             self.load += weight - entry.weight
         entry.weight = weight
         interval = shared_poll_interval(1.0 / weight, load=self.load, budget=self.budget)
@@ -399,14 +414,15 @@ class Poller:
         logger.debug("waiting %.2f s before polling %s again", interval, entry.generation.id)
         if entry.listeners:
             self._schedule(entry, entry.due)
+        else:
+            self._uncount(entry)
         for listener in entry.listeners:
             if not listener.terminal_only:
                 self._tell(listener, entry)
 
     def _finish(self, entry: Entry, error: Exception | None) -> None:
         entry.error = error
-        if entry.listeners:
-            self._forget(entry)
+        self._uncount(entry)
         for listener in entry.listeners:
             self._tell(listener, entry)
 

@@ -135,7 +135,8 @@ class AsyncBatch:
 
         Pass them to `kolbo_async.as_completed` to go on waiting after stopping early.
         """
-        return [entry.generation for entry in self._running]
+        queued = [outcome.generation for outcome in self._outcomes if outcome.generation]
+        return [entry.generation for entry in self._running] + queued
 
     def __aiter__(self) -> AsyncBatch:
         return self
@@ -364,16 +365,17 @@ class AsyncBatch:
             self._slot = None
 
     def _warn_unfinished(self) -> None:
-        running = [entry.generation.id for entry in self._running]
-        if not running:
+        left = [generation.id for generation in self.unfinished]
+        if not left:
             return
-        shown = ", ".join(running[:10]) + (", ..." if len(running) > 10 else "")
+        shown = ", ".join(left[:10]) + (", ..." if len(left) > 10 else "")
         logger.warning(
-            "A batch stopped with %d generation(s) still running on Kolbo (already paid): %s. "
-            "Nothing was cancelled. Re-attach with kolbo_async.as_completed("
+            "A batch stopped before reporting %d generation(s) it submitted (already paid; "
+            "some may still be running on Kolbo): %s. Nothing was cancelled. "
+            "Re-attach with kolbo_async.as_completed("
             "[client.generations.attach(id) for id in ids]), or run the batch again with the "
             "same journal=.",
-            len(running),
+            len(left),
             shown,
         )
 

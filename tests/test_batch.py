@@ -39,7 +39,11 @@ async def client(sim: Simulator) -> AsyncIterator[AsyncKolbo]:
 
 
 def posts(sim: Simulator) -> list[Any]:
-    return [r for r in sim.requests if r.method == "POST" and r.path.startswith("/api/v1/generate/video")]
+    return [
+        r
+        for r in sim.requests
+        if r.method == "POST" and r.path.startswith("/api/v1/generate/video")
+    ]
 
 
 def prompts_posted(sim: Simulator) -> Counter[str]:
@@ -77,7 +81,9 @@ class TestValidation:
             ({"resubmit_unknown": "yes"}, "resubmit_unknown"),
         ],
     )
-    async def test_bad_options(self, client: AsyncKolbo, kwargs: dict[str, Any], field: str) -> None:
+    async def test_bad_options(
+        self, client: AsyncKolbo, kwargs: dict[str, Any], field: str
+    ) -> None:
         """Options are checked up front too."""
         with pytest.raises(k.InvalidRequestError) as info:
             client.videos.generate_many([TextToVideo("a")], **kwargs)
@@ -146,7 +152,9 @@ class TestOutcomes:
         assert seen == 12
         assert len(sim.generations) == 12
 
-    async def test_account_errors_stop_the_rest_unsent(self, sim: Simulator, client: AsyncKolbo) -> None:
+    async def test_account_errors_stop_the_rest_unsent(
+        self, sim: Simulator, client: AsyncKolbo
+    ) -> None:
         """After INSUFFICIENT_CREDITS no later POST can succeed: the rest are not sent."""
         sim.inject("generate", "insufficient_credits", times=1)
         requests = [TextToVideo(f"p{i}") for i in range(5)]
@@ -160,12 +168,14 @@ class TestOutcomes:
         sim = Simulator(clock=vclock, rate_limits=True, processing_seconds=20)
         async with sim.client(KEY, rate_limits=RateLimits()) as client:
             outcomes = await collect(
-                client.videos.generate_many([TextToVideo(f"p{i}") for i in range(25)], concurrency=25)
+                client.videos.generate_many(
+                    [TextToVideo(f"p{i}") for i in range(25)], concurrency=25
+                )
             )
         assert all(o.error is None for o in outcomes)
         assert all(r.status != 429 for r in sim.requests)
         times = sorted(r.time for r in posts(sim))
-        assert all(later - earlier >= 60 for earlier, later in zip(times, times[10:]))
+        assert all(later - earlier >= 60 for earlier, later in zip(times, times[10:], strict=False))
         assert times[-1] - times[0] <= 120 + 1  # and no slower than the limit needs
 
 
@@ -366,7 +376,9 @@ class TestBudget:
         """Model.cost totals preview a batch before anything is spent."""
         models = {m.identifier: m for m in await client.models.list()}
         requests = [TextToVideo(f"p{i}", model="seedance-2", duration=5) for i in range(4)]
-        total = sum(models[r.model].cost(r.duration) or 0 for r in requests if r.model and r.duration)
+        total = sum(
+            models[r.model].cost(r.duration) or 0 for r in requests if r.model and r.duration
+        )
         assert total == 600
 
 

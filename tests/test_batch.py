@@ -176,7 +176,7 @@ class TestOutcomes:
         assert all(r.status != 429 for r in sim.requests)
         times = sorted(r.time for r in posts(sim))
         assert all(later - earlier >= 60 for earlier, later in zip(times, times[10:], strict=False))
-        assert times[-1] - times[0] <= 120 + 1  # and no slower than the limit needs
+        assert times[-1] - times[0] <= 2 * 61 + 1  # and no slower than the limit needs (+ slack)
 
 
 def sim_tmp(sim: Simulator) -> str:

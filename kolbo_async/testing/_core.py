@@ -108,6 +108,7 @@ class ServiceState:
         api_key: str | None,
         speed: float,
         credits: float | Mapping[str, float],
+        scaled_hints: bool = True,
         rate_limits: bool,
         generations_per_minute: int,
         requests_per_minute: int,
@@ -121,6 +122,9 @@ class ServiceState:
     ) -> None:
         self.api_key = api_key
         self.speed = speed
+        # What the client is told to sleep is divided by this: the speed for a client on
+        # real time, 1 for one sharing the simulator's scaled clock.
+        self.hint_scale = speed if scaled_hints else 1.0
         self.rate_limits = rate_limits
         self.generations_per_minute = generations_per_minute
         self.requests_per_minute = requests_per_minute
@@ -300,10 +304,10 @@ class ServiceState:
                     over = True
         if over:
             # Seconds until the window ends, in the client's (real) seconds.
-            retry_after = max((window + 1) * WINDOW - now, 1.0) / self.speed
+            retry_after = max((window + 1) * WINDOW - now, 1.0) / self.hint_scale
             response = _json(429, {"status": False,
                                    "message": "Too many requests, please try again later"})
-            response.headers["retry-after"] = _retry_after(retry_after, self.speed)
+            response.headers["retry-after"] = _retry_after(retry_after, self.hint_scale)
             return response
         if self.rate_limits:
             for bucket, _ in buckets:
@@ -365,7 +369,7 @@ class ServiceState:
             "model": record.model,
             "credits_charged": _number(record.credits),
             "poll_url": f"/api/v1/generate/{record.id}/status",
-            "poll_interval_hint": _number(POLL_INTERVAL_HINT / self.speed),
+            "poll_interval_hint": _number(POLL_INTERVAL_HINT / self.hint_scale),
         })
 
     def _new_generation(

@@ -45,7 +45,11 @@ class Simulator:
         clock: a `VirtualClock` to share with the client under test; default a
             `ScaledClock(speed)`.
         speed: simulated seconds per real second (ignored with a `VirtualClock`). Durations
-            the client sleeps (``poll_interval_hint``, ``Retry-After``) are divided by it.
+            the client sleeps (``poll_interval_hint``, ``Retry-After``) are divided by it,
+            unless `scaled_hints` is False.
+        scaled_hints: False for a client that shares this simulator's `ScaledClock`
+            (``AsyncKolbo(..., _clock=sim.clock)``, as the scale benchmarks do): its sleeps
+            and rate windows already run in simulated seconds.
         credits: the starting balance: a number (plan credits), or a mapping of
             ``plan_credits``, ``credit_pack`` and ``redemption``.
         rate_limits: Kolbo's fixed one-minute windows; None means on for `serve()` only.
@@ -77,6 +81,7 @@ class Simulator:
         base_url: str = "https://api.kolbo.ai",
         cdn_url: str = "https://cdn.kolbo.test",
         video_size: int | None = None,
+        scaled_hints: bool = True,
     ) -> None:
         if isinstance(clock, VirtualClock):
             if speed != 1.0:
@@ -94,6 +99,7 @@ class Simulator:
         self._state = ServiceState(
             api_key=api_key,
             speed=speed,
+            scaled_hints=scaled_hints,
             credits=credits,
             rate_limits=bool(rate_limits),
             generations_per_minute=generations_per_minute,

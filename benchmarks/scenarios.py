@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import httpx
+import scale
 from _harness import Row, compare_async, spread
 
 from kolbo_async import AsyncKolbo, RateLimits
@@ -459,4 +460,6 @@ SCENARIOS: list[tuple[str, Callable[[bool], list[Row]]]] = [
     ("sync", sync_overhead),
     ("peers", peers),
     ("import", import_time),
+    ("pacing", scale.pacing),
+    ("watching", scale.watching),
 ]

@@ -146,6 +146,7 @@ class Poller:
         # an event and an alarm task: the sleep registers with the clock at once, which a
         # virtual clock needs to order it before the sleeps of requests in flight.
         self._nap: anyio.CancelScope | None = None
+        self._nap_until = -math.inf  # when the driver's current sleep ends by itself
         self._landing: anyio.CancelScope | None = None
         self._tat = -math.inf  # when the launcher may next send, at the budget's pace
 
@@ -207,6 +208,7 @@ class Poller:
         listener.deadline = deadline
         if deadline is not None:
             heapq.heappush(self._deadlines, (deadline, next(self._seq), listener))
+            self._wake_driver(deadline)
         listener.waiting = True
         for entry in listener.parked:
             if entry.listeners and not entry.finished and not entry.in_flight:
@@ -243,6 +245,7 @@ class Poller:
                     wait = self._launch(tg, now)
                     if self._deadlines:
                         wait = min(wait, self._deadlines[0][0] - now)
+                    self._nap_until = now + wait
                     with anyio.CancelScope() as self._nap:
                         await _sleep(self.clock, wait)
                     self._nap = None
@@ -276,8 +279,9 @@ class Poller:
         if listener is self._driver:
             self._wake_driver()
 
-    def _wake_driver(self) -> None:
-        if self._nap is not None:
+    def _wake_driver(self, at: float = -math.inf) -> None:
+        """Wake the driver if it would otherwise sleep past `at` (default: now)."""
+        if self._nap is not None and at < self._nap_until:
             self._nap.cancel()
 
     # -- the plan ------------------------------------------------------------------------
@@ -293,7 +297,7 @@ class Poller:
         entry.due = due
         entry.seq = seq = next(self._seq)
         heapq.heappush(self._heap, (due, seq, entry))
-        self._wake_driver()
+        self._wake_driver(due)
 
     def _uncount(self, entry: Entry) -> None:
         if entry.counted:
@@ -385,13 +389,14 @@ class Poller:
             self._record(entry, status)
         finally:
             entry.in_flight = False
+            if self.in_flight == self.max_in_flight:
+                self._wake_driver()  # a launch may have been waiting for this slot
             self.in_flight -= 1
             if not settled:
                 if entry.listeners:
                     self._schedule(entry, self.clock.now())  # cut short: poll again soon
                 else:
                     self._uncount(entry)
-            self._wake_driver()
             if self.in_flight == 0 and self._landing is not None:
                 self._landing.cancel()
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections import Counter
 import subprocess
 import sys
 import time
 import tracemalloc
+from collections import Counter
 from typing import Any
 
 import anyio
@@ -24,7 +24,7 @@ import httpx
 from _harness import Row
 
 import kolbo_async
-from kolbo_async import AsyncKolbo, RateLimits, TextToVideo
+from kolbo_async import AsyncKolbo, TextToVideo
 from kolbo_async._retries import POLL_BUDGET_SHARE
 from kolbo_async.testing import ScaledClock
 

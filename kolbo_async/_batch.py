@@ -32,7 +32,6 @@ from ._exceptions import (
     SubmissionOutcomeUnknownError,
 )
 from ._handles import AsyncGeneration, outcome_error
-from ._journal import FINISHED, INTENT, SUBMITTED, Journal, request_key
 from ._models import GenerationStatus, Model, Submission
 from ._pacing import GENERATE
 from ._poller import Entry, Listener
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from ._client import AsyncVideos
+    from ._journal import Journal
     from ._pipeline import Pipeline
     from ._sync import Batch, Generation
 
@@ -213,7 +213,10 @@ class AsyncBatch:
         self._started = True
         for index, handle in enumerate(self._handles):
             self._track(handle, index, fresh=True)
-        rows = {}
+        # Imported on first use: most batches keep no journal, and imports are measured.
+        from ._journal import FINISHED, INTENT, SUBMITTED, Journal, Row, request_key
+
+        rows: dict[tuple[int, str], Row] = {}
         if self._journal_path is not None:
             self._journal = Journal(self._journal_path)
             rows = await self._journal.open()

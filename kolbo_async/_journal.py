@@ -14,14 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import anyio
 import anyio.to_thread
+
+if TYPE_CHECKING:
+    import sqlite3
 
 __all__ = ["INTENT", "FINISHED", "REJECTED", "SUBMITTED", "Journal", "Row", "request_key"]
 
@@ -107,6 +109,9 @@ class Journal:
         return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
 
     def _open(self) -> dict[tuple[int, str], Row]:
+        # Imported on first use: `import kolbo_async` is measured, and most runs keep no journal.
+        import sqlite3
+
         if self.path.parent and not self.path.parent.exists():
             os.makedirs(self.path.parent, exist_ok=True)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)

@@ -172,6 +172,8 @@ class AsyncBatch:
         # `break` out of `async for` calls nothing, but CPython collects the batch at once.
         if not self._closed:
             self._warn_unfinished()
+        if self._journal is not None:
+            self._journal.close_now()
 
     async def __anext__(self) -> BatchOutcome[AsyncGeneration]:
         if self._outcomes:
@@ -193,15 +195,18 @@ class AsyncBatch:
                     with anyio.CancelScope(shield=True):
                         await self._journal.close()
                 raise StopAsyncIteration
+            # The submitter stops (through its own scope) whenever an outcome is ready. A
+            # cancellation leaves its exception in a reference cycle with the frames it
+            # crossed, so neither this frame nor the loop's may be one: the loop holds the
+            # batch only weakly, and then dropping the batch (``break``) collects it, and
+            # warns, at once.
+            stop = anyio.CancelScope()
             async with anyio.create_task_group() as tg:
                 if self._queue and not self._halted:
-                    # Cancelled whenever an outcome is ready. A cancelled task's frame stays
-                    # in a reference cycle with its exception, so the loop holds the batch
-                    # only weakly: dropping it (``break``) then collects it, and warns, at once.
-                    tg.start_soon(_submit_loop, weakref.ref(self), tg)
+                    tg.start_soon(_submit_loop, weakref.ref(self), tg, stop)
                 listener.woken = False
                 await poller.wait(listener, None)
-                tg.cancel_scope.cancel()
+                stop.cancel()
             with anyio.CancelScope(shield=True):
                 await self._collect()
         return self._outcomes.popleft()
@@ -383,7 +388,14 @@ class AsyncBatch:
         )
 
 
-async def _submit_loop(ref: weakref.ref[AsyncBatch], tg: TaskGroup) -> None:
+async def _submit_loop(
+    ref: weakref.ref[AsyncBatch], tg: TaskGroup, stop: anyio.CancelScope
+) -> None:
+    with stop:
+        await _submit(ref, tg)
+
+
+async def _submit(ref: weakref.ref[AsyncBatch], tg: TaskGroup) -> None:
     while True:
         batch = ref()
         if batch is None or not batch._queue or batch._halted:

@@ -103,6 +103,10 @@ class Journal:
         if self._db is not None:
             await self._run(self._close)
 
+    def close_now(self) -> None:
+        """Close the file from this thread (a batch dropped without `aclose`)."""
+        self._close()
+
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
         # Not abandoned on cancellation: a write that started is finished, and the caller
         # learns of it, before anything else happens.

@@ -6,6 +6,7 @@ import logging
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -316,14 +317,14 @@ class TestJournal:
         class Peek(httpx.AsyncBaseTransport):
             async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
                 if request.method == "POST":
-                    with sqlite3.connect(journal) as db:
+                    with closing(sqlite3.connect(journal)) as db:
                         seen.extend(db.execute("SELECT state, generation_id FROM items"))
                 return await inner.handle_async_request(request)
 
         async with AsyncKolbo(KEY, _transport=Peek(), _clock=sim.clock) as peeking:  # type: ignore[arg-type]
             await collect(peeking.videos.generate_many([TextToVideo("x")], journal=journal))
         assert seen == [("intent", None)]
-        with sqlite3.connect(journal) as db:
+        with closing(sqlite3.connect(journal)) as db:
             assert db.execute("SELECT state FROM items").fetchall() == [("finished",)]
 
 

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -87,7 +88,7 @@ def test_sigkill_mid_batch_then_rerun_pays_nothing_twice(tmp_path: Path) -> None
         before = posted()
         assert 14 <= sum(before.values()) < ITEMS
 
-        with sqlite3.connect(journal) as db:
+        with closing(sqlite3.connect(journal)) as db:
             rows = dict(db.execute("SELECT idx, state FROM items").fetchall())
         # Every POST that reached Kolbo has a journal row (the intent was written first),
         # and the first ones have their ids.

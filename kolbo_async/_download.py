@@ -59,7 +59,7 @@ async def download_to(
         with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
             await _fetch(pipeline, url, file, on_progress)
         if scope.cancelled_caught:
-            raise DeadlineExceeded(None)
+            raise DeadlineExceeded
         await anyio.to_thread.run_sync(_finish, file)
         await anyio.to_thread.run_sync(os.replace, temp, target)
     except BaseException:

@@ -77,12 +77,8 @@ class Call:
 
 
 class DeadlineExceeded(Exception):
-    """Internal: the caller's deadline passed before an answer; handles turn it into
+    """Internal: a download's deadline passed; the handle turns it into
     `GenerationTimeoutError` with the id to re-attach."""
-
-    def __init__(self, last_error: KolboError | None = None) -> None:
-        super().__init__("deadline exceeded")
-        self.last_error = last_error
 
 
 class Lifecycle:
@@ -147,7 +143,6 @@ class Pipeline:
         call: Call,
         parse: Callable[[dict[str, Any]], T],
         *,
-        deadline: float | None = None,
         admitted: bool = False,
     ) -> T:
         """Send `call` until it succeeds or the retry rules give up; return ``parse(json)``.
@@ -155,29 +150,23 @@ class Pipeline:
         Args:
             parse: turns the answer's JSON object into a model; a `ValueError` from it
                 becomes `APIResponseValidationError` (not retried).
-            deadline: the clock time by which the caller wants an answer; attempts and waits
-                are cut short to meet it and `DeadlineExceeded` is raised when it passes.
             admitted: the caller already waited for (and counted) the first attempt in the
                 rate windows, outside the part it cannot let be cancelled (a batch's POST).
         """
         bucket = GENERATE if call.generation else REQUEST
         max_retries = self.settings.max_retries
         retries_done = 0
-        last_error: KolboError | None = None
         while True:
             if self.lifecycle.closed:
                 raise KolboError("This client is closed; create a new one to make requests.")
             if admitted:
                 admitted = False
             else:
-                wait = self.pacer.delay(bucket)
-                if deadline is not None and self.clock.now() + wait >= deadline:
-                    raise DeadlineExceeded(last_error)
                 await self.pacer.admit(bucket)
             try:
-                return await self._attempt(call, parse, deadline)
+                return await self._attempt(call, parse)
             except Retryable as failed:
-                error = last_error = failed.error
+                error = failed.error
                 if failed.attempt.status_code == 429:
                     self.pacer.cool_down(bucket, failed.attempt.retry_after)
                 delay = retry_delay(
@@ -189,12 +178,6 @@ class Pipeline:
                 )
                 if delay is None:
                     raise error from failed.__cause__
-                if deadline is not None and self.clock.now() + delay >= deadline:
-                    if isinstance(error, RateLimitError):
-                        # The server asked for more time than the caller has: say so rather
-                        # than sleeping past the deadline.
-                        raise error from failed.__cause__
-                    raise DeadlineExceeded(error) from failed.__cause__
                 retries_done += 1
                 logger.debug(
                     "retrying %s %s in %.2f s (retry %d) after: %s",
@@ -217,19 +200,15 @@ class Pipeline:
         if self.lifecycle.closed:
             raise KolboError("This client is closed; create a new one to make requests.")
         try:
-            return await self._attempt(call, parse, None)
+            return await self._attempt(call, parse)
         except Retryable as failed:
             if failed.attempt.status_code == 429:
                 self.pacer.cool_down(REQUEST, failed.attempt.retry_after)
             raise
 
-    async def _attempt(
-        self, call: Call, parse: Callable[[dict[str, Any]], T], deadline: float | None
-    ) -> T:
+    async def _attempt(self, call: Call, parse: Callable[[dict[str, Any]], T]) -> T:
         settings = self.settings
         timeout = settings.generation_timeout if call.generation else settings.timeout
-        if deadline is not None:
-            timeout = _cap_timeout(timeout, deadline - self.clock.now())
         headers = {"X-API-Key": settings.api_key, "Accept": "application/json"}
         request = self.http.build_request(
             call.method,
@@ -353,20 +332,6 @@ class Retryable(Exception):
 def _redact(request: httpx.Request) -> None:
     if "X-API-Key" in request.headers:
         request.headers["X-API-Key"] = _REDACTED
-
-
-def _cap_timeout(timeout: httpx.Timeout, remaining: float) -> httpx.Timeout:
-    remaining = max(remaining, 0.001)
-
-    def cap(value: float | None) -> float:
-        return remaining if value is None else min(value, remaining)
-
-    return httpx.Timeout(
-        connect=cap(timeout.connect),
-        read=cap(timeout.read),
-        write=cap(timeout.write),
-        pool=cap(timeout.pool),
-    )
 
 
 def _preview(body: object, limit: int = 120) -> str:

@@ -20,6 +20,7 @@ from ._config import (
     RateLimits,
     Settings,
     make_timeout,
+    positive_int,
     resolve_api_key,
     resolve_base_url,
 )
@@ -98,15 +99,7 @@ class AsyncKolbo:
             raise InvalidRequestError(
                 "rate_limits", f"must be a RateLimits or None, not {type(rate_limits).__name__}"
             )
-        if (
-            isinstance(max_concurrent_requests, bool)
-            or not isinstance(max_concurrent_requests, int)
-            or max_concurrent_requests < 1
-        ):
-            raise InvalidRequestError(
-                "max_concurrent_requests",
-                f"must be a positive integer, not {max_concurrent_requests!r}",
-            )
+        positive_int("max_concurrent_requests", max_concurrent_requests)
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise TypeError(
                 f"http_client must be an httpx.AsyncClient, not {type(http_client).__name__}"
@@ -358,10 +351,7 @@ class AsyncVideos:
         """
         if isinstance(requests, (str, bytes, Mapping)):
             raise InvalidRequestError("requests", "must be an iterable of requests")
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise InvalidRequestError(
-                "concurrency", f"must be a positive integer, not {concurrency!r}"
-            )
+        positive_int("concurrency", concurrency)
         if max_credits is not None and (
             isinstance(max_credits, bool)
             or not isinstance(max_credits, (int, float))

@@ -48,8 +48,14 @@ class RateLimits:
     @generations_per_minute.validator
     @requests_per_minute.validator
     def _positive(self, attribute: attrs.Attribute[int], value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidRequestError(attribute.name, f"must be a positive integer, not {value!r}")
+        positive_int(attribute.name, value)
+
+
+def positive_int(field: str, value: object) -> int:
+    """`value` if it is an int of at least 1 (not a bool); else `InvalidRequestError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidRequestError(field, f"must be a positive integer, not {value!r}")
+    return value
 
 
 @attrs.frozen

@@ -297,8 +297,7 @@ class GenerationProgress:
             raise StopAsyncIteration
         generation = self._generation
         pipeline = generation._pipeline
-        if pipeline.lifecycle.closed:
-            raise KolboError("This client is closed; create a new one to make requests.")
+        pipeline.ensure_open()
         if self._deadline is None and self._timeout is not None:
             self._deadline = pipeline.clock.now() + self._timeout
         poller = pipeline.poller

@@ -133,6 +133,11 @@ class Pipeline:
         """A reusable `Call` with its URL parsed once."""
         return Call(method, path, url=httpx.URL(self.settings.root + path))
 
+    def ensure_open(self) -> None:
+        """Raise `KolboError` once the client is closed."""
+        if self.lifecycle.closed:
+            raise KolboError("This client is closed; create a new one to make requests.")
+
     def redact(self, text: str) -> str:
         """`text` with the API key masked, for anything that may reach a log or a user."""
         key = self.settings.api_key
@@ -157,8 +162,7 @@ class Pipeline:
         max_retries = self.settings.max_retries
         retries_done = 0
         while True:
-            if self.lifecycle.closed:
-                raise KolboError("This client is closed; create a new one to make requests.")
+            self.ensure_open()
             if admitted:
                 admitted = False
             else:
@@ -197,8 +201,7 @@ class Pipeline:
         A failure the retry rules would retry comes out as `Retryable` (a 429 has started
         its cooldown by then): the poller, not this call, decides when to try again.
         """
-        if self.lifecycle.closed:
-            raise KolboError("This client is closed; create a new one to make requests.")
+        self.ensure_open()
         try:
             return await self._attempt(call, parse)
         except Retryable as failed:

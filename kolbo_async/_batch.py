@@ -190,10 +190,7 @@ class AsyncBatch:
                 await self.aclose()
                 raise fatal
             if not (self._running or self._posting or self._queue):
-                self._closed = True
-                if self._journal is not None:
-                    with anyio.CancelScope(shield=True):
-                        await self._journal.close()
+                await self.aclose()  # nothing is left to warn about
                 raise StopAsyncIteration
             # The submitter stops (through its own scope) whenever an outcome is ready. A
             # cancellation leaves its exception in a reference cycle with the frames it

@@ -10,6 +10,7 @@ closes it again before returning an outcome. Between items nothing runs.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import weakref
 from collections import deque
@@ -24,6 +25,7 @@ import attrs
 
 from ._convert import structure
 from ._exceptions import (
+    APIStatusError,
     AuthenticationError,
     InsufficientCreditsError,
     InvalidRequestError,
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from ._client import AsyncVideos
-    from ._journal import Journal
+    from ._journal import ItemKey, Journal
     from ._pipeline import Pipeline
     from ._sync import Batch, Generation
 
@@ -113,7 +115,7 @@ class AsyncBatch:
         self._concurrency = concurrency
         self._journal_path = journal
         self._journal: Journal | None = None
-        self._keys: list[str] = []
+        self._keys: list[ItemKey] = []
         self._max_credits = max_credits
         self._resubmit_unknown = resubmit_unknown
         self._listener = Listener(terminal_only=True)
@@ -211,30 +213,41 @@ class AsyncBatch:
     # -- starting, and resuming from a journal ------------------------------------------
 
     async def _start(self) -> None:
-        assert self._pipeline is not None
         self._started = True
+        try:
+            await self._resume()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()  # lets the journal go to the next run
+            raise
+
+    async def _resume(self) -> None:
+        assert self._pipeline is not None
         for index, handle in enumerate(self._handles):
             self._track(handle, index, fresh=True)
         # Imported on first use: most batches keep no journal, and imports are measured.
-        from ._journal import FINISHED, INTENT, SUBMITTED, Journal, Row, request_key
+        from ._journal import FINISHED, INTENT, SUBMITTED, Journal, Row, item_keys
 
-        rows: dict[tuple[int, str], Row] = {}
+        rows: dict[ItemKey, Row] = {}
         if self._journal_path is not None:
-            self._journal = Journal(self._journal_path)
-            rows = await self._journal.open()
-            self._keys = [request_key(path, body) for _, path, body in self._items]
+            journal = Journal(self._journal_path)
+            rows = await journal.open()  # locked and checked before anything is sent
+            self._journal = journal
+            self._keys = item_keys([(path, body) for _, path, body in self._items])
+        paid: list[tuple[int, Submission]] = []
         for index, (request, _, _) in enumerate(self._items):
-            row = rows.get((index, self._keys[index])) if rows else None
+            row = rows.get(self._keys[index]) if rows else None
             if row is None or row.state not in (INTENT, SUBMITTED, FINISHED):
-                self._queue.append(index)  # new, or refused outright last time
+                self._queue.append(index)  # new, or refused with a 4xx last time
             elif row.state == INTENT:
                 if self._resubmit_unknown:
                     self._queue.append(index)
                 else:
-                    self._outcomes.append(BatchOutcome(index, request, None, None, _unknown(index)))
+                    error = _unknown(index, row.error)
+                    self._outcomes.append(BatchOutcome(index, request, None, None, error))
             else:
                 submission = structure(row.submission or {}, Submission)
-                self._spent += submission.credits_charged or 0.0
+                paid.append((index, submission))
                 assert row.generation_id is not None
                 handle = AsyncGeneration(
                     row.generation_id, pipeline=self._pipeline, submission=submission
@@ -251,6 +264,8 @@ class AsyncBatch:
 
             models = await AsyncModels(self._pipeline).list(type=None)
             self._catalog = {model.identifier: model for model in models}
+        for index, submission in paid:
+            self._account(index, submission)
 
     def _track(self, generation: AsyncGeneration, index: int, *, fresh: bool) -> None:
         assert self._pipeline is not None
@@ -268,34 +283,67 @@ class AsyncBatch:
         assert self._videos is not None
         request, path, body = self._items[index]
         journal = self._journal
+        key = self._keys[index] if journal is not None else None
+        # Shielded from the intent to the answer's record: once the POST may be on the wire,
+        # a cancellation must not lose the id Kolbo charged for.
         with anyio.CancelScope(shield=True):
             try:
-                if journal is not None:
-                    await journal.intent(index, self._keys[index], path, body)
+                if journal is not None and key is not None:
+                    await journal.intent(index, key, path, body)
                 try:
                     generation = await self._videos._submit(path, body, admitted=True)
-                except SubmissionOutcomeUnknownError as error:
-                    self._yield(BatchOutcome(index, request, None, None, error))
                 except KolboError as error:
-                    if journal is not None:
-                        await journal.rejected(index, self._keys[index], str(error))
-                    self._yield(BatchOutcome(index, request, None, None, error))
+                    if _refused(error):
+                        if journal is not None and key is not None:
+                            await journal.rejected(key, str(error))
+                        outcome_error: KolboError = error
+                    else:
+                        # It may have reached Kolbo: the journal keeps the intent, so a rerun
+                        # reports it instead of paying for it again.
+                        if journal is not None and key is not None:
+                            await journal.unknown(key, f"{type(error).__name__}: {error}")
+                        outcome_error = _outcome_unknown(index, error, journal is not None)
+                    self._yield(BatchOutcome(index, request, None, None, outcome_error))
                     if isinstance(error, _ACCOUNT_ERRORS):
                         self._halt(error)
                 else:
                     assert generation.submission is not None
-                    self._spent += generation.submission.credits_charged or 0.0
                     self._track(generation, index, fresh=False)
-                    if journal is not None:
-                        await journal.submitted(
-                            index, self._keys[index], generation.id, generation.submission.raw
-                        )
+                    if journal is not None and key is not None:
+                        await journal.submitted(key, generation.id, generation.submission.raw)
+                    self._account(index, generation.submission)
             except Exception as exc:  # the journal could not be written: stop the batch
                 self._fatal = self._fatal or exc
                 self._pipeline.poller.poke(self._listener)
             finally:
                 self._posting -= 1
                 self._free_slot()
+
+    def _account(self, index: int, submission: Submission) -> None:
+        """Add what item `index` was charged; with a budget, an unknown charge stops the rest."""
+        charge = _stated(submission.credits_charged)
+        limit = self._max_credits
+        if charge is None and limit is not None:
+            charge = self._price(self._items[index][0], submission)
+            if charge is None:
+                # Fail closed: an unknown charge may already have used up the budget.
+                self._halt(KolboError(
+                    f"Not submitted: Kolbo's answer to requests[{index}] (generation "
+                    f"{submission.generation_id}) did not state what it charged, and its "
+                    "price cannot be worked out from the model catalog (name the model and "
+                    f"duration), so max_credits={limit:g} could be overspent. Check the "
+                    "charge on your Kolbo dashboard, then send the rest again."
+                ))  # fmt: skip
+                return
+        self._spent += charge or 0.0
+
+    def _price(self, request: BatchRequest, submission: Submission) -> float | None:
+        """What the catalog says the item costs, or None when that is not known."""
+        named = request.model or submission.model
+        model = self._catalog.get(named) if isinstance(named, str) else None
+        if model is None or request.duration is None:
+            return None
+        return _stated(model.cost(request.duration, request.resolution))
 
     def _affordable(self, index: int) -> bool:
         limit = self._max_credits
@@ -352,7 +400,7 @@ class AsyncBatch:
                 assert status is not None
                 error = outcome_error(status)
                 if self._journal is not None:
-                    await self._journal.finished(index, self._keys[index], status.raw)
+                    await self._journal.finished(self._keys[index], status.raw)
             self._outcomes.append(BatchOutcome(index, request, entry.generation, status, error))
             self._free_slot()
 
@@ -420,11 +468,47 @@ async def _submit(ref: weakref.ref[AsyncBatch], tg: TaskGroup) -> None:
         del batch
 
 
-def _unknown(index: int) -> SubmissionOutcomeUnknownError:
+def _refused(error: KolboError) -> bool:
+    """Whether Kolbo itself refused the POST (a 4xx): nothing was created or charged.
+
+    Anything else (an outcome-unknown error, a 5xx, an unreadable answer, an error of the
+    SDK's own) may have followed a POST that reached Kolbo.
+    """
+    return isinstance(error, APIStatusError) and 400 <= error.status_code < 500
+
+
+def _stated(value: object) -> float | None:
+    """A charge as a number of credits, or None when it is missing or not a usable one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and value >= 0 else None
+
+
+def _outcome_unknown(
+    index: int, error: KolboError, journal: bool
+) -> SubmissionOutcomeUnknownError:
+    if isinstance(error, SubmissionOutcomeUnknownError):
+        return error
+    rerun = (
+        " A rerun with this journal reports it instead of sending it (resubmit_unknown=True "
+        "sends it)." if journal else ""
+    )
+    unknown = SubmissionOutcomeUnknownError(
+        f"requests[{index}]: the POST failed without Kolbo refusing it ({type(error).__name__}: "
+        f"{error}); Kolbo may have created (and charged for) the generation. Check your Kolbo "
+        f"dashboard before sending it again.{rerun}"
+    )
+    unknown.__cause__ = error
+    return unknown
+
+
+def _unknown(index: int, detail: str | None) -> SubmissionOutcomeUnknownError:
+    why = f" ({detail})" if detail else ""
     return SubmissionOutcomeUnknownError(
-        f"requests[{index}]: a previous run sent this POST but never learnt its answer; Kolbo "
-        "may have created (and charged for) the generation. It was NOT sent again: check your "
-        "Kolbo dashboard, then pass resubmit_unknown=True to send it anyway."
+        f"requests[{index}]: a previous run sent this POST but never learnt whether Kolbo "
+        f"created it{why}; Kolbo may have created (and charged for) the generation. It was "
+        "NOT sent again: check your Kolbo dashboard, then pass resubmit_unknown=True to send "
+        "it anyway."
     )
 
 

@@ -1,19 +1,24 @@
-"""A batch's crash-safe journal: one SQLite file, written off the event loop.
+"""A batch's crash-safe journal: one SQLite file, written off the event loop, held by one run.
 
-Each item of a batch has one row, keyed by its index and a hash of its request (so two
-identical prompts stay two items). The row is written *before* the POST (``intent``), gets
-the generation id the moment the POST answers (``submitted``), and the terminal status when
-it arrives (``finished``); a POST Kolbo rejected outright (nothing charged) is ``rejected``
-and submitted again by a rerun. Every write is committed with ``synchronous=FULL`` before the
-batch goes on, so a process killed at any instant leaves at most one kind of doubt: an
-``intent`` row without an id, a POST that may or may not have reached Kolbo.
+Each item has one row, keyed by a hash of its request and which occurrence of that hash it is
+in the list (0, 1, ...): reordering, prepending or filtering a list finds the same rows, and
+two identical prompts stay two items. The row is written *before* the POST (``intent``), gets
+the generation id the moment the POST answers (``submitted``), and the terminal status when it
+arrives (``finished``); a POST Kolbo refused with a 4xx (nothing charged) is ``rejected`` and
+submitted again by a rerun. Every write is committed with ``synchronous=FULL`` before the batch
+goes on, so a process killed at any instant leaves at most one kind of doubt: an ``intent`` row
+without an id, a POST that may or may not have reached Kolbo.
+
+The file is marked with SQLite's ``application_id``; a file without the mark is changed only
+when it is empty or a journal of the first schema (keyed by index and hash, migrated in place),
+so another program's database is never touched. A sidecar ``PATH.lock`` keeps a second run
+out for as long as the first one has the journal open.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,33 +27,74 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 import anyio
 import anyio.to_thread
 
+from ._exceptions import KolboError
+from ._filelock import FileLock
+
 if TYPE_CHECKING:
     import sqlite3
 
-__all__ = ["INTENT", "FINISHED", "REJECTED", "SUBMITTED", "Journal", "Row", "request_key"]
+__all__ = [
+    "APPLICATION_ID",
+    "FINISHED",
+    "INTENT",
+    "REJECTED",
+    "SUBMITTED",
+    "ItemKey",
+    "Journal",
+    "Row",
+    "item_keys",
+    "request_key",
+]
 
 T = TypeVar("T")
+
+#: (request hash, occurrence of that hash in the list): what identifies an item.
+ItemKey = tuple[str, int]
 
 INTENT = "intent"
 SUBMITTED = "submitted"
 FINISHED = "finished"
 REJECTED = "rejected"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
-    idx INTEGER NOT NULL,
+#: ``PRAGMA application_id`` of every journal: "KOLB".
+APPLICATION_ID = 0x4B4F4C42
+#: ``PRAGMA user_version``: 2 is keyed by (hash, occurrence); 1 (unmarked) was (index, hash).
+SCHEMA_VERSION = 2
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+_COLUMNS = (
+    "path TEXT NOT NULL, body TEXT NOT NULL, state TEXT NOT NULL, generation_id TEXT, "
+    "submission TEXT, status TEXT, error TEXT, updated_at REAL NOT NULL"
+)
+# `idx` is the item's position in the list of the run that last wrote the row: for people
+# reading the file, never for matching.
+_SCHEMA = f"""
+CREATE TABLE items (
     request_hash TEXT NOT NULL,
-    path TEXT NOT NULL,
-    body TEXT NOT NULL,
-    state TEXT NOT NULL,
-    generation_id TEXT,
-    submission TEXT,
-    status TEXT,
-    error TEXT,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (idx, request_hash)
+    occurrence INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    {_COLUMNS},
+    PRIMARY KEY (request_hash, occurrence)
 )
 """
+_V1_COLUMNS = frozenset(
+    {"idx", "request_hash", "path", "body", "state", "generation_id", "submission", "status",
+     "error", "updated_at"}
+)  # fmt: skip
+# Rows of one hash keep their index order, which is the order a rerun of the same list
+# numbers its occurrences in.
+_MIGRATE_V1 = [
+    "ALTER TABLE items RENAME TO items_v1",
+    _SCHEMA,
+    "INSERT INTO items (request_hash, occurrence, idx, path, body, state, generation_id,"
+    " submission, status, error, updated_at)"
+    " SELECT o.request_hash, (SELECT COUNT(*) FROM items_v1 AS e"
+    "  WHERE e.request_hash = o.request_hash AND e.idx < o.idx),"
+    " o.idx, o.path, o.body, o.state, o.generation_id, o.submission, o.status, o.error,"
+    " o.updated_at FROM items_v1 AS o",
+    "DROP TABLE items_v1",
+]
 
 
 class Row(NamedTuple):
@@ -58,12 +104,25 @@ class Row(NamedTuple):
     generation_id: str | None
     submission: dict[str, Any] | None
     status: dict[str, Any] | None
+    error: str | None = None
 
 
 def request_key(path: str, body: Mapping[str, Any]) -> str:
     """A stable hash of one request: endpoint and canonical JSON body."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(f"{path}\n{canonical}".encode()).hexdigest()
+
+
+def item_keys(requests: list[tuple[str, Mapping[str, Any]]]) -> list[ItemKey]:
+    """Each request's (hash, occurrence): the n-th request with a given hash gets n."""
+    seen: dict[str, int] = {}
+    keys: list[ItemKey] = []
+    for path, body in requests:
+        digest = request_key(path, body)
+        occurrence = seen.get(digest, 0)
+        seen[digest] = occurrence + 1
+        keys.append((digest, occurrence))
+    return keys
 
 
 class Journal:
@@ -73,34 +132,44 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
+        self._lock = FileLock(path.with_name(path.name + ".lock"), f"journal {path}")
         self._limiter = anyio.CapacityLimiter(1)
 
-    async def open(self) -> dict[tuple[int, str], Row]:
-        """Open (or create) the file and return every row, keyed by (index, hash)."""
+    async def open(self) -> dict[ItemKey, Row]:
+        """Check, lock and open (or create) the file; return every row by its key.
+
+        Raises `KolboError` naming the path, having changed nothing, when the file is
+        corrupt, another program's, in a missing directory or held by another run.
+        """
         return await self._run(self._open)
 
-    async def intent(self, index: int, key: str, path: str, body: Mapping[str, Any]) -> None:
-        """Record that item `index` is about to be POSTed."""
-        await self._run(self._write, index, key, path, json.dumps(body), INTENT, None, None)
+    async def intent(self, index: int, key: ItemKey, path: str, body: Mapping[str, Any]) -> None:
+        """Record that item `key` (at `index` in this run's list) is about to be POSTed."""
+        await self._run(self._write, index, key, path, json.dumps(body))
 
-    async def submitted(self, index: int, key: str, generation_id: str,
-                        submission: Mapping[str, Any]) -> None:  # fmt: skip
+    async def submitted(
+        self, key: ItemKey, generation_id: str, submission: Mapping[str, Any]
+    ) -> None:
         """Record the generation id the POST answered with."""
-        await self._run(self._update, index, key, SUBMITTED, generation_id,
+        await self._run(self._update, key, SUBMITTED, generation_id,
                         json.dumps(dict(submission)), None, None)  # fmt: skip
 
-    async def rejected(self, index: int, key: str, error: str) -> None:
-        """Record that Kolbo refused the POST (nothing was created or charged)."""
-        await self._run(self._update, index, key, REJECTED, None, None, None, error)
+    async def unknown(self, key: ItemKey, error: str) -> None:
+        """Keep the intent (the POST may have reached Kolbo) and say what went wrong."""
+        await self._run(self._update, key, INTENT, None, None, None, error)
 
-    async def finished(self, index: int, key: str, status: Mapping[str, Any]) -> None:
+    async def rejected(self, key: ItemKey, error: str) -> None:
+        """Record that Kolbo refused the POST with a 4xx (nothing was created or charged)."""
+        await self._run(self._update, key, REJECTED, None, None, None, error)
+
+    async def finished(self, key: ItemKey, status: Mapping[str, Any]) -> None:
         """Record the generation's terminal status."""
-        await self._run(self._update, index, key, FINISHED, None, None,
+        await self._run(self._update, key, FINISHED, None, None,
                         json.dumps(dict(status)), None)  # fmt: skip
 
     async def close(self) -> None:
-        """Close the file; the journal can be opened again by a later run."""
-        if self._db is not None:
+        """Close the file and let the next run have it."""
+        if self._db is not None or self._lock.held:
             await self._run(self._close)
 
     def close_now(self) -> None:
@@ -112,56 +181,156 @@ class Journal:
         # learns of it, before anything else happens.
         return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
 
-    def _open(self) -> dict[tuple[int, str], Row]:
+    # -- opening ---------------------------------------------------------------------------
+
+    def _open(self) -> dict[ItemKey, Row]:
         # Imported on first use: `import kolbo_async` is measured, and most runs keep no journal.
         import sqlite3
 
-        if self.path.parent and not self.path.parent.exists():
-            os.makedirs(self.path.parent, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        path = self.path
+        if not path.parent.is_dir():
+            raise self._error(f"its directory {path.parent} does not exist; create it first")
+        if path.exists() and not path.is_file():
+            raise self._error("it is not a regular file")
+        fresh = not path.exists() or path.stat().st_size == 0
+        if not fresh:
+            self._check_header()
+            # Looked at (read only) before the lock file appears beside another program's file.
+            self._with_db(sqlite3, self._inspect, close=True)
+        self._lock.acquire()
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute(_SCHEMA)
+            db = self._with_db(sqlite3, self._prepare, close=False)
+        except BaseException:
+            self._lock.release()
+            raise
+        try:
             rows = db.execute(
-                "SELECT idx, request_hash, state, generation_id, submission, status FROM items"
+                "SELECT request_hash, occurrence, state, generation_id, submission, status,"
+                " error FROM items"
             ).fetchall()
+        except sqlite3.Error as exc:
+            db.close()
+            self._lock.release()
+            raise self._error(f"it cannot be read ({exc})") from None
+        self._db = db
+        return {
+            (digest, occurrence): Row(state, gen_id, _load(submission), _load(status), error)
+            for digest, occurrence, state, gen_id, submission, status, error in rows
+        }
+
+    def _check_header(self) -> None:
+        # Before SQLite opens it: a file that is not a database, or is another program's
+        # (marked with its own application id), is refused without being opened at all.
+        try:
+            with self.path.open("rb") as file:
+                header = file.read(100)
+        except OSError as exc:
+            raise self._error(f"it cannot be read ({exc.strerror or exc})") from None
+        if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+            raise self._error("it is not an SQLite database (a corrupt or foreign file)")
+        app_id = int.from_bytes(header[68:72], "big")
+        if app_id not in (0, APPLICATION_ID):
+            raise self._foreign(f"application_id {app_id:#010x}")
+
+    def _with_db(self, sqlite3: Any, func: Callable[[Any], object], *, close: bool) -> Any:
+        try:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._error(f"it cannot be opened ({exc})") from None
+        try:
+            func(db)
+        except sqlite3.Error as exc:
+            db.close()
+            raise self._error(f"it is not a readable journal ({exc})") from None
         except BaseException:
             db.close()
             raise
-        self._db = db
-        return {
-            (idx, key): Row(state, gen_id, _load(submission), _load(status))
-            for idx, key, state, gen_id, submission, status in rows
-        }
+        if close:
+            db.close()
+        return db
 
-    def _write(self, index: int, key: str, path: str, body: str, state: str,
-               generation_id: str | None, error: str | None) -> None:  # fmt: skip
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        # One write transaction under the lock: the check and the change are one step.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            kind = self._inspect(db)
+            if kind == "new":
+                db.execute(_SCHEMA)
+            elif kind == "v1":
+                for statement in _MIGRATE_V1:
+                    db.execute(statement)
+            if kind != "current":
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+
+    def _inspect(self, db: sqlite3.Connection) -> str:
+        """What the open file is: "new" (empty), "current", "v1" (to migrate); else raises."""
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        if app_id == APPLICATION_ID:
+            if version > SCHEMA_VERSION:
+                raise self._error(
+                    f"it was written by a newer kolbo-async (schema {version}); upgrade to use it"
+                )
+            return "current"
+        if app_id != 0:
+            raise self._foreign(f"application_id {app_id:#010x}")
+        if not tables:
+            return "new"
+        if tables == ["items"]:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(items)")}
+            if columns == _V1_COLUMNS:
+                return "v1"
+        raise self._foreign("tables: " + ", ".join(sorted(tables)))
+
+    def _error(self, why: str) -> KolboError:
+        return KolboError(f"Journal {self.path}: {why}. Nothing was sent.")
+
+    def _foreign(self, what: str) -> KolboError:
+        return self._error(
+            f"it is another program's SQLite database ({what}), not a kolbo-async journal; "
+            "it was left untouched. Name a new file for the journal"
+        )
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _write(self, index: int, key: ItemKey, path: str, body: str) -> None:
         assert self._db is not None
         with self._db:
             self._db.execute(
-                "INSERT INTO items (idx, request_hash, path, body, state, generation_id, error,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idx, request_hash)"
-                " DO UPDATE SET state = excluded.state, generation_id = NULL, submission = NULL,"
-                " status = NULL, error = NULL, updated_at = excluded.updated_at",
-                (index, key, path, body, state, generation_id, error, time.time()),
+                "INSERT INTO items (request_hash, occurrence, idx, path, body, state,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_hash, occurrence)"
+                " DO UPDATE SET idx = excluded.idx, state = excluded.state, generation_id = NULL,"
+                " submission = NULL, status = NULL, error = NULL,"
+                " updated_at = excluded.updated_at",
+                (key[0], key[1], index, path, body, INTENT, time.time()),
             )
 
-    def _update(self, index: int, key: str, state: str, generation_id: str | None,
+    def _update(self, key: ItemKey, state: str, generation_id: str | None,
                 submission: str | None, status: str | None, error: str | None) -> None:  # fmt: skip
         assert self._db is not None
         with self._db:
             self._db.execute(
                 "UPDATE items SET state = ?, generation_id = COALESCE(?, generation_id),"
                 " submission = COALESCE(?, submission), status = COALESCE(?, status),"
-                " error = ?, updated_at = ? WHERE idx = ? AND request_hash = ?",
-                (state, generation_id, submission, status, error, time.time(), index, key),
+                " error = ?, updated_at = ? WHERE request_hash = ? AND occurrence = ?",
+                (state, generation_id, submission, status, error, time.time(), key[0], key[1]),
             )
 
     def _close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        db, self._db = self._db, None
+        try:
+            if db is not None:
+                db.close()
+        finally:
+            self._lock.release()
 
 
 def _load(text: str | None) -> dict[str, Any] | None:

@@ -297,14 +297,40 @@ class TestJournal:
     async def test_refused_items_are_sent_again(
         self, sim: Simulator, client: AsyncKolbo, tmp_path: Path
     ) -> None:
-        """A POST Kolbo refused charged nothing: a rerun sends it again."""
+        """A POST Kolbo refused with a 4xx charged nothing: a rerun sends it again."""
         journal = tmp_path / "batch.db"
-        sim.inject("generate", "500")
+        sim.inject("generate", "insufficient_credits")
         first = await collect(client.videos.generate_many([TextToVideo("x")], journal=journal))
-        assert isinstance(first[0].error, k.InternalServerError)
+        assert isinstance(first[0].error, k.InsufficientCreditsError)
+        with closing(sqlite3.connect(journal)) as db:
+            assert db.execute("SELECT state FROM items").fetchall() == [("rejected",)]
         again = await collect(client.videos.generate_many([TextToVideo("x")], journal=journal))
         assert again[0].error is None
         assert prompts_posted(sim) == {"x": 2}
+
+    @pytest.mark.parametrize("fault", ["500", "html_502", "invalid_json", "drop_after"])
+    async def test_only_a_4xx_counts_as_refused(
+        self, sim: Simulator, client: AsyncKolbo, tmp_path: Path, fault: str
+    ) -> None:
+        """A 5xx (Kolbo's or a gateway's), an unreadable 2xx or a lost answer may follow a
+        POST Kolbo acted on: the item stays an intent, and a rerun reports it unsent."""
+        journal = tmp_path / "batch.db"
+        sim.inject("generate", fault)
+        first = await collect(client.videos.generate_many([TextToVideo("x")], journal=journal))
+        assert isinstance(first[0].error, k.SubmissionOutcomeUnknownError)
+        assert first[0].generation is None
+        with closing(sqlite3.connect(journal)) as db:
+            assert db.execute("SELECT state FROM items").fetchall() == [("intent",)]
+        sent = len(posts(sim))
+        again = await collect(client.videos.generate_many([TextToVideo("x")], journal=journal))
+        assert isinstance(again[0].error, k.SubmissionOutcomeUnknownError)
+        assert "resubmit_unknown=True" in str(again[0].error)
+        assert len(posts(sim)) == sent
+        forced = await collect(
+            client.videos.generate_many([TextToVideo("x")], journal=journal, resubmit_unknown=True)
+        )
+        assert forced[0].error is None
+        assert len(posts(sim)) == sent + 1
 
     async def test_intent_is_durable_before_the_post(
         self, sim: Simulator, client: AsyncKolbo, tmp_path: Path

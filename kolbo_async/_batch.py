@@ -484,14 +484,14 @@ def _stated(value: object) -> float | None:
     return float(value) if math.isfinite(value) and value >= 0 else None
 
 
-def _outcome_unknown(
-    index: int, error: KolboError, journal: bool
-) -> SubmissionOutcomeUnknownError:
+def _outcome_unknown(index: int, error: KolboError, journal: bool) -> SubmissionOutcomeUnknownError:
     if isinstance(error, SubmissionOutcomeUnknownError):
         return error
     rerun = (
         " A rerun with this journal reports it instead of sending it (resubmit_unknown=True "
-        "sends it)." if journal else ""
+        "sends it)."
+        if journal
+        else ""
     )
     unknown = SubmissionOutcomeUnknownError(
         f"requests[{index}]: the POST failed without Kolbo refusing it ({type(error).__name__}: "

@@ -1,0 +1,125 @@
+"""One journal, several processes: only one run holds it, and a killed run lets it go."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import kolbo_async as k
+from kolbo_async import RateLimits, TextToVideo
+from kolbo_async.testing import Simulator
+
+pytest.importorskip("uvicorn")
+
+KEY = "kolbo_live_" + "e5" * 20
+SPEED = 100.0
+LIMITS = RateLimits(generations_per_minute=int(10 * SPEED), requests_per_minute=int(300 * SPEED))
+
+CHILD = textwrap.dedent(
+    """
+    import sys, anyio
+    from kolbo_async import AsyncKolbo, KolboError, RateLimits, TextToVideo
+
+    async def main(url, journal, items):
+        limits = RateLimits(generations_per_minute={gpm}, requests_per_minute={rpm})
+        async with AsyncKolbo({key!r}, base_url=url, rate_limits=limits) as client:
+            requests = [TextToVideo(f"prompt {{i}}") for i in range(int(items))]
+            try:
+                async for outcome in client.videos.generate_many(requests, journal=journal):
+                    print("outcome", outcome.index, flush=True)
+            except KolboError as error:
+                print("REFUSED", error, flush=True)
+                sys.exit(3)
+
+    anyio.run(main, *sys.argv[1:4])
+    """
+).format(gpm=LIMITS.generations_per_minute, rpm=LIMITS.requests_per_minute, key=KEY)
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+
+
+def created(sim: Simulator) -> Counter[str]:
+    """Generations Kolbo created (and charged for), per prompt."""
+    return Counter(str(g.request["prompt"]) for g in sim.generations.values())
+
+
+def posts(sim: Simulator) -> list[object]:
+    """Generation POSTs the simulator received."""
+    return [r for r in sim.requests if r.method == "POST" and "/generate/video" in r.path]
+
+
+def start(script: Path, url: str, journal: Path, items: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(script), url, str(journal), str(items)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def test_overlapping_runs_pay_once(tmp_path: Path) -> None:
+    """Two processes start the same batch on one journal at once (an overlapping cron job):
+    one runs it, the other is refused before sending anything."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    journal = tmp_path / "batch.db"
+    items = 6
+    sim = Simulator(speed=SPEED, processing_seconds=300, seed=3)  # ~3 s of real time
+    with sim.serve() as url:
+        children = [start(script, url, journal, items) for _ in range(2)]
+        results = [child.communicate(timeout=60) for child in children]
+    codes = sorted(child.returncode for child in children)
+    assert codes == [0, 3], results
+    refused = next(out for child, (out, _) in zip(children, results, strict=True)
+                   if child.returncode == 3)  # fmt: skip
+    assert "in use by pid" in refused
+    assert str(journal) in refused
+    assert created(sim) == {f"prompt {i}": 1 for i in range(items)}
+    assert len(posts(sim)) == items  # the refused run sent nothing at all
+
+
+def test_rerun_while_running_is_refused_and_kill_releases(tmp_path: Path) -> None:
+    """A rerun while the first run still works is refused (naming its pid) with no request
+    sent; once that run is killed with SIGKILL the journal is free, and nothing is paid twice."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    journal = tmp_path / "batch.db"
+    items = 4
+    sim = Simulator(speed=SPEED, processing_seconds=100_000, seed=5)  # never ends by itself
+    requests = [TextToVideo(f"prompt {i}") for i in range(items + 1)]
+    with sim.serve() as url:
+        child = start(script, url, journal, items)
+        try:
+            deadline = time.monotonic() + 30
+            while sum(created(sim).values()) < items:
+                assert child.poll() is None, child.communicate()
+                assert time.monotonic() < deadline, "the child never got going"
+                time.sleep(0.01)
+            seen = len(posts(sim))  # the child goes on polling: count POSTs
+            with (
+                k.Kolbo(KEY, base_url=url, rate_limits=LIMITS) as client,
+                pytest.raises(k.KolboError, match="in use") as info,
+            ):
+                list(client.videos.generate_many(requests, journal=journal))
+            assert f"pid {child.pid}" in str(info.value)
+            assert len(posts(sim)) == seen == items
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.communicate(timeout=10)
+        assert child.returncode == -signal.SIGKILL
+        for generation_id in list(sim.generations):
+            sim.complete(generation_id)
+        with k.Kolbo(KEY, base_url=url, rate_limits=LIMITS) as client:
+            outcomes = list(client.videos.generate_many(requests[:items], journal=journal))
+    assert sorted(o.index for o in outcomes) == list(range(items))
+    assert all(o.error is None for o in outcomes)
+    assert created(sim) == {f"prompt {i}": 1 for i in range(items)}

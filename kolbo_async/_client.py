@@ -25,6 +25,7 @@ from ._config import (
     resolve_base_url,
 )
 from ._convert import structure
+from ._download import Transfers
 from ._exceptions import InvalidRequestError
 from ._handles import AsyncGeneration
 from ._models import Credits, Model, Submission
@@ -135,6 +136,11 @@ class AsyncKolbo:
                 max_in_flight=max_concurrent_requests,
                 rng=rng,
             ),
+            transfers=Transfers(
+                limit=max_concurrent_requests,
+                transport=_transport,
+                http_client=None if self._owns_http else http_client,
+            ),
         )
         self._bind()
 
@@ -198,6 +204,7 @@ class AsyncKolbo:
         if self._is_copy:  # a with_options copy: the original owns the pool and its lifecycle
             return
         self._pipeline.lifecycle.closed = True
+        await self._pipeline.transfers.aclose()
         if self._owns_http:
             await self._pipeline.http.aclose()
 

@@ -145,14 +145,22 @@ class AsyncGeneration:
     ) -> Path:
         """Wait for the video and stream ``result.urls[index]`` to `path`; return the path.
 
-        The file is written to a temporary file beside `path` and renamed into place only
-        when complete and of the announced length, so `path` never holds half a video. The
-        API key is never sent to the CDN. `on_progress(done_bytes, total_bytes_or_None)` is
-        called as bytes arrive. `timeout` bounds the whole call, waiting included.
+        The file is written to a temporary file beside `path` and put in place only when
+        complete and of the announced length, so `path` never holds half a video. Without
+        `overwrite`, a file that appears at `path` while the call runs is never replaced;
+        with it, the old file is replaced atomically. The API key is never sent to the CDN,
+        and downloads never hold up API calls (they have their own connections).
+        `on_progress(done_bytes, total_bytes_or_None)` is called as bytes arrive. `timeout`
+        is one deadline for the whole call, waiting included.
 
         Raises:
-            InvalidRequestError: `path` exists and `overwrite` is False, or `index` is out
-                of range.
+            InvalidRequestError: `path` exists (checked before waiting) and `overwrite` is
+                False, names a directory or a missing directory, or `index` is out of range.
+            FileExistsError: a file appeared at `path` during the call and `overwrite` is
+                False (also a `KolboError`); it is left untouched.
+            GenerationTimeoutError: `timeout` passed, while waiting or transferring.
+            APIResponseValidationError: the CDN answered with something that is not the
+                media (a web page, a broken encoding); nothing is left at `path`.
         """
         return await self._download(path, "video", index, overwrite, on_progress, timeout)
 
@@ -218,14 +226,31 @@ class AsyncGeneration:
         target = Path(path)
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
             raise InvalidRequestError("index", f"must be a non-negative integer, not {index!r}")
-        is_dir, exists = await anyio.to_thread.run_sync(lambda: (target.is_dir(), target.exists()))
+        if not isinstance(overwrite, bool):
+            raise InvalidRequestError("overwrite", f"must be True or False, not {overwrite!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+        ):
+            raise InvalidRequestError(
+                "timeout", f"must be a positive number or None, not {timeout!r}"
+            )
+        is_dir, exists, parent_ok = await anyio.to_thread.run_sync(
+            lambda: (target.is_dir(), target.exists(), target.parent.is_dir())
+        )
         if is_dir:
             raise InvalidRequestError("path", f"{str(target)!r} is a directory; name a file")
+        if not parent_ok:
+            raise InvalidRequestError(
+                "path", f"the directory of {str(target)!r} does not exist"
+            )
+        # Checked now, before a wait of up to `timeout`, so a mistake costs no waiting; the
+        # last step of the transfer checks again, atomically (a file may appear meanwhile).
         if exists and not overwrite:
             raise InvalidRequestError(
                 "path", f"{str(target)!r} exists; pass overwrite=True to replace it"
             )
         clock = self._pipeline.clock
+        # One deadline for the whole call: time spent waiting counts against the transfer.
         deadline = None if timeout is None else clock.now() + timeout
         result = await self.result(timeout)
         if what == "thumbnail":
@@ -238,10 +263,14 @@ class AsyncGeneration:
                     "index", f"is {index}, but generation {self.id} has {len(result.urls)} URL(s)"
                 )
             url = result.urls[index]
-        remaining = None if deadline is None else max(0.0, deadline - clock.now())
         try:
             return await download_to(
-                self._pipeline, url, target, on_progress=on_progress, timeout=remaining
+                self._pipeline,
+                url,
+                target,
+                overwrite=overwrite,
+                on_progress=on_progress,
+                deadline=deadline,
             )
         except DeadlineExceeded:
             raise self._timeout_error(timeout, None) from None

@@ -32,6 +32,7 @@ from ._pacing import GENERATE, REQUEST, Pacer
 from ._retries import Attempt, Failure, parse_retry_after, retry_delay
 
 if TYPE_CHECKING:
+    from ._download import Transfers
     from ._poller import Poller
 
 __all__ = ["Call", "DeadlineExceeded", "Pipeline", "Retryable"]
@@ -93,7 +94,9 @@ class Lifecycle:
 class Pipeline:
     """Sends `Call`s for one client; shared by every handle and `with_options` copy."""
 
-    __slots__ = ("clock", "http", "lifecycle", "limiter", "pacer", "poller", "rng", "settings")
+    __slots__ = (
+        "clock", "http", "lifecycle", "limiter", "pacer", "poller", "rng", "settings", "transfers"
+    )
 
     def __init__(
         self,
@@ -105,6 +108,7 @@ class Pipeline:
         clock: Clock,
         rng: random.Random,
         poller: Poller,
+        transfers: Transfers,
         lifecycle: Lifecycle | None = None,
     ) -> None:
         self.settings = settings
@@ -114,6 +118,7 @@ class Pipeline:
         self.clock = clock
         self.rng = rng
         self.poller = poller
+        self.transfers = transfers  # CDN downloads: their own connections and cap
         self.lifecycle = lifecycle or Lifecycle()
 
     def with_settings(self, settings: Settings) -> Pipeline:
@@ -126,6 +131,7 @@ class Pipeline:
             clock=self.clock,
             rng=self.rng,
             poller=self.poller,
+            transfers=self.transfers,
             lifecycle=self.lifecycle,
         )
 

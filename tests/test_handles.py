@@ -1,11 +1,9 @@
-"""Generation handles: progress, wait, result, cancel, download, deadlines."""
+"""Generation handles: progress, wait, result, cancel, deadlines (downloads: test_download)."""
 
 from __future__ import annotations
 
 import gc
-import os
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -318,97 +316,6 @@ class TestCancel:
         result = await client.generations.attach("gen1").cancel()
         assert result.generation_id == "gen1"
         assert route.call_count == 3
-
-
-class TestDownload:
-    async def test_streams_to_path_without_the_key(
-        self, router: respx.MockRouter, client: AsyncKolbo, tmp_path: Path
-    ) -> None:
-        """The video lands at path; the CDN never sees the key; progress is reported."""
-        router.get(STATUS).mock(return_value=COMPLETED)
-        body = bytes(range(256)) * 4096
-        cdn = router.get(f"{CDN}/v.mp4").respond(200, content=body)
-        seen: list[tuple[int, int | None]] = []
-        path = await client.generations.attach("gen1").download(
-            tmp_path / "v.mp4", on_progress=lambda done, total: seen.append((done, total))
-        )
-        assert path.read_bytes() == body
-        assert "x-api-key" not in cdn.calls.last.request.headers
-        assert seen[-1] == (len(body), len(body))
-        assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
-        umask = os.umask(0)
-        os.umask(umask)
-        assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
-
-    async def test_refuses_to_overwrite(
-        self, router: respx.MockRouter, client: AsyncKolbo, tmp_path: Path
-    ) -> None:
-        """An existing file is kept unless overwrite=True, and nothing is requested."""
-        target = tmp_path / "v.mp4"
-        target.write_bytes(b"mine")
-        route = router.get(STATUS).mock(return_value=COMPLETED)
-        with pytest.raises(k.InvalidRequestError, match="overwrite=True"):
-            await client.generations.attach("gen1").download(target)
-        assert target.read_bytes() == b"mine"
-        assert not route.called
-
-    async def test_short_body_leaves_no_file(
-        self, router: respx.MockRouter, client: AsyncKolbo, tmp_path: Path
-    ) -> None:
-        """A transfer shorter than Content-Length never appears at path."""
-        router.get(STATUS).mock(return_value=COMPLETED)
-
-        def short(request: httpx.Request) -> httpx.Response:
-            return httpx.Response(200, headers={"Content-Length": "100"}, content=b"x" * 10)
-
-        router.get(f"{CDN}/v.mp4").mock(side_effect=short)
-        with pytest.raises(k.APIConnectionError):
-            await client.generations.attach("gen1").download(tmp_path / "v.mp4")
-        assert list(tmp_path.iterdir()) == []
-
-    async def test_resumes_with_range(self, clock: StepClock, tmp_path: Path) -> None:
-        """A broken transfer resumes from where it stopped with a Range request."""
-        body = b"0123456789" * 100
-        calls: list[str | None] = []
-
-        class Breaking(httpx.AsyncByteStream):
-            async def __aiter__(self) -> AsyncIterator[bytes]:
-                yield body[:400]
-                raise httpx.ReadError("connection reset")
-
-        def serve(request: httpx.Request) -> httpx.Response:
-            if request.url.path == STATUS:
-                return COMPLETED
-            calls.append(request.headers.get("range"))
-            if request.headers.get("range") == "bytes=400-":
-                return httpx.Response(206, headers={"Content-Length": "600"}, content=body[400:])
-            return httpx.Response(
-                200, headers={"Content-Length": str(len(body))}, stream=Breaking()
-            )
-
-        # respx reads mocked bodies eagerly, so a mid-stream break needs a plain transport.
-        transport = httpx.MockTransport(serve)
-        async with AsyncKolbo(KEY, _clock=clock, _transport=transport) as client:
-            path = await client.generations.attach("gen1").download(tmp_path / "v.mp4")
-        assert path.read_bytes() == body
-        assert calls == [None, "bytes=400-"]
-
-    async def test_thumbnail(
-        self, router: respx.MockRouter, client: AsyncKolbo, tmp_path: Path
-    ) -> None:
-        """download_thumbnail() fetches result.thumbnail_url."""
-        router.get(STATUS).mock(return_value=COMPLETED)
-        router.get(f"{CDN}/t.jpg").respond(200, content=b"jpeg")
-        path = await client.generations.attach("gen1").download_thumbnail(tmp_path / "t.jpg")
-        assert path.read_bytes() == b"jpeg"
-
-    async def test_index_out_of_range(
-        self, router: respx.MockRouter, client: AsyncKolbo, tmp_path: Path
-    ) -> None:
-        """Asking for a URL the result does not have is an InvalidRequestError."""
-        router.get(STATUS).mock(return_value=COMPLETED)
-        with pytest.raises(k.InvalidRequestError, match="index"):
-            await client.generations.attach("gen1").download(tmp_path / "v.mp4", index=3)
 
 
 class TestAttach:

@@ -8,6 +8,7 @@ of the request budget, the spacing of poll launches, and the status answer's
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 
@@ -101,10 +102,10 @@ class TestCooldown:
                     return httpx.Response(200, json={"success": True, "credits": {"total": 5}})
                 return httpx.Response(200, json={"success": True, "models": [], "count": 0})
 
-        async with AsyncKolbo(KEY, _transport=Limited(), _clock=clock, rate_limits=None) as c:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(c.account.credits)
-                tg.start_soon(c.models.list)
+        client = AsyncKolbo(KEY, _transport=Limited(), _clock=clock, rate_limits=None)
+        async with client, anyio.create_task_group() as tg:
+            tg.start_soon(client.account.credits)
+            tg.start_soon(client.models.list)
         assert [t for t, _ in arrivals[:2]] == [0.0, 0.0]
         retries = [t for t, _ in arrivals[2:]]
         assert len(retries) == 2
@@ -155,7 +156,7 @@ class TestPollBudget:
         first = sorted(times[0] for times in status_times(sim).values())
         assert len(first) == 40
         assert first[-1] - first[0] >= (40 - 5) / 4.5 - 1e-6
-        for a, b in zip(first[4:], first[5:], strict=False):
+        for a, b in itertools.pairwise(first[4:]):
             assert b - a >= 1 / 4.5 - 1e-6
 
 
@@ -192,7 +193,7 @@ class TestStatusHint:
                 gen = c.generations.attach(sim.create_generation(key=KEY))
             assert (await gen.wait()).state == "completed"
         times = status_times(sim)[gen.id]
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert len(gaps) >= 10
         assert all(3.0 - 1e-6 <= gap <= 3.3 + 1e-6 for gap in gaps), gaps
 
@@ -210,7 +211,7 @@ class TestStatusHint:
                 if update.done:
                     break
         times = status_times(sim)[gen.id]
-        early = [b - a for a, b in zip(times, times[1:], strict=False) if b <= 40]
-        late = [b - a for a, b in zip(times, times[1:], strict=False) if a >= 60]
+        early = [b - a for a, b in itertools.pairwise(times) if b <= 40]
+        late = [b - a for a, b in itertools.pairwise(times) if a >= 60]
         assert early and all(2.0 - 1e-6 <= gap <= 2.2 + 1e-6 for gap in early), early
         assert late and all(10.0 - 1e-6 <= gap <= 11.0 + 1e-6 for gap in late), late

@@ -7,6 +7,7 @@ Built on the public SDK only. Exit codes: 0 success, 1 generation failed or canc
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -17,10 +18,10 @@ from typing import Any, TextIO
 
 import anyio
 
+from ._cli_checks import DownloadTarget, port, positive_seconds, positive_speed, sandbox_speed
 from ._client import AsyncKolbo
 from ._exceptions import (
     GenerationFailedError,
-    GenerationTimeoutError,
     InvalidRequestError,
     KolboError,
 )
@@ -30,17 +31,31 @@ from ._models import GenerationStatus, Model
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_API, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+#: 128 + SIGPIPE, what a shell shows for any tool whose reader went away (`kolbo ... | head`):
+#: `set -o pipefail` scripts see kolbo as they see `grep`, and it is never taken for 1, 2 or 3.
+EXIT_BROKEN_PIPE = 141
 #: Simulated seconds per real second in sandbox mode: a 90 s generation takes 3 s.
 SANDBOX_SPEED = 30.0
 SANDBOX_KEY = "kolbo_live_sandbox"
 
 
-class Interrupted(Exception):
-    """Ctrl-C while a generation was known: carries its id so the user can re-attach."""
+class _Session:
+    """What a run has sent and paid for so far: the messages of a run that ends early use it."""
 
-    def __init__(self, generation_id: str | None) -> None:
-        super().__init__(generation_id)
-        self.generation_id = generation_id
+    __slots__ = ("generation_id", "in_flight", "json", "last", "reported", "submitted")
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.json: bool = bool(getattr(args, "json", False))
+        #: The generation this run follows, once known.
+        self.generation_id: str | None = None
+        #: This run created (and paid for) that generation.
+        self.submitted = False
+        #: A generation POST was started and its answer has not come back.
+        self.in_flight = False
+        #: The last status seen.
+        self.last: GenerationStatus | None = None
+        #: The outcome is on stdout (a URL, a path, or the final JSON line).
+        self.reported = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,9 +86,27 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--aspect-ratio", metavar="W:H", help='e.g. "16:9", "9:16", "1:1"')
     gen.add_argument("--no-enhance", action="store_true", help="send the prompt as written")
     gen.add_argument("--no-wait", action="store_true", help="print the id and return at once")
-    gen.add_argument("--download", metavar="PATH", help="save the video to PATH when done")
-    gen.add_argument("--timeout", type=float, default=1800.0, help="give up waiting after N s")
-    gen.add_argument("--json", action="store_true", help="machine-readable output only")
+    gen.add_argument(
+        "--download",
+        metavar="PATH",
+        help="save the video to PATH when done (a directory: saved there as ID.mp4)",
+    )
+    gen.add_argument(
+        "--overwrite", action="store_true", help="let --download replace an existing file"
+    )
+    gen.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=1800.0,
+        metavar="N",
+        help="give up waiting after N s (default 1800); the generation goes on at Kolbo",
+    )
+    gen.add_argument(
+        "--json",
+        action="store_true",
+        help="machine-readable output only: a JSON line with the id as soon as Kolbo answers, "
+        "then a JSON line with the outcome",
+    )
 
     status = commands.add_parser("status", help="show a generation's status")
     status.add_argument("id", help="the generation id")
@@ -82,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     download = commands.add_parser("download", help="save a finished generation's video")
     download.add_argument("id", help="the generation id")
-    download.add_argument("path", help="where to save it")
+    download.add_argument("path", help="where to save it (a directory: saved there as ID.mp4)")
     download.add_argument("--overwrite", action="store_true", help="replace an existing file")
     download.add_argument("--thumbnail", action="store_true", help="save the thumbnail instead")
 
@@ -97,9 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
         "sandbox", help="serve the Kolbo simulator over HTTP until Ctrl-C"
     )
     sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8765)
+    sandbox.add_argument("--port", type=port, default=8765)
     sandbox.add_argument(
-        "--speed", type=float, default=_sandbox_speed(SANDBOX_SPEED), help="clock speed-up"
+        "--speed",
+        type=positive_speed,
+        help=f"clock speed-up (default $KOLBO_SANDBOX_SPEED, else {SANDBOX_SPEED:g})",
     )
     sandbox.add_argument("--require-key", metavar="KEY", help="accept only this API key")
     return parser
@@ -109,49 +144,55 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     """Run `kolbo` with `argv`; return the exit code."""
     out = stdout or sys.stdout
     err = sys.stderr
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "sandbox":
-        return _serve_sandbox(args, out)
+    args = build_parser().parse_args(argv)
+    session = _Session(args)
     try:
-        return anyio.run(_run, args, out, err)
-    except Interrupted as stop:
-        if stop.generation_id:
-            err.write(
-                f"kolbo: interrupted; generation {stop.generation_id} goes on at Kolbo. "
-                f"Follow it with: kolbo status {stop.generation_id} --wait\n"
-            )
-        else:
-            err.write("kolbo: interrupted\n")
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        err.write("kolbo: interrupted\n")
-        return EXIT_INTERRUPTED
+        code = _main(args, session, out, err)
+        out.flush()
+    except BrokenPipeError:
+        return _broken_pipe(session, out, err)
+    return code
+
+
+def _main(args: argparse.Namespace, session: _Session, out: TextIO, err: TextIO) -> int:
+    try:
+        _check(args)
+        if args.command == "sandbox":
+            return _serve_sandbox(args, out)
+        return anyio.run(_run, args, session, out, err)
+    except BrokenPipeError:
+        raise
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # asyncio's runner turns the first Ctrl-C into a cancellation of the run, and re-raises
+        # it as KeyboardInterrupt once the run has unwound.
+        return _interrupted(session, out, err)
     except InvalidRequestError as exc:
-        err.write(f"kolbo: error: {exc}\n")
-        return EXIT_USAGE
+        return _fail(session, exc, out, err, EXIT_USAGE)
     except GenerationFailedError as exc:
-        err.write(f"kolbo: {exc}\n")
+        _say(err, f"kolbo: {exc}\n")
         return EXIT_FAILED
-    except KolboError as exc:
-        err.write(f"kolbo: error: {exc}\n")
-        return EXIT_API
-    except OSError as exc:
-        err.write(f"kolbo: error: {exc}\n")
-        return EXIT_API
+    except (KolboError, OSError) as exc:
+        return _fail(session, exc, out, err, EXIT_API)
 
 
-async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _check(args: argparse.Namespace) -> None:
+    """Every check of the command line that needs no request: all of it, before any POST."""
+    args.target = None
+    if args.command == "generate" and args.download is not None:
+        if args.no_wait:
+            raise InvalidRequestError("--download", "cannot be used with --no-wait")
+        args.target = DownloadTarget(args.download, option="--download", overwrite=args.overwrite)
+    elif args.command == "download":
+        args.target = DownloadTarget(args.path, option="path", overwrite=args.overwrite)
+    if args.command == "sandbox" and args.speed is not None:
+        args.sandbox_speed = args.speed
+    elif args.command == "sandbox" or args.sandbox:
+        args.sandbox_speed = sandbox_speed(SANDBOX_SPEED)
+
+
+async def _run(args: argparse.Namespace, session: _Session, out: TextIO, err: TextIO) -> int:
     async with _client(args) as client:
-        command: Callable[[AsyncKolbo, argparse.Namespace, TextIO, TextIO], Awaitable[int]] = {
-            "models": _models,
-            "generate": _generate,
-            "status": _status,
-            "download": _download,
-            "cancel": _cancel,
-            "credits": _credits,
-        }[args.command]
-        return await command(client, args, out, err)
+        return await _COMMANDS[args.command](client, args, session, out, err)
 
 
 def _client(args: argparse.Namespace) -> AsyncKolbo:
@@ -160,19 +201,13 @@ def _client(args: argparse.Namespace) -> AsyncKolbo:
     from .testing import Simulator
 
     # A fresh seed per run, so generation ids differ from one demo to the next.
-    sim = Simulator(speed=_sandbox_speed(SANDBOX_SPEED), seed=random.randrange(2**32))
+    sim = Simulator(speed=args.sandbox_speed, seed=random.randrange(2**32))
     return sim.client(SANDBOX_KEY)
 
 
-def _sandbox_speed(default: float) -> float:
-    # KOLBO_SANDBOX_SPEED lets test suites run the sandbox faster than the demo's pace.
-    try:
-        return float(os.environ.get("KOLBO_SANDBOX_SPEED", default))
-    except ValueError:
-        return default
-
-
-async def _models(client: AsyncKolbo, args: argparse.Namespace, out: TextIO, _: TextIO) -> int:
+async def _models(
+    client: AsyncKolbo, args: argparse.Namespace, _: _Session, out: TextIO, __: TextIO
+) -> int:
     models = await client.models.list(type=args.type)
     if args.json:
         _dump([dict(m.raw) for m in models], out)
@@ -204,35 +239,86 @@ def _models_table(models: list[Model]) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def _generate(client: AsyncKolbo, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+async def _generate(
+    client: AsyncKolbo, args: argparse.Namespace, session: _Session, out: TextIO, err: TextIO
+) -> int:
+    gen = await _submit(client, args, session, err)
+    if args.json:
+        raw = dict(gen.submission.raw) if gen.submission else {}
+        _line({**raw, "generation_id": gen.id}, out)
+    if args.no_wait:
+        if not args.json:
+            out.write(f"{gen.id}\n")
+        session.reported = True
+        return EXIT_OK
+    if not args.json:
+        text = f"Generation {gen.id} submitted"
+        if gen.submission and gen.submission.credits_charged is not None:
+            text += f" ({_num(gen.submission.credits_charged)} credits)"
+        err.write(text + "\n")
+        err.flush()
+    return await _follow(gen, args, session, out, err, target=args.target, timeout=args.timeout)
+
+
+async def _submit(
+    client: AsyncKolbo, args: argparse.Namespace, session: _Session, err: TextIO
+) -> AsyncGeneration:
+    """Send the generation request, holding off Ctrl-C until Kolbo has answered it.
+
+    Once the POST is on the wire Kolbo may create and charge the generation whatever the
+    client does, and leaving before the answer loses the only copy of its id. So the first
+    Ctrl-C waits for the answer (bounded by the request's own timeout) and a second one quits
+    at once. The command runs on asyncio (`anyio.run`'s default), whose first Ctrl-C is a
+    native cancellation of the main task: an anyio shield in that task would not hold it back,
+    and a task group would hold back the second Ctrl-C too. A separate task behind
+    `asyncio.shield` does neither.
+    """
     options: dict[str, Any] = {
         "model": args.model,
         "duration": args.duration,
         "aspect_ratio": args.aspect_ratio,
         "enhance_prompt": False if args.no_enhance else None,
     }
-    if args.image:
-        gen = await client.videos.from_image(args.image, prompt=args.prompt, **options)
-    else:
-        gen = await client.videos.generate(args.prompt, **options)
-    if args.no_wait:
-        if args.json:
-            _dump(dict(gen.submission.raw) if gen.submission else {"generation_id": gen.id}, out)
-        else:
-            out.write(f"{gen.id}\n")
-        return EXIT_OK
-    if not args.json:
-        err.write(f"Generation {gen.id} submitted")
-        if gen.submission and gen.submission.credits_charged is not None:
-            err.write(f" ({_num(gen.submission.credits_charged)} credits)")
-        err.write("\n")
-    return await _follow(gen, args, out, err, download=args.download, timeout=args.timeout)
+
+    async def post() -> AsyncGeneration | Exception:
+        try:
+            if args.image:
+                gen = await client.videos.from_image(args.image, prompt=args.prompt, **options)
+            else:
+                gen = await client.videos.generate(args.prompt, **options)
+        except Exception as exc:
+            # Returned, not raised: a task left behind by a second Ctrl-C must not be logged
+            # with a traceback when asyncio shuts down.
+            return exc
+        session.generation_id = gen.id
+        session.submitted = True
+        return gen
+
+    session.in_flight = True
+    task = asyncio.ensure_future(post())
+    try:
+        answer = await asyncio.shield(task)
+    except asyncio.CancelledError:
+        _say(
+            err,
+            "kolbo: interrupted while the generation request is on its way; waiting for "
+            "Kolbo's answer so that its id is not lost (Ctrl-C again to quit now)\n",
+        )
+        await asyncio.wait({task})
+        raise
+    session.in_flight = False
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
 
 
-async def _status(client: AsyncKolbo, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+async def _status(
+    client: AsyncKolbo, args: argparse.Namespace, session: _Session, out: TextIO, err: TextIO
+) -> int:
     gen = client.generations.attach(args.id)
     if args.wait:
-        return await _follow(gen, args, out, err, download=None, timeout=None)
+        session.generation_id = gen.id
+        return await _follow(gen, args, session, out, err, target=None, timeout=None)
     status = await gen.status()
     if args.json:
         _dump(dict(status.raw), out)
@@ -244,25 +330,29 @@ async def _status(client: AsyncKolbo, args: argparse.Namespace, out: TextIO, err
 async def _follow(
     gen: AsyncGeneration,
     args: argparse.Namespace,
+    session: _Session,
     out: TextIO,
     err: TextIO,
     *,
-    download: str | None,
+    target: DownloadTarget | None,
     timeout: float | None,
 ) -> int:
     from ._cli_progress import reporter
 
     report = reporter(err, quiet=args.json)
-    final: GenerationStatus | None = None
+    path = None
     try:
         async with gen.progress(timeout=timeout) as updates:
-            async for final in updates:
-                report.status(final)
+            async for status in updates:
+                session.last = status
+                report.status(status)
+        final = session.last
         assert final is not None
         report.done()
         if final.failed:
             if args.json:
-                _dump(dict(final.raw), out)
+                _line({**dict(final.raw), "generation_id": gen.id}, out)
+            session.reported = True
             reason = final.error or (final.failure.message if final.failure else None)
             if final.state == "completed":
                 reason = "completed without any video (a content filter removed it)"
@@ -270,39 +360,45 @@ async def _follow(
                 f"generation {gen.id} {final.state}" + (f": {reason}" if reason else ""),
                 status=final,
             )
-        path = None
-        if download:
-            path = await gen.download(download, on_progress=report.bytes, timeout=timeout)
-            report.done()
-    except (KeyboardInterrupt, anyio.get_cancelled_exc_class()):
+        if target is not None:
+            path = await gen.download(
+                target.path_for(gen.id, ".mp4"),
+                overwrite=target.overwrite,
+                on_progress=report.bytes,
+                timeout=timeout,
+            )
+    finally:
         report.done()
-        raise Interrupted(gen.id) from None
-    except GenerationTimeoutError:
-        report.done()
-        raise
     if args.json:
-        _dump({**dict(final.raw), **({"path": str(path)} if path else {})}, out)
+        extra = {"path": str(path)} if path else {}
+        _line({**dict(final.raw), "generation_id": gen.id, **extra}, out)
     else:
         assert final.result is not None
         out.write(f"{path if path else final.result.url}\n")
+    session.reported = True
     return EXIT_OK
 
 
-async def _download(client: AsyncKolbo, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+async def _download(
+    client: AsyncKolbo, args: argparse.Namespace, _: _Session, out: TextIO, err: TextIO
+) -> int:
     from ._cli_progress import reporter
 
     gen = client.generations.attach(args.id)
     report = reporter(err, quiet=False)
     method = gen.download_thumbnail if args.thumbnail else gen.download
+    target = args.target.path_for(gen.id, ".jpg" if args.thumbnail else ".mp4")
     try:
-        path = await method(args.path, overwrite=args.overwrite, on_progress=report.bytes)
+        path = await method(target, overwrite=args.overwrite, on_progress=report.bytes)
     finally:
         report.done()
     out.write(f"{path}\n")
     return EXIT_OK
 
 
-async def _cancel(client: AsyncKolbo, args: argparse.Namespace, out: TextIO, _: TextIO) -> int:
+async def _cancel(
+    client: AsyncKolbo, args: argparse.Namespace, _: _Session, out: TextIO, __: TextIO
+) -> int:
     status = await client.generations.attach(args.id).cancel()
     if args.json:
         _dump(dict(status.raw), out)
@@ -311,7 +407,9 @@ async def _cancel(client: AsyncKolbo, args: argparse.Namespace, out: TextIO, _: 
     return EXIT_OK
 
 
-async def _credits(client: AsyncKolbo, args: argparse.Namespace, out: TextIO, _: TextIO) -> int:
+async def _credits(
+    client: AsyncKolbo, args: argparse.Namespace, _: _Session, out: TextIO, __: TextIO
+) -> int:
     credits = await client.account.credits()
     if args.json:
         _dump(dict(credits.raw), out)
@@ -330,11 +428,12 @@ async def _credits(client: AsyncKolbo, args: argparse.Namespace, out: TextIO, _:
 def _serve_sandbox(args: argparse.Namespace, out: TextIO) -> int:
     from .testing import Simulator
 
-    sim = Simulator(speed=args.speed, api_key=args.require_key, seed=random.randrange(2**32))
+    speed = args.sandbox_speed
+    sim = Simulator(speed=speed, api_key=args.require_key, seed=random.randrange(2**32))
     try:
         with sim.serve(host=args.host, port=args.port) as base_url:
             out.write(
-                f"Kolbo sandbox at {base_url} (clock x{_num(args.speed)}); CDN at {sim.cdn_url}\n"
+                f"Kolbo sandbox at {base_url} (clock x{_num(speed)}); CDN at {sim.cdn_url}\n"
                 f"  export KOLBO_BASE_URL={base_url} "
                 f"KOLBO_API_KEY={args.require_key or 'kolbo_live_YOUR_API_KEY'}\n"
                 "Ctrl-C to stop.\n"
@@ -365,6 +464,96 @@ def _num(value: float) -> str:
 
 def _dump(data: object, out: TextIO) -> None:
     out.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _line(data: object, out: TextIO) -> None:
+    # One line, flushed at once: a reader (or a log) has the id even if the run dies later.
+    out.write(json.dumps(data, default=str) + "\n")
+    out.flush()
+
+
+def _say(err: TextIO, text: str) -> None:
+    # A closed stderr must not turn a message about a paid generation into a traceback.
+    try:
+        err.write(text)
+        err.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _fail(session: _Session, exc: Exception, out: TextIO, err: TextIO, code: int) -> int:
+    gid = session.generation_id
+    if gid and session.json and not session.reported:
+        last = dict(session.last.raw) if session.last else {}
+        _line({**last, "generation_id": gid, "error": str(exc)}, out)
+    _say(err, f"kolbo: error: {exc}\n")
+    if gid and session.submitted and not session.reported:
+        _say(err, f"kolbo: {_whereabouts(session, gid)}\n")
+    return code
+
+
+def _interrupted(session: _Session, out: TextIO, err: TextIO) -> int:
+    gid = session.generation_id
+    if gid and session.json and not session.reported:
+        last = dict(session.last.raw) if session.last else {}
+        _line({**last, "generation_id": gid, "error": "interrupted"}, out)
+    if gid:
+        _say(err, f"kolbo: interrupted; {_whereabouts(session, gid)}\n")
+    elif session.in_flight:
+        _say(
+            err,
+            "kolbo: interrupted before Kolbo answered the generation request: a generation may "
+            "have been created and charged, and its id is unknown (Kolbo has no call to list "
+            "generations). Check your balance with `kolbo credits` before you try again.\n",
+        )
+    else:
+        _say(err, "kolbo: interrupted\n")
+    return EXIT_INTERRUPTED
+
+
+def _whereabouts(session: _Session, gid: str) -> str:
+    """Where the generation stands and the commands that reach it (nothing is ever cancelled)."""
+    paid = " was created and charged, and" if session.submitted else ""
+    if session.last is not None and session.last.done:
+        return (
+            f"generation {gid}{paid} ended {session.last.state}. "
+            f"Save it with: kolbo download {gid} PATH"
+        )
+    return (
+        f"generation {gid}{paid} goes on at Kolbo. Follow it with: kolbo status {gid} --wait "
+        f"(then: kolbo download {gid} PATH)"
+    )
+
+
+def _broken_pipe(session: _Session, out: TextIO, err: TextIO) -> int:
+    """Whoever read stdout has gone (`kolbo ... | head`): stop quietly, as Unix tools do."""
+    # Point stdout at /dev/null so the interpreter's final flush does not fail again
+    # (the recipe of Python's signal module docs).
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = -1
+    if fd >= 0:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    gid = session.generation_id
+    if gid and session.submitted and not (session.last is not None and session.last.done):
+        # The reader left before the generation ended: its id must not be lost with it.
+        _say(err, f"kolbo: stdout closed; {_whereabouts(session, gid)}\n")
+    return EXIT_BROKEN_PIPE
+
+
+_COMMANDS: dict[
+    str, Callable[[AsyncKolbo, argparse.Namespace, _Session, TextIO, TextIO], Awaitable[int]]
+] = {
+    "models": _models,
+    "generate": _generate,
+    "status": _status,
+    "download": _download,
+    "cancel": _cancel,
+    "credits": _credits,
+}
 
 
 def run() -> None:

@@ -65,11 +65,13 @@ class TestInProcess:
         assert any(line.startswith("processing") for line in lines)
 
     def test_json_output_is_json_only(self) -> None:
-        """--json prints one JSON document and nothing on stderr."""
+        """--json prints JSON lines only (the submission, then the outcome), nothing on stderr."""
         code, out, err = run("--sandbox", "generate", "a cat", "--json")
         assert code == 0
         assert err == ""
-        assert json.loads(out)["state"] == "completed"
+        submitted, outcome = (json.loads(line) for line in out.splitlines())
+        assert submitted["generation_id"] == outcome["generation_id"]
+        assert outcome["state"] == "completed"
 
     def test_failed_generation_exits_1(self) -> None:
         """A failed generation is exit code 1 with one line on stderr."""
@@ -201,6 +203,7 @@ class TestSubprocess:
         _, rest = proc.communicate(timeout=20)
         assert proc.returncode == 130
         assert f"kolbo status {gen_id} --wait" in rest
+        assert "created and charged" in rest
         assert "Traceback" not in rest
         status = httpx.get(
             f"{sandbox_server}/api/v1/generate/{gen_id}/status", headers={"X-API-Key": KEY}

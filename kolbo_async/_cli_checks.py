@@ -1,0 +1,112 @@
+"""The `kolbo` command's own argument checks, all run before anything is paid for.
+
+A generation is charged when its POST is accepted, so a CLI that checks a download path or a
+timeout afterwards makes the user pay for a mistake in their command line. Every check here is
+a usage error (exit 2) raised before the first request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from pathlib import Path
+
+from ._exceptions import InvalidRequestError
+
+__all__ = ["DownloadTarget", "port", "positive_seconds", "positive_speed", "sandbox_speed"]
+
+
+def _positive_finite(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+    # `not value > 0` also rejects nan, which compares false with everything.
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a positive, finite number of seconds."""
+    return _positive_finite(text, "a positive number of seconds")
+
+
+def positive_speed(text: str) -> float:
+    """argparse type: a positive, finite clock speed-up."""
+    return _positive_finite(text, "a positive number")
+
+
+def port(text: str) -> int:
+    """argparse type: a TCP port (0 picks a free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, not {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, not {value}")
+    return value
+
+
+def sandbox_speed(default: float) -> float:
+    """The sandbox clock's speed-up: ``$KOLBO_SANDBOX_SPEED`` when set, else `default`.
+
+    Raises:
+        InvalidRequestError: the variable is set to anything but a positive, finite number.
+    """
+    text = os.environ.get("KOLBO_SANDBOX_SPEED")
+    if text is None:
+        return default
+    try:
+        return positive_speed(text)
+    except argparse.ArgumentTypeError as exc:
+        raise InvalidRequestError("KOLBO_SANDBOX_SPEED", str(exc)) from None
+
+
+class DownloadTarget:
+    """Where a download goes: a file path, or a directory to name the file in by its id.
+
+    Checked when built, before the generation is paid for; `path_for` is only called once the
+    id is known.
+    """
+
+    def __init__(self, text: str, *, option: str, overwrite: bool) -> None:
+        if not text:
+            raise InvalidRequestError(option, "must not be empty")
+        path = Path(text)
+        self.option = option
+        self.overwrite = overwrite
+        self.directory: Path | None = None
+        self.file: Path | None = None
+        if path.is_dir():
+            self.directory = path
+            self._writable(path)
+            return
+        if text.endswith(("/", os.sep)):
+            raise InvalidRequestError(option, f"directory {text!r} does not exist")
+        if os.path.lexists(path) and not overwrite:
+            raise InvalidRequestError(
+                option, f"{text!r} exists; add --overwrite to replace it"
+            )
+        parent = path.parent
+        if not parent.is_dir():
+            raise InvalidRequestError(option, f"directory {str(parent)!r} does not exist")
+        self._writable(parent)
+        self.file = path
+
+    def _writable(self, directory: Path) -> None:
+        # The download writes a temporary file beside its target, so the directory itself
+        # must take new files.
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise InvalidRequestError(self.option, f"cannot write in {str(directory)!r}")
+
+    def path_for(self, generation_id: str, suffix: str) -> Path:
+        """The file to write: the path given, or ``{id}{suffix}`` in the directory given."""
+        if self.file is not None:
+            return self.file
+        assert self.directory is not None
+        # The id comes from the server: keep it from naming a path outside the directory.
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", generation_id) or "generation"
+        return self.directory / f"{name}{suffix}"

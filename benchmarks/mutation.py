@@ -23,6 +23,7 @@ import io
 import os
 import re
 import shutil
+import site
 import subprocess
 import sys
 import tarfile
@@ -32,8 +33,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # What a test run needs; mutmut copies the package into mutants/ and puts it first on the path.
 COPIED = ("kolbo_async", "tests", "benchmarks", "pyproject.toml", "README.md")
-# mutmut's exit codes, from mutmut/__main__.py: status_by_exit_code.
 KILLED = "killed"
+PLUGIN = "_mutation_plugin"
+# mutmut runs a test several times in one process (the traced run, the clean run, each
+# mutant), each time on a new instance of its class; Hypothesis takes that for a test
+# called from "differing executors", which is only true of mutmut's own replays.
+PLUGIN_SOURCE = """\
+import hypothesis.core
+from hypothesis import HealthCheck
+
+_fail = hypothesis.core.fail_health_check
+
+
+def _fail_unless_replayed(settings, message, health_check):
+    if health_check is not HealthCheck.differing_executors:
+        _fail(settings, message, health_check)
+
+
+hypothesis.core.fail_health_check = _fail_unless_replayed
+"""
 
 
 def _configured_modules() -> list[str]:
@@ -53,10 +71,14 @@ def _snapshot(workdir: Path, only: list[str], ref: str | None) -> None:
     pyproject = workdir / "pyproject.toml"
     text = pyproject.read_text("utf-8")
     listed = "only_mutate = [" + ", ".join(f'"{path}"' for path in only) + "]"
+    # The plugin below, loaded into every pytest run mutmut makes.
+    listed += '\npytest_add_cli_args = ["-p", "' + PLUGIN + '"]'
     text, count = re.subn(r"(?ms)^only_mutate\s*=\s*\[.*?\]", listed, text, count=1)
     if count != 1:
         raise SystemExit("pyproject.toml: [tool.mutmut] only_mutate not found")
     pyproject.write_text(text, "utf-8")
+    (workdir / "mutants").mkdir(exist_ok=True)
+    (workdir / "mutants" / f"{PLUGIN}.py").write_text(PLUGIN_SOURCE, "utf-8")
 
 
 def _export(workdir: Path, ref: str) -> None:
@@ -87,10 +109,14 @@ def _copy(workdir: Path) -> None:
 
 
 def _mutmut(workdir: Path, *args: str) -> str:
-    command = [sys.executable, "-m", "mutmut", *args]
-    # Tests that start a child Python (a killed batch, the soak run) must import the mutated
-    # snapshot too, not the editable install's live tree.
-    env = {**os.environ, "PYTHONPATH": str(workdir / "mutants")}
+    # `-S` and an explicit path: the editable install's .pth would put the live tree on the
+    # path, and tests must import the mutated snapshot only (children too: a killed batch).
+    # (mutmut calls the `exit` builtin that only `site` defines.)
+    start = "import builtins, runpy, sys; builtins.exit = sys.exit; sys.argv[0] = 'mutmut'; "
+    start += "runpy.run_module('mutmut', run_name='__main__', alter_sys=True)"
+    command = [sys.executable, "-S", "-c", start, *args]
+    path = [str(workdir / "mutants"), *site.getsitepackages()]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     done = subprocess.run(
         command, cwd=workdir, env=env, text=True, capture_output=True, check=False
     )

@@ -1,7 +1,12 @@
 """The `kolbo` command: models, generate, status, download, cancel, credits, sandbox.
 
 Built on the public SDK only. Exit codes: 0 success, 1 generation failed or cancelled,
-2 usage error, 3 API or network error, 130 interrupted.
+2 usage error, 3 API or network error, 130 interrupted, 141 stdout closed early (`| head`).
+
+Nothing is paid for a mistake in the command line: every argument is checked before the
+generation POST. Once a generation is paid for, its id is never lost: `--json` prints it on a
+line of its own as soon as Kolbo answers, and every way out (failure, timeout, download error,
+Ctrl-C, closed stdout) names it with the commands that reach it.
 """
 
 from __future__ import annotations
@@ -9,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import sys
 import time
@@ -19,6 +23,14 @@ from typing import Any, TextIO
 import anyio
 
 from ._cli_checks import DownloadTarget, port, positive_seconds, positive_speed, sandbox_speed
+from ._cli_outcome import (
+    Session,
+    broken_pipe,
+    fail,
+    interrupted,
+    line,
+    say,
+)
 from ._client import AsyncKolbo
 from ._exceptions import (
     GenerationFailedError,
@@ -30,32 +42,10 @@ from ._models import GenerationStatus, Model
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_API, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-#: 128 + SIGPIPE, what a shell shows for any tool whose reader went away (`kolbo ... | head`):
-#: `set -o pipefail` scripts see kolbo as they see `grep`, and it is never taken for 1, 2 or 3.
-EXIT_BROKEN_PIPE = 141
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_API = 0, 1, 2, 3
 #: Simulated seconds per real second in sandbox mode: a 90 s generation takes 3 s.
 SANDBOX_SPEED = 30.0
 SANDBOX_KEY = "kolbo_live_sandbox"
-
-
-class _Session:
-    """What a run has sent and paid for so far: the messages of a run that ends early use it."""
-
-    __slots__ = ("generation_id", "in_flight", "json", "last", "reported", "submitted")
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.json: bool = bool(getattr(args, "json", False))
-        #: The generation this run follows, once known.
-        self.generation_id: str | None = None
-        #: This run created (and paid for) that generation.
-        self.submitted = False
-        #: A generation POST was started and its answer has not come back.
-        self.in_flight = False
-        #: The last status seen.
-        self.last: GenerationStatus | None = None
-        #: The outcome is on stdout (a URL, a path, or the final JSON line).
-        self.reported = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,16 +135,16 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     out = stdout or sys.stdout
     err = sys.stderr
     args = build_parser().parse_args(argv)
-    session = _Session(args)
+    session = Session(as_json=bool(getattr(args, "json", False)))
     try:
         code = _main(args, session, out, err)
         out.flush()
     except BrokenPipeError:
-        return _broken_pipe(session, out, err)
+        return broken_pipe(session, out, err)
     return code
 
 
-def _main(args: argparse.Namespace, session: _Session, out: TextIO, err: TextIO) -> int:
+def _main(args: argparse.Namespace, session: Session, out: TextIO, err: TextIO) -> int:
     try:
         _check(args)
         if args.command == "sandbox":
@@ -165,14 +155,14 @@ def _main(args: argparse.Namespace, session: _Session, out: TextIO, err: TextIO)
     except (KeyboardInterrupt, asyncio.CancelledError):
         # asyncio's runner turns the first Ctrl-C into a cancellation of the run, and re-raises
         # it as KeyboardInterrupt once the run has unwound.
-        return _interrupted(session, out, err)
+        return interrupted(session, out, err)
     except InvalidRequestError as exc:
-        return _fail(session, exc, out, err, EXIT_USAGE)
+        return fail(session, exc, out, err, EXIT_USAGE)
     except GenerationFailedError as exc:
-        _say(err, f"kolbo: {exc}\n")
+        say(err, f"kolbo: {exc}\n")
         return EXIT_FAILED
     except (KolboError, OSError) as exc:
-        return _fail(session, exc, out, err, EXIT_API)
+        return fail(session, exc, out, err, EXIT_API)
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -190,7 +180,7 @@ def _check(args: argparse.Namespace) -> None:
         args.sandbox_speed = sandbox_speed(SANDBOX_SPEED)
 
 
-async def _run(args: argparse.Namespace, session: _Session, out: TextIO, err: TextIO) -> int:
+async def _run(args: argparse.Namespace, session: Session, out: TextIO, err: TextIO) -> int:
     async with _client(args) as client:
         return await _COMMANDS[args.command](client, args, session, out, err)
 
@@ -206,7 +196,7 @@ def _client(args: argparse.Namespace) -> AsyncKolbo:
 
 
 async def _models(
-    client: AsyncKolbo, args: argparse.Namespace, _: _Session, out: TextIO, __: TextIO
+    client: AsyncKolbo, args: argparse.Namespace, _: Session, out: TextIO, __: TextIO
 ) -> int:
     models = await client.models.list(type=args.type)
     if args.json:
@@ -240,12 +230,12 @@ def _models_table(models: list[Model]) -> str:
 
 
 async def _generate(
-    client: AsyncKolbo, args: argparse.Namespace, session: _Session, out: TextIO, err: TextIO
+    client: AsyncKolbo, args: argparse.Namespace, session: Session, out: TextIO, err: TextIO
 ) -> int:
     gen = await _submit(client, args, session, err)
     if args.json:
         raw = dict(gen.submission.raw) if gen.submission else {}
-        _line({**raw, "generation_id": gen.id}, out)
+        line({**raw, "generation_id": gen.id}, out)
     if args.no_wait:
         if not args.json:
             out.write(f"{gen.id}\n")
@@ -261,7 +251,7 @@ async def _generate(
 
 
 async def _submit(
-    client: AsyncKolbo, args: argparse.Namespace, session: _Session, err: TextIO
+    client: AsyncKolbo, args: argparse.Namespace, session: Session, err: TextIO
 ) -> AsyncGeneration:
     """Send the generation request, holding off Ctrl-C until Kolbo has answered it.
 
@@ -299,7 +289,7 @@ async def _submit(
     try:
         answer = await asyncio.shield(task)
     except asyncio.CancelledError:
-        _say(
+        say(
             err,
             "kolbo: interrupted while the generation request is on its way; waiting for "
             "Kolbo's answer so that its id is not lost (Ctrl-C again to quit now)\n",
@@ -313,7 +303,7 @@ async def _submit(
 
 
 async def _status(
-    client: AsyncKolbo, args: argparse.Namespace, session: _Session, out: TextIO, err: TextIO
+    client: AsyncKolbo, args: argparse.Namespace, session: Session, out: TextIO, err: TextIO
 ) -> int:
     gen = client.generations.attach(args.id)
     if args.wait:
@@ -330,7 +320,7 @@ async def _status(
 async def _follow(
     gen: AsyncGeneration,
     args: argparse.Namespace,
-    session: _Session,
+    session: Session,
     out: TextIO,
     err: TextIO,
     *,
@@ -351,7 +341,7 @@ async def _follow(
         report.done()
         if final.failed:
             if args.json:
-                _line({**dict(final.raw), "generation_id": gen.id}, out)
+                line({**dict(final.raw), "generation_id": gen.id}, out)
             session.reported = True
             reason = final.error or (final.failure.message if final.failure else None)
             if final.state == "completed":
@@ -371,7 +361,7 @@ async def _follow(
         report.done()
     if args.json:
         extra = {"path": str(path)} if path else {}
-        _line({**dict(final.raw), "generation_id": gen.id, **extra}, out)
+        line({**dict(final.raw), "generation_id": gen.id, **extra}, out)
     else:
         assert final.result is not None
         out.write(f"{path if path else final.result.url}\n")
@@ -380,7 +370,7 @@ async def _follow(
 
 
 async def _download(
-    client: AsyncKolbo, args: argparse.Namespace, _: _Session, out: TextIO, err: TextIO
+    client: AsyncKolbo, args: argparse.Namespace, _: Session, out: TextIO, err: TextIO
 ) -> int:
     from ._cli_progress import reporter
 
@@ -397,7 +387,7 @@ async def _download(
 
 
 async def _cancel(
-    client: AsyncKolbo, args: argparse.Namespace, _: _Session, out: TextIO, __: TextIO
+    client: AsyncKolbo, args: argparse.Namespace, _: Session, out: TextIO, __: TextIO
 ) -> int:
     status = await client.generations.attach(args.id).cancel()
     if args.json:
@@ -408,7 +398,7 @@ async def _cancel(
 
 
 async def _credits(
-    client: AsyncKolbo, args: argparse.Namespace, _: _Session, out: TextIO, __: TextIO
+    client: AsyncKolbo, args: argparse.Namespace, _: Session, out: TextIO, __: TextIO
 ) -> int:
     credits = await client.account.credits()
     if args.json:
@@ -466,86 +456,8 @@ def _dump(data: object, out: TextIO) -> None:
     out.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _line(data: object, out: TextIO) -> None:
-    # One line, flushed at once: a reader (or a log) has the id even if the run dies later.
-    out.write(json.dumps(data, default=str) + "\n")
-    out.flush()
-
-
-def _say(err: TextIO, text: str) -> None:
-    # A closed stderr must not turn a message about a paid generation into a traceback.
-    try:
-        err.write(text)
-        err.flush()
-    except (OSError, ValueError):
-        pass
-
-
-def _fail(session: _Session, exc: Exception, out: TextIO, err: TextIO, code: int) -> int:
-    gid = session.generation_id
-    if gid and session.json and not session.reported:
-        last = dict(session.last.raw) if session.last else {}
-        _line({**last, "generation_id": gid, "error": str(exc)}, out)
-    _say(err, f"kolbo: error: {exc}\n")
-    if gid and session.submitted and not session.reported:
-        _say(err, f"kolbo: {_whereabouts(session, gid)}\n")
-    return code
-
-
-def _interrupted(session: _Session, out: TextIO, err: TextIO) -> int:
-    gid = session.generation_id
-    if gid and session.json and not session.reported:
-        last = dict(session.last.raw) if session.last else {}
-        _line({**last, "generation_id": gid, "error": "interrupted"}, out)
-    if gid:
-        _say(err, f"kolbo: interrupted; {_whereabouts(session, gid)}\n")
-    elif session.in_flight:
-        _say(
-            err,
-            "kolbo: interrupted before Kolbo answered the generation request: a generation may "
-            "have been created and charged, and its id is unknown (Kolbo has no call to list "
-            "generations). Check your balance with `kolbo credits` before you try again.\n",
-        )
-    else:
-        _say(err, "kolbo: interrupted\n")
-    return EXIT_INTERRUPTED
-
-
-def _whereabouts(session: _Session, gid: str) -> str:
-    """Where the generation stands and the commands that reach it (nothing is ever cancelled)."""
-    paid = " was created and charged, and" if session.submitted else ""
-    if session.last is not None and session.last.done:
-        return (
-            f"generation {gid}{paid} ended {session.last.state}. "
-            f"Save it with: kolbo download {gid} PATH"
-        )
-    return (
-        f"generation {gid}{paid} goes on at Kolbo. Follow it with: kolbo status {gid} --wait "
-        f"(then: kolbo download {gid} PATH)"
-    )
-
-
-def _broken_pipe(session: _Session, out: TextIO, err: TextIO) -> int:
-    """Whoever read stdout has gone (`kolbo ... | head`): stop quietly, as Unix tools do."""
-    # Point stdout at /dev/null so the interpreter's final flush does not fail again
-    # (the recipe of Python's signal module docs).
-    try:
-        fd = out.fileno()
-    except (AttributeError, OSError, ValueError):
-        fd = -1
-    if fd >= 0:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, fd)
-        os.close(devnull)
-    gid = session.generation_id
-    if gid and session.submitted and not (session.last is not None and session.last.done):
-        # The reader left before the generation ended: its id must not be lost with it.
-        _say(err, f"kolbo: stdout closed; {_whereabouts(session, gid)}\n")
-    return EXIT_BROKEN_PIPE
-
-
 _COMMANDS: dict[
-    str, Callable[[AsyncKolbo, argparse.Namespace, _Session, TextIO, TextIO], Awaitable[int]]
+    str, Callable[[AsyncKolbo, argparse.Namespace, Session, TextIO, TextIO], Awaitable[int]]
 ] = {
     "models": _models,
     "generate": _generate,

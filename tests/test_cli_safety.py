@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from kolbo_async import KolboError
-from kolbo_async._cli import EXIT_BROKEN_PIPE, main
+from kolbo_async._cli import main
+from kolbo_async._cli_outcome import EXIT_BROKEN_PIPE
 from kolbo_async.testing import Simulator
 
 KEY = "kolbo_live_" + "c3" * 20

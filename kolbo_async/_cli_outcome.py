@@ -1,0 +1,137 @@
+"""How a `kolbo` run ends once it may have paid for something: the id is never lost.
+
+A generation is charged when Kolbo accepts its POST. Every way a run can end after that
+(failure, timeout, download error, Ctrl-C, a reader that closed stdout) names the generation
+and the commands that reach it; nothing here cancels anything at Kolbo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TextIO
+
+from ._models import GenerationStatus
+
+__all__ = [
+    "EXIT_BROKEN_PIPE",
+    "EXIT_INTERRUPTED",
+    "Session",
+    "broken_pipe",
+    "fail",
+    "interrupted",
+    "line",
+    "say",
+]
+
+EXIT_INTERRUPTED = 130
+#: 128 + SIGPIPE, what a shell shows for any tool whose reader went away (`kolbo ... | head`):
+#: `set -o pipefail` scripts see kolbo as they see `grep`, and it is never taken for 1, 2 or 3.
+EXIT_BROKEN_PIPE = 141
+
+
+class Session:
+    """What a run has sent and paid for so far: the messages of a run that ends early use it."""
+
+    __slots__ = ("generation_id", "in_flight", "json", "last", "reported", "submitted")
+
+    def __init__(self, *, as_json: bool) -> None:
+        #: `--json`: the outcome goes to stdout as a JSON line too.
+        self.json = as_json
+        #: The generation this run follows, once known.
+        self.generation_id: str | None = None
+        #: This run created (and paid for) that generation.
+        self.submitted = False
+        #: A generation POST was started and its answer has not come back.
+        self.in_flight = False
+        #: The last status seen.
+        self.last: GenerationStatus | None = None
+        #: The outcome is on stdout (a URL, a path, or the final JSON line).
+        self.reported = False
+
+
+def line(data: object, out: TextIO) -> None:
+    """Write `data` as one JSON line and flush it.
+
+    Flushed at once so that a reader (or a log) has a paid generation's id even if the run
+    dies later.
+    """
+    out.write(json.dumps(data, default=str) + "\n")
+    out.flush()
+
+
+def say(err: TextIO, text: str) -> None:
+    """Write a message for the user, ignoring a closed stderr.
+
+    A closed stderr must not turn a message about a paid generation into a traceback.
+    """
+    try:
+        err.write(text)
+        err.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def fail(session: Session, exc: Exception, out: TextIO, err: TextIO, code: int) -> int:
+    """Report `exc` (and the paid generation it leaves behind, if any); return `code`."""
+    gid = session.generation_id
+    if gid and session.json and not session.reported:
+        last = dict(session.last.raw) if session.last else {}
+        line({**last, "generation_id": gid, "error": str(exc)}, out)
+    say(err, f"kolbo: error: {exc}\n")
+    if gid and session.submitted and not session.reported:
+        say(err, f"kolbo: {_whereabouts(session, gid)}\n")
+    return code
+
+
+def interrupted(session: Session, out: TextIO, err: TextIO) -> int:
+    """Report Ctrl-C: what may have been paid for, and how to reach it; return 130."""
+    gid = session.generation_id
+    if gid and session.json and not session.reported:
+        last = dict(session.last.raw) if session.last else {}
+        line({**last, "generation_id": gid, "error": "interrupted"}, out)
+    if gid:
+        say(err, f"kolbo: interrupted; {_whereabouts(session, gid)}\n")
+    elif session.in_flight:
+        say(
+            err,
+            "kolbo: interrupted before Kolbo answered the generation request: a generation may "
+            "have been created and charged, and its id is unknown (Kolbo has no call to list "
+            "generations). Check your balance with `kolbo credits` before you try again.\n",
+        )
+    else:
+        say(err, "kolbo: interrupted\n")
+    return EXIT_INTERRUPTED
+
+
+def _whereabouts(session: Session, gid: str) -> str:
+    """Where the generation stands and the commands that reach it (nothing is ever cancelled)."""
+    paid = " was created and charged, and" if session.submitted else ""
+    if session.last is not None and session.last.done:
+        return (
+            f"generation {gid}{paid} ended {session.last.state}. "
+            f"Save it with: kolbo download {gid} PATH"
+        )
+    return (
+        f"generation {gid}{paid} goes on at Kolbo. Follow it with: kolbo status {gid} --wait "
+        f"(then: kolbo download {gid} PATH)"
+    )
+
+
+def broken_pipe(session: Session, out: TextIO, err: TextIO) -> int:
+    """Whoever read stdout has gone (`kolbo ... | head`): stop quietly, as Unix tools do."""
+    # Point stdout at /dev/null so the interpreter's final flush does not fail again
+    # (the recipe of Python's signal module docs).
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = -1
+    if fd >= 0:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    gid = session.generation_id
+    if gid and session.submitted and not (session.last is not None and session.last.done):
+        # The reader left before the generation ended: its id must not be lost with it.
+        say(err, f"kolbo: stdout closed; {_whereabouts(session, gid)}\n")
+    return EXIT_BROKEN_PIPE

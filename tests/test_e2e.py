@@ -185,6 +185,8 @@ class TestFaults:
         sim.inject("generate", "drop_before")
         gen = await client.videos.generate("a cat")
         assert list(sim.generations) == [gen.id]
+        posts = [r for r in sim.requests if r.method == "POST"]
+        assert [r.fault for r in posts] == ["drop_before", None]
 
     async def test_post_5xx_is_not_retried(self, sim: Simulator, client: AsyncKolbo) -> None:
         """A 500 on a POST is raised: it may have followed a charge."""
@@ -198,6 +200,9 @@ class TestFaults:
         sim.inject("generate", "429")
         gen = await client.videos.generate("a cat")
         assert list(sim.generations) == [gen.id]
+        posts = [r for r in sim.requests if r.method == "POST"]
+        assert [r.status for r in posts] == [429, 200]
+        assert posts[1].time > posts[0].time  # after the cooldown, not at once
 
 
 class TestTimeoutsAndStorms:

@@ -470,4 +470,12 @@ _COMMANDS: dict[
 
 def run() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    try:
+        try:
+            code: int | str | None = main()
+        except SystemExit as stop:  # argparse's --help and usage errors
+            code = stop.code
+        sys.stdout.flush()
+    except BrokenPipeError:  # `kolbo --help | head -1`
+        code = broken_pipe(Session(as_json=False), sys.stdout, sys.stderr)
+    sys.exit(code)

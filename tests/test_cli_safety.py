@@ -268,11 +268,19 @@ class TestBrokenPipe:
         finally:
             os.close(write)
 
-    def test_real_pipe_closed_early(self) -> None:
-        env = dict(os.environ, KOLBO_SANDBOX_SPEED="300")
+    @pytest.mark.parametrize("unbuffered", ["1", ""])
+    def test_real_pipe_closed_early(self, unbuffered: str) -> None:
+        env = dict(os.environ, KOLBO_SANDBOX_SPEED="300", PYTHONUNBUFFERED=unbuffered)
         proc = self._closed_pipe_run("--sandbox", "models", env=env)
         assert proc.returncode == EXIT_BROKEN_PIPE
         assert proc.stderr == ""
+
+    @pytest.mark.parametrize("argv", [["--help"], ["generate", "--help"]])
+    def test_help_into_a_closed_pipe(self, argv: list[str]) -> None:
+        """argparse's output is buffered on a pipe and only fails at the final flush."""
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        proc = self._closed_pipe_run(*argv, env=env)
+        assert (proc.returncode, proc.stderr) == (EXIT_BROKEN_PIPE, "")
 
     def test_real_pipe_closed_with_a_paid_generation(self) -> None:
         """Quiet, except for the one thing that must not be lost: the paid generation's id."""

@@ -115,7 +115,11 @@ class TestFuzzedInput:
             assert "KOLBO_API_KEY" in str(error)
 
     @FUZZ
-    @given(index=VALUES, place=st.sampled_from(["new", "dir", "no_parent", "exists", "empty"]))
+    @given(
+        # Half small integers (the boundary at 0), half anything; a new file most of the time.
+        index=st.booleans().flatmap(lambda small: st.integers(-3, 3) if small else VALUES),
+        place=st.sampled_from(["new", "new", "new", "dir", "no_parent", "exists", "empty"]),
+    )
     def test_download_arguments(
         self, router: respx.MockRouter, tmp_path: Path, index: Any, place: str
     ) -> None:

@@ -13,6 +13,8 @@ import respx
 import kolbo_async as k
 from kolbo_async import AsyncKolbo, RateLimits
 
+from .conftest import StepClock
+
 KEY = "kolbo_live_" + "c3" * 20
 
 
@@ -127,12 +129,14 @@ class TestLifecycle:
         with pytest.raises(k.KolboError, match="closed"):
             await client.models.list()
 
-    async def test_with_options_shares_pool_and_limiter(self, router: respx.MockRouter) -> None:
+    async def test_with_options_shares_pool_and_limiter(
+        self, router: respx.MockRouter, clock: StepClock
+    ) -> None:
         """with_options() changes timeout/retries for a few calls and shares the rest."""
         route = router.get("https://api.kolbo.ai/api/v1/models").mock(
             side_effect=[httpx.Response(503)] * 2 + [httpx.Response(200, json={"models": []})]
         )
-        async with AsyncKolbo(KEY, max_retries=0, rate_limits=RateLimits()) as client:
+        async with AsyncKolbo(KEY, max_retries=0, rate_limits=RateLimits(), _clock=clock) as client:
             patient = client.with_options(timeout=5, max_retries=3)
             assert patient.max_retries == 3
             assert patient.timeout.read == 5
@@ -142,6 +146,7 @@ class TestLifecycle:
             assert patient._pipeline.limiter is client._pipeline.limiter
             assert await patient.models.list() == []
             assert route.call_count == 3
+            assert len(clock.sleeps) == 2  # two backoffs, on the client's clock
         with pytest.raises(k.KolboError, match="closed"):
             await patient.models.list()
 

@@ -13,6 +13,7 @@ import respx
 
 import kolbo_async as k
 from kolbo_async import AsyncKolbo
+from kolbo_async.testing import VirtualClock
 
 from .conftest import StepClock
 
@@ -218,16 +219,18 @@ class TestProgress:
         route = router.get(STATUS).mock(
             return_value=status("processing", 3, poll_interval_hint=0.01)
         )
-        async with AsyncKolbo(KEY, rate_limits=None) as client:  # real time
-            with anyio.move_on_after(0.3):
+        clock = VirtualClock()
+        async with AsyncKolbo(KEY, rate_limits=None, _clock=clock) as client:
+            with anyio.CancelScope() as scope:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(client.generations.attach("gen1").wait)
-                    await anyio.sleep(1)
-        calls = route.call_count
-        assert calls >= 2
-        await anyio.sleep(0.05)
-        gc.collect()
-        assert route.call_count == calls
+                    await clock.sleep(0.3)
+                    scope.cancel()
+            calls = route.call_count
+            assert calls >= 2
+            await clock.sleep(5)  # a hundred poll intervals (the 50 ms floor)
+            gc.collect()
+            assert route.call_count == calls
 
 
 class TestWaitAndResult:

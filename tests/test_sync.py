@@ -33,6 +33,7 @@ import kolbo_async._client
 import kolbo_async._sync
 from kolbo_async import AsyncGeneration, AsyncKolbo, Generation, Kolbo
 from kolbo_async._handles import GenerationProgress
+from kolbo_async.testing import VirtualClock
 
 KEY = "kolbo_live_" + "9a" * 20
 CDN = "https://cdn.example.com/"
@@ -62,7 +63,18 @@ class FakeKolbo:
         self.prompts: dict[str, str] = {}
         self.steps: dict[str, int] = {}
         self.cancelled: set[str] = set()
+        self.arrived = threading.Condition(self.lock)
         self.transport = httpx.MockTransport(self.handle)
+
+    def wait_for(self, count: int, path_end: str = "") -> None:
+        """Block until `count` requests whose path ends with `path_end` have arrived (a
+        rendezvous with the loop's thread instead of a guessed sleep)."""
+        with self.arrived:
+            done = self.arrived.wait_for(
+                lambda: sum(r.url.path.endswith(path_end) for r in self.requests) >= count,
+                timeout=10,
+            )
+        assert done, f"fewer than {count} requests to *{path_end} arrived"
 
     def polls(self) -> int:
         with self.lock:
@@ -75,6 +87,7 @@ class FakeKolbo:
     def handle(self, request: httpx.Request) -> httpx.Response:
         with self.lock:
             self.requests.append(request)
+            self.arrived.notify_all()
             return self._answer(request)
 
     def _answer(self, request: httpx.Request) -> httpx.Response:
@@ -472,7 +485,7 @@ class TestProgress:
         assert seen == [("pending", 0), ("processing", 50), ("completed", 100)]
 
     def test_break_releases_the_stream(
-        self, client: Kolbo, fake: FakeKolbo, monkeypatch: pytest.MonkeyPatch
+        self, fake: FakeKolbo, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """``break`` closes the async stream at once; nothing polls afterwards."""
         closed: list[GenerationProgress] = []
@@ -483,14 +496,17 @@ class TestProgress:
             await original(self)
 
         monkeypatch.setattr(GenerationProgress, "aclose", aclose)
-        gen = client.videos.generate("forever")
-        for update in gen.progress():
-            assert update.state == "processing"
-            break
-        assert len(closed) == 1
-        polls = fake.polls()
-        time.sleep(0.3)  # six poll intervals
-        assert fake.polls() == polls
+        clock = VirtualClock()
+        with Kolbo(KEY, _transport=fake.transport, rate_limits=None, _clock=clock) as client:
+            gen = client.videos.generate("forever")
+            for update in gen.progress():
+                assert update.state == "processing"
+                break
+            assert len(closed) == 1
+            polls = fake.polls()
+            # A minute on the loop's clock: 1,200 poll intervals for anything left polling.
+            client._runner.call(clock.sleep, 60)
+            assert fake.polls() == polls
 
     def test_an_exception_in_the_loop_body_releases_it_too(self, client: Kolbo) -> None:
         """An exception out of the loop body closes the stream; the client stays usable."""
@@ -629,7 +645,7 @@ class TestClose:
 
         waiter = threading.Thread(target=wait)
         waiter.start()
-        time.sleep(0.2)
+        fake.wait_for(2, "/status")  # the waiter is polling
         client.close()
         waiter.join(timeout=10)
         assert [type(e) for e in errors] == [k.KolboError]
@@ -650,7 +666,7 @@ class TestClose:
         threads = [threading.Thread(target=hammer) for _ in range(8)]
         for thread in threads:
             thread.start()
-        time.sleep(0.1)
+        fake.wait_for(16, "/credits")  # every thread is calling by now, or nearly
         client.close()
         for thread in threads:
             thread.join(timeout=10)
@@ -664,11 +680,18 @@ class TestClose:
         before = _loop_threads()
         client = Kolbo(KEY, _transport=fake.transport, rate_limits=None)
         gen = client.videos.generate("a cat")
+        target = tmp_path / "v.mp4"
         try:
-            gen.download(tmp_path / "v.mp4", on_progress=lambda d, t: client.close())
-        except k.KolboError as error:  # the closing thread won the race
+            path = gen.download(target, on_progress=lambda d, t: client.close())
+        except k.KolboError as error:
+            # The closing thread won the race: a clear error, and nothing half-written.
             assert "closed while this call was running" in str(error)
-            assert not (tmp_path / "v.mp4").exists()
+            assert list(tmp_path.iterdir()) == []
+        else:
+            # The transfer won: the whole video is in place, and no temporary file is left.
+            assert path == target
+            assert path.read_bytes() == VIDEO
+            assert list(tmp_path.iterdir()) == [target]
         assert _threads_end(before)
         with pytest.raises(k.KolboError, match="closed"):
             client.account.credits()

@@ -102,8 +102,15 @@ def resolve_api_key(api_key: str | None) -> str:
             "(keys look like kolbo_live_..., from your Kolbo dashboard)."
         )
     key = key.strip()
-    if any(ch in key for ch in "\r\n\x00"):
-        raise InvalidRequestError("api_key", "contains a control character")
+    # Checked here, not at the first request: httpx would put the whole key into the
+    # exception it raises for a header it cannot encode. The message never echoes the key.
+    bad = [i for i, ch in enumerate(key) if not "!" <= ch <= "~"]
+    if bad:
+        raise InvalidRequestError(
+            "api_key",
+            f"must be printable ASCII without spaces; the character at position {bad[0]} is "
+            f"not (often an invisible character pasted with the key)",
+        )
     return key
 
 

@@ -105,7 +105,15 @@ def _lenient(
     if cls is GenerationStatus:
         overrides["progress"] = cattrs.override(struct_hook=_progress)
     base = make_dict_structure_fn(cls, _converter, **overrides)  # type: ignore[arg-type]
+    fields = attrs.fields(cls)  # type: ignore[arg-type]
     keeps_raw = "raw" in attrs.fields_dict(cls)  # type: ignore[arg-type]
+    # Only a field without a default (the id of a Submission, the state of a status) may fail
+    # the whole answer; an odd optional one is dropped and stays reachable in `raw`.
+    optional = {
+        field.name: field.type
+        for field in fields
+        if field.default is not attrs.NOTHING and field.name != "raw"
+    }
 
     def hook(data: Any, _: Any) -> T:
         if not isinstance(data, Mapping):
@@ -115,9 +123,29 @@ def _lenient(
             prepare(cleaned)
         if keeps_raw:
             cleaned["raw"] = data
-        return base(cleaned, cls)
+        try:
+            return base(cleaned, cls)
+        except (ValueError, TypeError, KeyError, AttributeError, cattrs.BaseValidationError):
+            # The slow path, taken only for an odd answer: find the optional fields that
+            # cannot be read one by one, drop them, and try again.
+            for name, kind in optional.items():
+                if name in cleaned and not _readable(cleaned[name], kind, name, cls):
+                    del cleaned[name]
+            return base(cleaned, cls)
 
     return hook
+
+
+def _readable(value: object, kind: Any, name: str, cls: type) -> bool:
+    if cls is GenerationStatus and name == "progress":
+        reader: Callable[[Any, Any], Any] = _progress
+    else:
+        reader = _converter.structure
+    try:
+        reader(value, kind)
+    except (ValueError, TypeError, KeyError, AttributeError, cattrs.BaseValidationError):
+        return False
+    return True
 
 
 def _prepare_model(data: dict[str, Any]) -> None:

@@ -95,7 +95,23 @@ class SubmissionOutcomeUnknownError(APIConnectionError):
 
     Kolbo may have created (and charged for) the generation; the SDK does not resubmit,
     because the API has no idempotency key. Check your Kolbo dashboard before retrying.
+    Raised for a lost answer (timeout, dropped connection), a gateway's 5xx page, a 2xx
+    whose body cannot be read, and a client used where it cannot run.
+
+    Attributes:
+        response: the answer that could not be trusted (a gateway's 504 page, an unreadable
+            200), or None when no answer came.
     """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request: httpx.Request | None = None,
+        response: httpx.Response | None = None,
+    ) -> None:
+        super().__init__(message, request=request)
+        self.response = response
 
 
 class APIResponseValidationError(KolboError):

@@ -29,7 +29,15 @@ from ._exceptions import (
     make_status_error,
 )
 from ._pacing import GENERATE, REQUEST, Pacer
-from ._retries import Attempt, Failure, parse_retry_after, retry_delay
+from ._retries import (
+    MAX_RETRY_AFTER,
+    Attempt,
+    Failure,
+    parse_retry_after,
+    retry_delay,
+    waits_too_long,
+)
+from ._runtime import current_loop, forks
 
 if TYPE_CHECKING:
     from ._download import Transfers
@@ -83,12 +91,38 @@ class DeadlineExceeded(Exception):
 
 
 class Lifecycle:
-    """Whether the client is closed; one object shared by a client and its option copies."""
+    """Whether the client is closed, and where it runs; shared by a client and its copies.
 
-    __slots__ = ("closed",)
+    `loop` is the event loop (or trio run) of the first request, and `forks` the fork count
+    then: the pool, locks and pacing belong to that loop in that process.
+    """
+
+    __slots__ = ("closed", "forks", "loop")
 
     def __init__(self) -> None:
         self.closed = False
+        self.loop: object | None = None
+        self.forks = forks()
+
+    def bind(self, loop: object | None) -> None:
+        """Adopt `loop` on first use; refuse, before anything is sent, a different one."""
+        if self.forks != forks():
+            raise KolboError(
+                "This client was created before os.fork(); its connections belong to the "
+                "parent process, so nothing was sent. Create the client in the child "
+                "(e.g. in gunicorn's post_fork hook or a Celery worker_process_init handler)."
+            )
+        if loop is None:
+            return
+        if self.loop is not None and self.loop is not loop:
+            raise KolboError(
+                "This AsyncKolbo was first used on another event loop (an earlier "
+                "asyncio.run() or trio.run(), or another thread); its connections and locks "
+                "belong to that loop, so nothing was sent. Create one client per loop, inside "
+                "it (`async with AsyncKolbo() as client:` in your main, or an async fixture), "
+                "or use the blocking Kolbo client, which runs its own loop."
+            )
+        self.loop = loop
 
 
 class Pipeline:
@@ -140,9 +174,14 @@ class Pipeline:
         return Call(method, path, url=httpx.URL(self.settings.root + path))
 
     def ensure_open(self) -> None:
-        """Raise `KolboError` once the client is closed."""
-        if self.lifecycle.closed:
+        """Raise `KolboError` once the client is closed, or when called from a loop (or a
+        forked process) other than the one it runs on: before anything is sent."""
+        lifecycle = self.lifecycle
+        if lifecycle.closed:
             raise KolboError("This client is closed; create a new one to make requests.")
+        loop = current_loop()
+        if loop is not lifecycle.loop or lifecycle.forks != forks():
+            lifecycle.bind(loop)
 
     def redact(self, text: str) -> str:
         """`text` with the API key masked, for anything that may reach a log or a user."""
@@ -174,13 +213,21 @@ class Pipeline:
             else:
                 await self.pacer.admit(bucket)
             try:
+                if call.generation:
+                    return await self._paid_attempt(call, parse)
                 return await self._attempt(call, parse)
             except Retryable as failed:
                 error = failed.error
-                if failed.attempt.status_code == 429:
-                    self.pacer.cool_down(bucket, failed.attempt.retry_after)
+                attempt = failed.attempt
+                too_long = waits_too_long(attempt.retry_after, now=0.0, deadline=None)
+                if attempt.status_code == 429:
+                    # Capped: a server asking for a day must not freeze every request.
+                    retry_after = attempt.retry_after
+                    if too_long:
+                        retry_after = MAX_RETRY_AFTER
+                    self.pacer.cool_down(bucket, retry_after)
                 delay = retry_delay(
-                    failed.attempt,
+                    attempt,
                     is_generation=call.generation,
                     retries_done=retries_done,
                     max_retries=max_retries,
@@ -188,6 +235,8 @@ class Pipeline:
                 )
                 if delay is None:
                     raise error from failed.__cause__
+                if too_long:
+                    raise rate_limited(error, attempt) from None
                 retries_done += 1
                 logger.debug(
                     "retrying %s %s in %.2f s (retry %d) after: %s",
@@ -198,8 +247,33 @@ class Pipeline:
                     error,
                 )
                 # A 429's cooldown is waited out by the pacer before the next attempt.
-                if failed.attempt.status_code != 429:
+                if attempt.status_code != 429:
                     await self.clock.sleep(delay)
+
+    async def _paid_attempt(self, call: Call, parse: Callable[[dict[str, Any]], T]) -> T:
+        """One attempt at a generation POST, shielded from the caller's cancellation.
+
+        Once the POST may be on the wire, only its answer tells whether Kolbo charged for
+        it; a caller that leaves meanwhile (a timeout, a task group, Ctrl-C) would lose a
+        paid generation without a trace. So the attempt runs to its answer, and a handle
+        that lands after its caller left is logged at WARNING with its id.
+        """
+        with anyio.CancelScope(shield=True):
+            result = await self._attempt(call, parse)
+        try:
+            await anyio.lowlevel.checkpoint()
+        except anyio.get_cancelled_exc_class():
+            generation_id = getattr(result, "generation_id", None)
+            logger.warning(
+                "%s %s was answered after its caller stopped waiting: generation %s was "
+                "created and charged. Re-attach with client.generations.attach(%r).",
+                call.method,
+                call.path,
+                generation_id,
+                generation_id,
+            )
+            raise
+        return result
 
     async def once(self, call: Call, parse: Callable[[dict[str, Any]], T]) -> T:
         """One attempt at a status poll that the shared poller has already paced.
@@ -211,8 +285,9 @@ class Pipeline:
         try:
             return await self._attempt(call, parse)
         except Retryable as failed:
-            if failed.attempt.status_code == 429:
-                self.pacer.cool_down(REQUEST, failed.attempt.retry_after)
+            attempt = failed.attempt
+            if attempt.status_code == 429:
+                self.pacer.cool_down(REQUEST, min_retry_after(attempt.retry_after))
             raise
 
     async def _attempt(self, call: Call, parse: Callable[[dict[str, Any]], T]) -> T:
@@ -249,7 +324,11 @@ class Pipeline:
             body = self._decode(response, call)
             try:
                 return parse(body)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
+                if call.generation:
+                    raise self._unknown(
+                        call, response, f"with a body the SDK cannot read ({exc})"
+                    ) from None
                 raise APIResponseValidationError(
                     f"{call.method} {request.url.path} answered {response.status_code} with a "
                     f"body the SDK cannot read ({exc}): {_preview(body)}",
@@ -272,7 +351,7 @@ class Pipeline:
                 APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
             )
             error: KolboError = cls(f"{what} could not connect: {detail}", request=request)
-            raise Retryable(Attempt(Failure.NOT_SENT), error) from exc
+            raise Retryable(Attempt(Failure.NOT_SENT), error) from self._safe_cause(exc)
         if call.generation:
             error = SubmissionOutcomeUnknownError(
                 f"{what} failed after the request may have reached Kolbo ({detail}). "
@@ -284,20 +363,32 @@ class Pipeline:
             error = APITimeoutError(f"{what} timed out: {detail}", request=request)
         else:
             error = APIConnectionError(f"{what} failed: {detail}", request=request)
-        raise Retryable(Attempt(Failure.LOST), error) from exc
+        raise Retryable(Attempt(Failure.LOST), error) from self._safe_cause(exc)
+
+    def _safe_cause(self, exc: BaseException) -> BaseException | None:
+        """`exc` to chain from, or None when its text holds the key: a traceback prints the
+        cause, and a transport's error may quote the request's headers."""
+        key = self.settings.api_key
+        if key in str(exc) or key in repr(exc.args):
+            return None
+        return exc
 
     def _decode(self, response: httpx.Response, call: Call) -> dict[str, Any]:
         status = response.status_code
         body: object
         try:
             body = response.json()
-        except ValueError:  # not JSON, or not UTF-8: a proxy's page, a truncated answer
+        # Not JSON, not UTF-8 (a proxy's page, a truncated answer), or nested deeper than
+        # the parser's recursion limit (a hostile or broken server).
+        except (ValueError, RecursionError):
             body = _NOT_JSON
         if not isinstance(body, dict):
             # Only an object is the API's envelope; anything else is kept as the raw text
             # (a parsed `null` or `42` would lose what the server actually said).
             if 200 <= status < 300:
                 what = "a non-JSON body" if body is _NOT_JSON else "JSON that is not an object"
+                if call.generation:
+                    raise self._unknown(call, response, f"with {what}")
                 raise APIResponseValidationError(
                     f"{call.method} {response.request.url.path} answered {status} with "
                     f"{what}: {_preview(response.text)}",
@@ -309,11 +400,32 @@ class Pipeline:
             if body.get("success") is False or body.get("status") is False:
                 raise self._status_error(response, body)
             return body
+        if call.generation and status >= 500 and not _is_envelope(body):
+            # A gateway's 502/504/524 page: Kolbo may have created the generation before
+            # the gateway gave up on it. Only Kolbo's own error envelope is a refusal.
+            raise self._unknown(call, response, "from a gateway, not from Kolbo")
         error = self._status_error(response, body)
         if status in (408, 425, 429) or status >= 500:
-            retry_after = error.retry_after if isinstance(error, RateLimitError) else None
+            # Honoured on every retried answer, not only a 429: a 503 asking for 30 s gets it.
+            retry_after = parse_retry_after(
+                response.headers.get("retry-after"), now_epoch=time.time()
+            )
             raise Retryable(Attempt(Failure.STATUS, status, retry_after), error)
         raise error
+
+    def _unknown(
+        self, call: Call, response: httpx.Response, how: str
+    ) -> SubmissionOutcomeUnknownError:
+        request = response.request
+        _redact(request)
+        return SubmissionOutcomeUnknownError(
+            f"{call.method} {request.url.path} was answered {response.status_code} {how}: "
+            f"{self.redact(_preview(response.text))}. The generation may have been created "
+            "and charged; it was NOT resubmitted. Check your Kolbo dashboard before "
+            "submitting it again.",
+            request=request,
+            response=response,
+        )
 
     def _status_error(self, response: httpx.Response, body: object) -> APIStatusError:
         retry_after = parse_retry_after(response.headers.get("retry-after"), now_epoch=time.time())
@@ -336,6 +448,35 @@ class Retryable(Exception):
         super().__init__(str(error))
         self.attempt = attempt
         self.error = error
+
+
+def _is_envelope(body: object) -> bool:
+    """Whether an error answer is Kolbo's own ``{success: false, error, code}`` envelope
+    (or its 429 form ``{status: false, message}``), rather than a gateway's page."""
+    if not isinstance(body, dict):
+        return False
+    refused = body.get("success") is False or body.get("status") is False
+    return refused and any(isinstance(body.get(key), str) for key in ("error", "code", "message"))
+
+
+def min_retry_after(retry_after: float | None) -> float | None:
+    """`retry_after` capped at what the SDK sleeps through, for a shared 429 cooldown."""
+    return None if retry_after is None else min(retry_after, MAX_RETRY_AFTER)
+
+
+def rate_limited(error: KolboError, attempt: Attempt) -> RateLimitError:
+    """The error for a server asking to wait longer than the SDK sleeps: raised at once,
+    with `.retry_after`, so the caller decides what to do with an hour's wait."""
+    if isinstance(error, RateLimitError):
+        return error
+    assert isinstance(error, APIStatusError)
+    return RateLimitError(
+        f"{error.message} (Retry-After: {attempt.retry_after:g} s, longer than the SDK waits)",
+        response=error.response,
+        body=error.body,
+        code=error.code,
+        retry_after=attempt.retry_after,
+    )
 
 
 def _redact(request: httpx.Request) -> None:

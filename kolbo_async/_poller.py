@@ -32,8 +32,14 @@ import anyio.lowlevel
 from ._config import RateLimits
 from ._exceptions import KolboError, RateLimitError
 from ._pacing import Pacer
-from ._pipeline import Retryable
-from ._retries import POLL_BACKOFF_CAP, POLL_BUDGET_SHARE, retry_delay, shared_poll_interval
+from ._pipeline import Retryable, rate_limited
+from ._retries import (
+    POLL_BACKOFF_CAP,
+    POLL_BUDGET_SHARE,
+    retry_delay,
+    shared_poll_interval,
+    waits_too_long,
+)
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -358,6 +364,10 @@ class Poller:
             status = await generation._pipeline.once(generation._status, generation._parse_status)
         except Retryable as failed:
             settled = True
+            if waits_too_long(failed.attempt.retry_after, now=0.0, deadline=None):
+                # Not slept: every waiter gets the server's answer (and its advice) now.
+                self._finish(entry, rate_limited(failed.error, failed.attempt))
+                return
             delay = retry_delay(
                 failed.attempt,
                 is_generation=False,

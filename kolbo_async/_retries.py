@@ -16,6 +16,7 @@ __all__ = [
     "BACKOFF_BASE",
     "BACKOFF_CAP",
     "DEFAULT_POLL_INTERVAL",
+    "MAX_RETRY_AFTER",
     "POLL_BACKOFF_CAP",
     "POLL_BUDGET_SHARE",
     "shared_poll_interval",
@@ -25,6 +26,7 @@ __all__ = [
     "parse_retry_after",
     "poll_delay",
     "retry_delay",
+    "waits_too_long",
 ]
 
 BACKOFF_BASE = 0.5
@@ -37,6 +39,11 @@ MIN_POLL_INTERVAL = 0.05
 MAX_POLL_HINT = 120.0
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
+
+#: The longest ``Retry-After`` the SDK sleeps through. A longer one (a day, a date far ahead,
+#: ``1e308``) is handed to the caller as `RateLimitError` at once rather than freezing every
+#: request of the client in that bucket.
+MAX_RETRY_AFTER = 60.0
 
 
 class Failure(enum.Enum):
@@ -93,6 +100,24 @@ def retry_delay(
     if attempt.retry_after is not None:
         delay = max(delay, attempt.retry_after)
     return delay
+
+
+def waits_too_long(retry_after: float | None, *, now: float, deadline: float | None) -> bool:
+    """Whether a server's ``Retry-After`` asks for more than the SDK will sleep.
+
+    That is past `MAX_RETRY_AFTER`, or past the caller's `deadline` (None: no deadline).
+
+    Example:
+        >>> waits_too_long(30, now=0, deadline=None), waits_too_long(86400, now=0, deadline=None)
+        (False, True)
+        >>> waits_too_long(30, now=100, deadline=120)
+        True
+    """
+    if retry_after is None:
+        return False
+    if retry_after > MAX_RETRY_AFTER:
+        return True
+    return deadline is not None and now + retry_after > deadline
 
 
 def backoff(retries_done: int, *, rng: random.Random, cap: float = BACKOFF_CAP) -> float:

@@ -37,6 +37,7 @@ from ._exceptions import KolboError
 from ._handles import DEFAULT_WAIT, AsyncGeneration, GenerationProgress, ProgressCallback
 from ._models import Credits, GenerationStatus, Model, Submission, VideoResult
 from ._requests import ImageToVideo, TextToVideo
+from ._runtime import forks
 
 if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
@@ -46,6 +47,11 @@ __all__ = ["Batch", "Generation", "Kolbo"]
 T = TypeVar("T")
 
 _CLOSED = "This Kolbo client is closed; create a new one to make requests."
+_FORKED = (
+    "This Kolbo client was created before os.fork() and cannot run in the child process "
+    "(its event loop thread stayed in the parent); nothing was sent. Create the client in the "
+    "child: gunicorn's post_fork hook, Celery's worker_process_init, or after the fork."
+)
 
 
 class _Runner:
@@ -61,7 +67,8 @@ class _Runner:
     ``gen = Kolbo().videos.generate(...)`` keeps working after the client object is gone.
     """
 
-    __slots__ = ("__weakref__", "_cancelled", "_stopped", "_thread", "client", "close", "portal")
+    __slots__ = ("__weakref__", "_cancelled", "_forks", "_stopped", "_thread", "client", "close",
+                 "portal")  # fmt: skip
 
     def __init__(self, factory: Callable[[], Awaitable[AsyncKolbo]]) -> None:
         # Imported here: anyio.from_thread costs ~7 ms that `import kolbo_async` should not.
@@ -84,6 +91,7 @@ class _Runner:
                     ready.set_exception(exc)
 
         self._cancelled = CancelledError
+        self._forks = forks()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=run, name="kolbo-blocking", daemon=True)
         self._thread.start()
@@ -97,8 +105,9 @@ class _Runner:
         # Runs once: on close(), when the last holder is collected, or at interpreter exit.
         # Its arguments must not include `self`, or the runner would never be collected.
         self.close = weakref.finalize(
-            self, _shutdown, self.portal, self._thread, self._stopped, self.client.aclose
-        )
+            self, _shutdown, self.portal, self._thread, self._stopped, self.client.aclose,
+            self._forks,
+        )  # fmt: skip
 
     @property
     def closed(self) -> bool:
@@ -114,6 +123,9 @@ class _Runner:
         """
         if self._stopped.is_set():
             raise KolboError(_CLOSED)
+        if self._forks != forks():
+            # The loop's thread did not survive fork(): waiting for it would hang forever.
+            raise KolboError(_FORKED)
         if threading.current_thread() is self._thread:
             # Waiting here for the loop we are running on would deadlock it.
             raise KolboError(
@@ -154,12 +166,20 @@ def _shutdown(
     thread: threading.Thread,
     stopped: threading.Event,
     aclose: Callable[[], Awaitable[None]],
+    created_forks: int,
 ) -> None:
+    if created_forks != forks():
+        # A forked child closing (or exiting with) its parent's client: the loop thread is
+        # not here to answer, and the parent still uses the pool. Nothing to do.
+        stopped.set()
+        return
     if threading.current_thread() is thread:
         # Closed from the loop's own thread (an on_progress callback, or the last reference
         # dropped there): it cannot wait for itself, so another thread does the closing.
         threading.Thread(
-            target=_shutdown, args=(portal, thread, stopped, aclose), name="kolbo-close"
+            target=_shutdown,
+            args=(portal, thread, stopped, aclose, created_forks),
+            name="kolbo-close",
         ).start()
         return
     try:

@@ -277,14 +277,17 @@ class TestErrorMapping:
         with pytest.raises(k.APIResponseValidationError, match="state"):
             await make_client().generations.attach("gen1").status()
 
-    async def test_submission_without_id_is_a_validation_error(
+    async def test_submission_without_id_is_outcome_unknown(
         self, router: respx.MockRouter, make_client: MakeClient
     ) -> None:
-        """A submit answer without generation_id carries the raw body in the error."""
-        router.post("/api/v1/generate/video").respond(200, json={"success": True})
-        with pytest.raises(k.APIResponseValidationError) as info:
+        """A 200 to a paid POST without generation_id cannot be trusted either way: Kolbo
+        may have charged. Outcome unknown, the answer kept, and never sent again."""
+        route = router.post("/api/v1/generate/video").respond(200, json={"success": True})
+        with pytest.raises(k.SubmissionOutcomeUnknownError) as info:
             await make_client().videos.generate("a cat")
-        assert info.value.body == {"success": True}
+        assert info.value.response is not None
+        assert info.value.response.status_code == 200
+        assert route.call_count == 1
 
 
 class TestKeySafety:

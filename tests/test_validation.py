@@ -224,16 +224,46 @@ class TestModels:
         assert status.progress == expected
 
     @pytest.mark.parametrize(
-        "data",
+        ("data", "dropped"),
         [
-            {"generation_id": "g", "state": "completed", "result": {"urls": "https://x"}},
-            {"generation_id": "g", "state": "x", "progress": "lots"},
-            {"generation_id": "g", "state": "x", "result": ["not", "an", "object"]},
-            {"generation_id": ["g"], "state": "x"},
+            ({"generation_id": "g", "state": "completed", "result": {"urls": "https://x"}},
+             "result.urls"),
+            ({"generation_id": "g", "state": "x", "progress": "lots"}, "progress"),
+            ({"generation_id": "g", "state": "x", "result": ["not", "an", "object"]}, "result"),
+            ({"generation_id": "g", "state": "completed", "credits_used": "12 credits"},
+             "credits_used"),
+            ({"generation_id": "g", "state": "failed", "error": {"message": "boom"}}, "error"),
+            ({"generation_id": "g", "state": "completed",
+              "result": {"urls": ["https://cdn/a.mp4"], "duration": "5s"}}, "result.duration"),
         ],
     )
-    def test_wrong_types_are_value_errors(self, data: dict[str, Any]) -> None:
-        """A payload that cannot be read is a ValueError (the pipeline makes it an
+    def test_odd_optional_fields_are_dropped_not_the_status(
+        self, data: dict[str, Any], dropped: str
+    ) -> None:
+        """An optional field of an unexpected type is left at its default (and stays in
+        `raw`); the status itself is still read, so a finished video stays reachable."""
+        status = structure(data, k.GenerationStatus)
+        assert status.state == data["state"]
+        assert status.raw == data
+        holder: Any = status
+        *parents, name = dropped.split(".")
+        for parent in parents:
+            holder = getattr(holder, parent)
+        default = {"progress": 0, "urls": ()}.get(name)
+        assert getattr(holder, name) == default
+        if dropped == "result.duration":
+            assert status.result is not None
+            assert status.result.urls == ("https://cdn/a.mp4",)
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            {"generation_id": ["g"], "state": "x"},
+            {"generation_id": "g", "state": ["completed"]},
+        ],
+    )
+    def test_unreadable_required_fields_are_value_errors(self, data: dict[str, Any]) -> None:
+        """A required field that cannot be read is a ValueError (the pipeline makes it an
         APIResponseValidationError), never a TypeError from deep inside."""
         with pytest.raises(ValueError):  # noqa: PT011
             structure(data, k.GenerationStatus)

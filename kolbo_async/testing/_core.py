@@ -48,10 +48,18 @@ __all__ = [
 
 #: What `inject()` accepts. drop_before: the connection is refused before the request is
 #: read (nothing happens); drop_after: the request is processed, then the connection drops.
+#: The gateway faults are processed too, and then a gateway in front of Kolbo replaces the
+#: answer: with its own 502/504/524 HTML page, or with a 200 whose body is cut short.
 FAULTS = frozenset(
     {"500", "502", "503", "html_502", "invalid_json", "429", "drop_before", "drop_after",
-     "slow", "insufficient_credits"}
+     "slow", "insufficient_credits", "gateway_502", "gateway_504", "gateway_524",
+     "gateway_garbled_200"}
 )
+_GATEWAY_PAGES = {
+    "gateway_502": (502, "Bad Gateway"),
+    "gateway_504": (504, "Gateway Time-out"),
+    "gateway_524": (524, "A timeout occurred"),
+}
 ROUTES = frozenset({"generate", "status", "cancel", "models", "credits", "cdn"})
 
 # The lifecycle of a generation. Its rules:
@@ -83,6 +91,18 @@ _OUTCOME_EVENT = {"completed": "complete", "filtered": "filter", "failed": "fail
 POLL_INTERVAL_HINT = 8.0
 BUCKETS = ("plan_credits", "credit_pack", "redemption")
 WINDOW = 60.0
+
+def _gateway_page(fault: str) -> SimResponse:
+    if fault == "gateway_garbled_200":
+        return SimResponse(200, {"content-type": "application/json"}, b'{"success": true, "gen')
+    status, reason = _GATEWAY_PAGES[fault]
+    page = (
+        f"<html><head><title>{status} {reason}</title></head><body>"
+        f"<center><h1>{status} {reason}</h1></center><hr><center>gateway</center>"
+        "</body></html>"
+    ).encode()
+    return SimResponse(status, {"content-type": "text/html"}, page)
+
 
 _HTML_502 = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
@@ -248,6 +268,10 @@ class ServiceState:
         fault = self._next_fault(route)
         if fault == "drop_before":
             response = SimResponse(fault="drop_before")
+        elif fault is not None and fault.startswith("gateway_"):
+            # Kolbo does the work (and charges); only the answer is lost on the way back.
+            self._answer(request, route, now, None)
+            response = _gateway_page(fault)
         else:
             response = self._answer(request, route, now, fault)
             if fault == "drop_after":

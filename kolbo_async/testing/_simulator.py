@@ -151,7 +151,10 @@ class Simulator:
         Faults: ``500``, ``502``, ``503``, ``html_502`` (a proxy's HTML page),
         ``invalid_json``, ``429`` (with Retry-After), ``drop_before`` (refused before the
         request is read), ``drop_after`` (processed, then the connection drops), ``slow``
-        (answered after ``faults.slow_seconds``), ``insufficient_credits``.
+        (answered after ``faults.slow_seconds``), ``insufficient_credits``, and a gateway
+        in front of Kolbo replacing the answer *after* the request was processed:
+        ``gateway_502``, ``gateway_504``, ``gateway_524`` (its HTML page) and
+        ``gateway_garbled_200`` (a 200 cut short).
         """
         with self._lock:
             self._state.inject(route, fault, times)

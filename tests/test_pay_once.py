@@ -118,9 +118,12 @@ class TestGatewayAfterTheWork:
 def test_gateway_page_blocking_client_is_outcome_unknown() -> None:
     sim = Simulator(clock=VirtualClock())
     sim.inject("generate", "gateway_504")
-    with sim.serve() as base, Kolbo("kolbo_live_simulator", base_url=base) as client:
-        with pytest.raises(k.SubmissionOutcomeUnknownError):
-            client.videos.generate("a cat")
+    with (
+        sim.serve() as base,
+        Kolbo("kolbo_live_simulator", base_url=base) as client,
+        pytest.raises(k.SubmissionOutcomeUnknownError),
+    ):
+        client.videos.generate("a cat")
     assert posts(sim) == 1
 
 

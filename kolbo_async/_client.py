@@ -203,7 +203,13 @@ class AsyncKolbo:
         """Close the connection pool the client opened (never a user-supplied one)."""
         if self._is_copy:  # a with_options copy: the original owns the pool and its lifecycle
             return
-        self._pipeline.lifecycle.closed = True
+        lifecycle = self._pipeline.lifecycle
+        lifecycle.closed = True
+        # A paid POST whose caller left is still on the wire: its answer says whether Kolbo
+        # charged, so the pool stays open until it lands (within the POST's own timeout).
+        if lifecycle.paid_in_flight:
+            lifecycle.landed = anyio.Event()
+            await lifecycle.landed.wait()
         await self._pipeline.transfers.aclose()
         if self._owns_http:
             await self._pipeline.http.aclose()

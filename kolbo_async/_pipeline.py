@@ -97,12 +97,16 @@ class Lifecycle:
     then: the pool, locks and pacing belong to that loop in that process.
     """
 
-    __slots__ = ("closed", "forks", "loop")
+    __slots__ = ("closed", "forks", "landed", "loop", "paid_in_flight")
 
     def __init__(self) -> None:
         self.closed = False
         self.loop: object | None = None
         self.forks = forks()
+        #: Generation POSTs on the wire: closing waits for their answers.
+        self.paid_in_flight = 0
+        #: Set when the last of them lands, for a close that waits.
+        self.landed: anyio.Event | None = None
 
     def bind(self, loop: object | None) -> None:
         """Adopt `loop` on first use; refuse, before anything is sent, a different one."""
@@ -255,24 +259,30 @@ class Pipeline:
 
         Once the POST may be on the wire, only its answer tells whether Kolbo charged for
         it; a caller that leaves meanwhile (a timeout, a task group, Ctrl-C) would lose a
-        paid generation without a trace. So the attempt runs to its answer, and a handle
-        that lands after its caller left is logged at WARNING with its id.
+        paid generation without a trace. So the attempt runs to its answer (closing the
+        client waits for it too), and what lands after its caller left is logged at WARNING:
+        the id of the generation, or that its outcome is unknown.
         """
-        with anyio.CancelScope(shield=True):
-            result = await self._attempt(call, parse)
+        lifecycle = self.lifecycle
+        failure: Exception | None = None
+        lifecycle.paid_in_flight += 1
+        try:
+            with anyio.CancelScope(shield=True):
+                try:
+                    result = await self._attempt(call, parse)
+                except Exception as exc:  # judged below, once we know if anyone still waits
+                    failure = exc
+        finally:
+            lifecycle.paid_in_flight -= 1
+            if not lifecycle.paid_in_flight and lifecycle.landed is not None:
+                lifecycle.landed.set()
         try:
             await anyio.lowlevel.checkpoint()
         except anyio.get_cancelled_exc_class():
-            generation_id = getattr(result, "generation_id", None)
-            logger.warning(
-                "%s %s was answered after its caller stopped waiting: generation %s was "
-                "created and charged. Re-attach with client.generations.attach(%r).",
-                call.method,
-                call.path,
-                generation_id,
-                generation_id,
-            )
+            _log_orphan(call, result if failure is None else None, failure)
             raise
+        if failure is not None:
+            raise failure
         return result
 
     async def once(self, call: Call, parse: Callable[[dict[str, Any]], T]) -> T:
@@ -448,6 +458,32 @@ class Retryable(Exception):
         super().__init__(str(error))
         self.attempt = attempt
         self.error = error
+
+
+def _log_orphan(call: Call, result: object, failure: Exception | None) -> None:
+    """Say what became of a paid POST whose caller stopped waiting for it."""
+    if failure is None:
+        generation_id = getattr(result, "generation_id", None)
+        logger.warning(
+            "%s %s was answered after its caller stopped waiting: generation %s was created "
+            "and charged. Re-attach with client.generations.attach(%r).",
+            call.method,
+            call.path,
+            generation_id,
+            generation_id,
+        )
+        return
+    error = failure.error if isinstance(failure, Retryable) else failure
+    if isinstance(failure, Retryable) and failure.attempt.failure is Failure.NOT_SENT:
+        return  # never reached Kolbo: nothing was charged
+    if isinstance(error, (SubmissionOutcomeUnknownError, APIConnectionError)):
+        logger.warning(
+            "%s %s failed after its caller stopped waiting, and may have created a charged "
+            "generation; it was not resubmitted: %s",
+            call.method,
+            call.path,
+            error,
+        )
 
 
 def _is_envelope(body: object) -> bool:

@@ -261,6 +261,66 @@ class TestCancelledWhileThePostIsOnTheWire:
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert any(generation_id in message for message in warnings), warnings
 
+    async def test_closing_the_client_waits_for_the_answer(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The caller left and the client is being closed: the POST still lands, and its
+        id is logged (a Ctrl-C'd script closing its client on the way out)."""
+        sim = Simulator(clock=VirtualClock())
+        gated = _GatedTransport(sim.transport())
+        client = AsyncKolbo("kolbo_live_simulator", base_url=sim.base_url, _transport=gated,
+                            _clock=sim.clock, rate_limits=None)
+        caller = anyio.CancelScope()
+        closed = anyio.Event()
+        with caplog.at_level(logging.WARNING, logger="kolbo_async"):
+            async with anyio.create_task_group() as tg:
+
+                async def submit() -> None:
+                    with caller:
+                        await client.videos.generate("a cat")
+
+                async def close() -> None:
+                    await client.aclose()
+                    closed.set()
+
+                tg.start_soon(submit)
+                await gated.arrived.wait()
+                caller.cancel()
+                tg.start_soon(close)
+                for _ in range(20):
+                    await anyio.lowlevel.checkpoint()
+                assert not closed.is_set()  # held open by the POST on the wire
+                gated.gate.set()
+        assert closed.is_set()
+        [generation_id] = sim.generations
+        assert any(generation_id in r.getMessage() for r in caplog.records)
+
+    async def test_an_unknown_outcome_after_the_caller_left_is_logged(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        sim = Simulator(clock=VirtualClock())
+        sim.inject("generate", "gateway_504")
+        gated = _GatedTransport(sim.transport())
+        caller = anyio.CancelScope()
+        async with AsyncKolbo("kolbo_live_simulator", base_url=sim.base_url, _transport=gated,
+                              _clock=sim.clock, rate_limits=None) as client:
+            with caplog.at_level(logging.WARNING, logger="kolbo_async"):
+                async with anyio.create_task_group() as tg:
+
+                    async def submit() -> None:
+                        with caller:
+                            await client.videos.generate("a cat")
+
+                    tg.start_soon(submit)
+                    await gated.arrived.wait()
+                    caller.cancel()
+                    await anyio.lowlevel.checkpoint()
+                    gated.gate.set()
+        assert posts(sim) == 1
+        messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("may have created a charged generation" in m for m in messages), messages
+        assert all("kolbo_live_" not in m for m in messages)
+
     async def test_cancel_before_the_post_leaves_sends_nothing(self) -> None:
         """Waiting for the pacing window is not shielded: leaving then costs nothing."""
         sim = Simulator()  # real time: the pacer's minute is cut short by a real 50 ms

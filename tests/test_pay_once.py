@@ -459,3 +459,49 @@ def test_blocking_client_in_a_forked_child_raises_at_once() -> None:
         message = queue.get(timeout=5)
         assert message.startswith("KolboError") and "fork" in message
         assert client.account.credits().total > 0  # the parent's client is unharmed
+
+
+_CTRL_C_SCRIPT = """
+import logging, sys
+from kolbo_async import Kolbo
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+client = Kolbo("kolbo_live_simulator", base_url=sys.argv[1])
+print("submitting", flush=True)
+try:
+    client.videos.generate("a cat")
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    client.close()
+    print("closed", flush=True)
+    sys.exit(130)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child is POSIX")
+def test_ctrl_c_during_a_blocking_generate_keeps_the_generation() -> None:
+    """Ctrl-C while the POST is on the wire: the script is interrupted at once, closing
+    waits for Kolbo's answer, and the id of the charged generation is printed (a real
+    process and a real signal: the timing crosses a process)."""
+    import signal
+    import subprocess
+
+    sim = Simulator()
+    sim.faults.slow_seconds = 1.5
+    sim.inject("generate", "slow")
+    with sim.serve() as base:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _CTRL_C_SCRIPT, base],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "submitting"
+        deadline = time.monotonic() + 10
+        while posts(sim) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert out.split() == ["interrupted", "closed"]
+    [generation_id] = sim.generations
+    assert generation_id in err
+    assert posts(sim) == 1

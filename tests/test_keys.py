@@ -106,11 +106,6 @@ def test_scrubbed_from_the_blocking_clients_error() -> None:
         assert KEY not in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the pipeline raises the KolboError `from` the raw httpx error, whose message "
-    "still holds the key; an uncaught error prints it in the traceback",
-)
 @pytest.mark.parametrize(("name", "raise_", "which", "cls"), CASES, ids=[c[0] for c in CASES])
 def test_scrubbed_from_the_printed_traceback(
     name: str, raise_: Raiser, which: str, cls: type[k.KolboError]

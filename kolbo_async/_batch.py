@@ -330,9 +330,10 @@ class AsyncBatch:
                 self._halt(KolboError(
                     f"Not submitted: Kolbo's answer to requests[{index}] (generation "
                     f"{submission.generation_id}) did not state what it charged, and its "
-                    "price cannot be worked out from the model catalog (name the model and "
-                    f"duration), so max_credits={limit:g} could be overspent. Check the "
-                    "charge on your Kolbo dashboard, then send the rest again."
+                    "price cannot be worked out from the model catalog, so "
+                    f"max_credits={limit:g} could be overspent. Check the "
+                    "charge on your Kolbo dashboard, then send the rest without max_credits "
+                    "or with requests that name their model and duration."
                 ))  # fmt: skip
                 return
         self._spent += charge or 0.0

@@ -25,6 +25,7 @@ import attrs
 
 from ._convert import structure
 from ._exceptions import (
+    APIConnectionError,
     APIStatusError,
     AuthenticationError,
     InsufficientCreditsError,
@@ -470,11 +471,15 @@ async def _submit(ref: weakref.ref[AsyncBatch], tg: TaskGroup) -> None:
 
 
 def _refused(error: KolboError) -> bool:
-    """Whether Kolbo itself refused the POST (a 4xx): nothing was created or charged.
+    """Whether the POST certainly created nothing: Kolbo refused it (a 4xx), or the
+    connection was never made (the send path raises a plain `APIConnectionError` only then;
+    anything that may have reached Kolbo is `SubmissionOutcomeUnknownError`).
 
     Anything else (an outcome-unknown error, a 5xx, an unreadable answer, an error of the
     SDK's own) may have followed a POST that reached Kolbo.
     """
+    if isinstance(error, APIConnectionError):
+        return not isinstance(error, SubmissionOutcomeUnknownError)
     return isinstance(error, APIStatusError) and 400 <= error.status_code < 500
 
 

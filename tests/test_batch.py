@@ -338,6 +338,21 @@ class TestJournal:
         assert forced[0].error is None
         assert len(posts(sim)) == sent + 1
 
+    async def test_a_connection_never_made_is_sent_again_by_a_rerun(
+        self, sim: Simulator, tmp_path: Path
+    ) -> None:
+        """Refused before the request was read (connection refused, every retry): Kolbo
+        cannot have created anything, so the item is not an unknown one."""
+        journal = tmp_path / "batch.db"
+        sim.inject("generate", "drop_before", times=3)
+        async with sim.client(max_retries=2) as client:
+            first = await collect(client.videos.generate_many([TextToVideo("x")], journal=journal))
+            assert isinstance(first[0].error, k.APIConnectionError)
+            assert not isinstance(first[0].error, k.SubmissionOutcomeUnknownError)
+            again = await collect(client.videos.generate_many([TextToVideo("x")], journal=journal))
+        assert again[0].error is None
+        assert len(sim.generations) == 1
+
     async def test_intent_is_durable_before_the_post(
         self, sim: Simulator, client: AsyncKolbo, tmp_path: Path
     ) -> None:

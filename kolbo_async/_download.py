@@ -333,6 +333,12 @@ async def _fetch(
                         # The CDN ignored the Range: start over rather than append a second copy.
                         await anyio.to_thread.run_sync(_rewind, file)
                         done = 0
+                    start = _range_start(response) if response.status_code == 206 else None
+                    if start is not None and start != done:
+                        # Bytes from elsewhere in the file would corrupt it: ask again, whole.
+                        await anyio.to_thread.run_sync(_rewind, file)
+                        done = 0
+                        raise httpx.ReadError("the CDN answered another range than asked")
                     total = _total(response, done)
                     if on_progress is not None:
                         on_progress(done, total)
@@ -435,6 +441,13 @@ async def _peek(response: httpx.Response, limit: int = 64 * 1024) -> str:
         return (await response.aread()).decode("utf-8", "replace")
     except httpx.HTTPError:
         return ""  # the page is only quoted in the error
+
+
+def _range_start(response: httpx.Response) -> int | None:
+    # "bytes 400-999/1000" -> 400; None when the header is missing or malformed.
+    unit, _, span = response.headers.get("content-range", "").partition(" ")
+    start = span.partition("-")[0]
+    return int(start) if unit.strip().lower() == "bytes" and start.isdigit() else None
 
 
 def _total(response: httpx.Response, offset: int) -> int | None:

@@ -223,7 +223,7 @@ class AsyncGeneration:
         on_progress: ProgressCallback | None,
         timeout: float | None,
     ) -> Path:
-        target = Path(path)
+        target = _target_path(path)
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
             raise InvalidRequestError("index", f"must be a non-negative integer, not {index!r}")
         if not isinstance(overwrite, bool):
@@ -234,9 +234,12 @@ class AsyncGeneration:
             raise InvalidRequestError(
                 "timeout", f"must be a positive number or None, not {timeout!r}"
             )
-        is_dir, exists, parent_ok = await anyio.to_thread.run_sync(
-            lambda: (target.is_dir(), target.exists(), target.parent.is_dir())
-        )
+        try:
+            is_dir, exists, parent_ok = await anyio.to_thread.run_sync(
+                lambda: (target.is_dir(), target.exists(), target.parent.is_dir())
+            )
+        except OSError as exc:  # a name too long, a directory that cannot be read, ...
+            raise InvalidRequestError("path", f"{str(target)[:80]!r}: {exc.strerror}") from None
         if is_dir:
             raise InvalidRequestError("path", f"{str(target)!r} is a directory; name a file")
         if not parent_ok:
@@ -366,6 +369,22 @@ class GenerationProgress:
                     return status
         finally:
             poller.unwatch(listener, entry)
+
+
+def _target_path(path: object) -> Path:
+    """`path` as a `Path` to download to, or `InvalidRequestError` naming ``path``."""
+    if not isinstance(path, (str, os.PathLike)):
+        kind = type(path).__name__
+        raise InvalidRequestError("path", f"must be a str or os.PathLike, not {kind}")
+    try:
+        target = Path(path)
+    except TypeError:  # a PathLike that gives bytes
+        raise InvalidRequestError("path", "must name a file as text, not bytes") from None
+    if "\x00" in str(target):
+        raise InvalidRequestError("path", "contains a NUL character")
+    if not target.name:
+        raise InvalidRequestError("path", f"{str(target)!r} names no file")
+    return target
 
 
 def outcome_error(status: GenerationStatus) -> GenerationFailedError | None:

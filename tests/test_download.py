@@ -123,6 +123,17 @@ class TestBasics:
         assert not route.called
         assert leftovers(tmp_path) == []
 
+    @pytest.mark.parametrize("path", [None, 5, ["a"], b"v.mp4", "x" * 5000, "a\x00b.mp4", "/"])
+    async def test_path_that_names_no_file(
+        self, router: respx.MockRouter, client: AsyncKolbo, path: Any
+    ) -> None:
+        """A path of the wrong kind is an InvalidRequestError naming `path`, before any wait."""
+        route = router.get(STATUS).mock(return_value=completed())
+        with pytest.raises(k.InvalidRequestError) as info:
+            await client.generations.attach("gen1").download(path)
+        assert info.value.field == "path"
+        assert not route.called
+
     async def test_short_body_leaves_no_file(
         self, router: respx.MockRouter, client: AsyncKolbo, tmp_path: Path
     ) -> None:
@@ -214,6 +225,37 @@ class TestResume:
         assert calls == [None, "bytes=700-"]
         assert path.read_bytes() == body
         assert leftovers(tmp_path) == ["v.mp4"]
+
+
+    async def test_range_answered_from_another_offset_starts_over(
+        self, clock: StepClock, tmp_path: Path
+    ) -> None:
+        """A 206 for another range than asked is not appended: the file is fetched whole."""
+        body = bytes(range(256)) * 4
+        calls: list[str | None] = []
+
+        def serve(request: httpx.Request) -> httpx.Response:
+            if request.url.path == STATUS:
+                return completed()
+            calls.append(request.headers.get("range"))
+            size = str(len(body))
+            if len(calls) == 1:
+                return httpx.Response(
+                    200, headers={"Content-Length": size}, stream=_Breaking(body, 300)
+                )
+            if request.headers.get("range"):
+                return httpx.Response(
+                    206,
+                    headers={"Content-Range": f"bytes 0-{len(body) - 1}/{size}"},
+                    content=body,
+                )
+            return httpx.Response(200, headers={"Content-Length": size}, content=body)
+
+        transport = httpx.MockTransport(serve)
+        async with AsyncKolbo(KEY, _clock=clock, _transport=transport) as client:
+            path = await client.generations.attach("gen1").download(tmp_path / "v.mp4")
+        assert calls == [None, "bytes=300-", None]
+        assert path.read_bytes() == body
 
 
 class TestNeverReplaces:

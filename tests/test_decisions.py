@@ -85,6 +85,13 @@ class TestRetryDelay:
         assert got == 42
 
 
+class _TopRandom(random.Random):
+    """Jitter pinned to the top of its range, so a wait can be compared exactly."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
 class TestBackoff:
     @given(st.integers(min_value=0, max_value=10_000))
     @settings(max_examples=200, derandomize=True, deadline=None)
@@ -93,6 +100,23 @@ class TestBackoff:
         base = min(0.5 * 2 ** min(n, 16), 8.0)
         got = backoff(n, rng=RNG)
         assert 0.75 * base <= got <= base
+
+    @pytest.mark.parametrize(
+        ("cap", "expected"),
+        [(8.0, [0.5, 1, 2, 4, 8, 8]), (30.0, [0.5, 1, 2, 4, 8, 16, 30, 30])],
+    )
+    def test_doubles_up_to_the_cap(self, cap: float, expected: list[float]) -> None:
+        """At the top of the jitter the waits are exactly 0.5, 1, 2, 4 ... then the cap:
+        doubling, not faster, and the poller's 30 s cap really reached."""
+        top = _TopRandom()
+        assert [backoff(n, rng=top, cap=cap) for n in range(len(expected))] == expected
+        attempt = Attempt(Failure.STATUS, 503)
+        waits = [
+            retry_delay(attempt, is_generation=False, retries_done=n, max_retries=None,
+                        rng=top, cap=cap)
+            for n in range(len(expected))
+        ]  # fmt: skip
+        assert waits == expected
 
     def test_jitter_spreads_a_fleet(self) -> None:
         """Two callers at the same retry count do not wait the same time."""

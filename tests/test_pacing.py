@@ -65,6 +65,38 @@ class TestWindowSlack:
         assert posts[3] - posts[0] == pytest.approx(61.0)
 
 
+class TestPacerEdges:
+    async def test_a_sub_second_remainder_is_waited(self, clock: StepClock) -> None:
+        """Half a second before the window frees, a request waits that half second."""
+        pacer = Pacer(RateLimits(requests_per_minute=1), clock)
+        await pacer.admit(REQUEST)
+        clock.time += 60.5  # the window (61 s) frees in 0.5 s
+        await pacer.admit(REQUEST)
+        assert clock.sleeps == [pytest.approx(0.5)]
+
+    async def test_a_short_cooldown_holds_an_unpaced_client(self, clock: StepClock) -> None:
+        """With pacing off a 429's cooldown still holds requests, however short."""
+        pacer = Pacer(None, clock)
+        pacer.cool_down(REQUEST, 0.4)
+        await pacer.admit(REQUEST)
+        assert clock.sleeps == [pytest.approx(0.4)]
+
+    def test_a_429_without_retry_after_cools_down_until_the_window_frees(self) -> None:
+        """No Retry-After: until the oldest counted request leaves the window, at least 1 s."""
+        window = Window(limit=5)
+        window.record(0.0)
+        assert window.cool_down(10.0, None) == pytest.approx(50.0)
+        assert window.cool_down(100.0, None) == 1.0  # the window is empty by then
+        assert Window(limit=5).cool_down(0.0, None) == 1.0
+
+    def test_status_polls_count_in_the_request_window(self, clock: StepClock) -> None:
+        """The poller's try_admit counts each poll: at the limit the next one waits."""
+        pacer = Pacer(RateLimits(requests_per_minute=3), clock)
+        assert [pacer.try_admit() for _ in range(3)] == [0.0, 0.0, 0.0]
+        assert pacer.try_admit() == pytest.approx(61.0)
+        assert pacer.delay(REQUEST) == pytest.approx(61.0)
+
+
 class TestCooldown:
     def test_a_shorter_429_never_cuts_a_longer_cooldown(self) -> None:
         """Retry-After 30 s, then Retry-After 2 s a second later: the bucket still waits

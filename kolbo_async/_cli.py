@@ -181,8 +181,18 @@ def _check(args: argparse.Namespace) -> None:
 
 
 async def _run(args: argparse.Namespace, session: Session, out: TextIO, err: TextIO) -> int:
-    async with _client(args) as client:
-        return await _COMMANDS[args.command](client, args, session, out, err)
+    client = _client(args)
+    try:
+        code = await _COMMANDS[args.command](client, args, session, out, err)
+    except KeyboardInterrupt:
+        # A second Ctrl-C means "quit now"; closing the client would wait for a paid POST
+        # still on the wire. The process is ending: asyncio's shutdown cancels what is left.
+        raise
+    except BaseException:
+        await client.aclose()
+        raise
+    await client.aclose()
+    return code
 
 
 def _client(args: argparse.Namespace) -> AsyncKolbo:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from collections import defaultdict
 
 import anyio
@@ -66,6 +67,30 @@ class TestWindowSlack:
 
 
 class TestPacerEdges:
+    async def test_the_request_window_has_its_slack_too(self, clock: StepClock) -> None:
+        """Plain requests get the same extra second as generations."""
+        pacer = Pacer(RateLimits(requests_per_minute=2), clock)
+        for _ in range(3):
+            await pacer.admit(REQUEST)
+        assert clock.sleeps == [pytest.approx(61.0)]
+
+    async def test_each_wait_is_logged_with_its_reason_and_length(
+        self, clock: StepClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """DEBUG records say which window or cooldown held the request, and for how long."""
+        caplog.set_level(logging.DEBUG, logger="kolbo_async")
+        pacer = Pacer(RateLimits(generations_per_minute=1, requests_per_minute=1), clock)
+        await pacer.admit(GENERATE)
+        await pacer.admit(GENERATE)
+        unpaced = Pacer(None, clock)
+        unpaced.cool_down(REQUEST, 2.5)
+        await unpaced.admit(REQUEST)
+        messages = [r.getMessage() for r in caplog.records]
+        assert "pacing: waiting 61.00 s for the generate window" in messages
+        assert "pacing: request bucket cooling down for 2.50 s after a 429" in messages
+        assert "pacing: waiting 2.50 s for a 429 cooldown" in messages
+
+
     async def test_a_sub_second_remainder_is_waited(self, clock: StepClock) -> None:
         """Half a second before the window frees, a request waits that half second."""
         pacer = Pacer(RateLimits(requests_per_minute=1), clock)

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import respx
 
+import kolbo_async as k
 from kolbo_async.testing import Simulator, VirtualClock
 
 KEY = "kolbo_live_YOUR_API_KEY"
@@ -106,6 +107,22 @@ class TestRespx:
                 with pytest.raises(httpx.ConnectError):
                     await http.get(f"{sim.base_url}/api/v1/models", headers=AUTH)
             assert router.calls.call_count == 6
+
+    async def test_mock_serves_the_sdk_end_to_end_download_included(
+        self, tmp_path: Path
+    ) -> None:
+        """An SDK client the caller builds, behind sim.mock(router), downloads the whole file
+        (a streamed CDN answer once came back empty through respx)."""
+        sim = Simulator(clock=VirtualClock())
+        with respx.mock(assert_all_called=False) as router:
+            sim.mock(router)
+            async with k.AsyncKolbo("kolbo_live_x", base_url=sim.base_url,
+                                    _clock=sim.clock) as client:
+                gen = await client.videos.generate("a cat")
+                path = await gen.download(tmp_path / "cat.mp4")
+        assert path.read_bytes()[4:8] == b"ftyp"
+        cdn = [r for r in sim.requests if r.path.endswith(".mp4")]
+        assert path.stat().st_size > 1000 and cdn and all(r.status == 200 for r in cdn)
 
     async def test_mock_enforces_the_key(self) -> None:
         """A required key is enforced through respx too."""

@@ -29,8 +29,15 @@ def install(simulator: Simulator, router: _Router) -> _Router:
 
     async def side_effect(request: httpx.Request) -> httpx.Response:
         response = await transport.handle_async_request(request)
-        await response.aread()  # respx hands the response back as a whole
-        return response
+        body = await response.aread()
+        # A fresh response around the bytes: respx re-streams what it is handed, and the
+        # transport's own stream is spent once read (a streamed download saw 0 bytes).
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=body,
+            extensions=response.extensions,
+        )
 
     for origin in (simulator.base_url, simulator.cdn_url):
         router.route(url__startswith=origin + "/").mock(side_effect=side_effect)

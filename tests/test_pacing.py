@@ -120,6 +120,8 @@ class TestPacerEdges:
         assert [pacer.try_admit() for _ in range(3)] == [0.0, 0.0, 0.0]
         assert pacer.try_admit() == pytest.approx(61.0)
         assert pacer.delay(REQUEST) == pytest.approx(61.0)
+        clock.time += 60.5
+        assert pacer.try_admit() == pytest.approx(0.5)  # not sent half a second early
 
 
 class TestCooldown:

@@ -135,14 +135,6 @@ class Pacer:
         self.windows[REQUEST].record(self._clock.now())
         return 0.0
 
-    async def ready(self, bucket: str) -> None:
-        """Wait until a request of `bucket` would be admitted at once, without counting it.
-
-        A batch waits here, cancellably, before the shielded part of a POST begins.
-        """
-        while (wait := self.delay(bucket)) > 0:
-            await self._clock.sleep(wait)
-
     async def _admit_request(self) -> None:
         async with self._locks[REQUEST]:
             await self._wait_for(self.windows[REQUEST], REQUEST)

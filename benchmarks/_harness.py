@@ -92,6 +92,29 @@ def compare_sync(
     return statistics.median(ours_samples), statistics.median(base_samples), noisy
 
 
+def compare_sync_many(
+    fns: dict[str, Callable[[], object]], *, calls: int, rounds: int, warmup: int
+) -> tuple[dict[str, float], bool]:
+    """Median seconds per call of each of `fns`, in rounds that take them in turn.
+
+    More than two contenders in one loop, so that every pair shares the same moments of a
+    busy machine (a ratio taken across two separate runs would mostly measure the noise).
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            gc.collect()
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            samples[name].append((time.perf_counter() - start) / calls)
+    noisy = any(spread(values) > NOISE for values in samples.values())
+    return {name: statistics.median(values) for name, values in samples.items()}, noisy
+
+
 def machine() -> str:
     """One line naming the machine and the interpreter."""
     return (

@@ -312,6 +312,24 @@ def sync_overhead(smoke: bool) -> list[Row]:
     return rows
 
 
+TASK = {"id": "17f20503-6c24-4c16-946b-35dbbce2af2f", "status": "RUNNING",
+        "createdAt": "2024-06-27T19:49:32.334Z", "progress": 0.4}
+MODEL = {"id": "gpt-4o", "object": "model", "created": 1, "owned_by": "openai"}
+
+
+def _peer_transport() -> httpx.MockTransport:
+    """What openai's and runwayml's retrieve calls expect, and Kolbo's status elsewhere."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/v1/models/"):
+            return httpx.Response(200, json=MODEL)
+        if request.url.path.startswith("/v1/tasks/"):
+            return httpx.Response(200, json=TASK)
+        return httpx.Response(200, content=STATUS_BODY, headers=JSON)
+
+    return httpx.MockTransport(handler)
+
+
 def peers(smoke: bool) -> list[Row]:
     """The same shape of call (one GET + parse) through peer SDKs, where installed.
 
@@ -325,19 +343,8 @@ def peers(smoke: bool) -> list[Row]:
         return [Row("peers (openai, runwayml)", None, None, "s",
                     note="not installed: pip install -e '.[bench]'")]
 
-    task = {"id": "17f20503-6c24-4c16-946b-35dbbce2af2f", "status": "RUNNING",
-            "createdAt": "2024-06-27T19:49:32.334Z", "progress": 0.4}
-    model = {"id": "gpt-4o", "object": "model", "created": 1, "owned_by": "openai"}
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path.startswith("/v1/models/"):
-            return httpx.Response(200, json=model)
-        if request.url.path.startswith("/v1/tasks/"):
-            return httpx.Response(200, json=task)
-        return httpx.Response(200, content=STATUS_BODY, headers=JSON)
-
     async def run() -> list[Row]:
-        transport = httpx.MockTransport(handler)
+        transport = _peer_transport()
         rows = []
         async with httpx.AsyncClient(transport=transport) as raw, \
                 httpx.AsyncClient(transport=transport) as h1, \
@@ -356,8 +363,8 @@ def peers(smoke: bool) -> list[Row]:
             for name, call, path in (
                 ("openai models.retrieve (1.x)", lambda: openai.models.retrieve("gpt-4o"),
                  "/v1/models/gpt-4o"),
-                ("runwayml tasks.retrieve", lambda: runway.tasks.retrieve(task["id"]),
-                 f"/v1/tasks/{task['id']}"),
+                ("runwayml tasks.retrieve", lambda: runway.tasks.retrieve(TASK["id"]),
+                 f"/v1/tasks/{TASK['id']}"),
             ):
                 ours, base, noisy = await compare_async(call, raw_get(path), **_sizes(smoke))
                 rows.append(Row(f"peer: {name}", ours, base, "s", noisy=noisy,
@@ -365,6 +372,147 @@ def peers(smoke: bool) -> list[Row]:
         return rows
 
     return anyio.run(run)
+
+
+def _raw_sync_status(raw: httpx.Client, base_url: str, gen_id: str) -> Callable[[], object]:
+    """A status poll the way a script without the SDK writes it, on `raw`."""
+
+    def status() -> object:
+        response = raw.get(
+            f"{base_url}/api/v1/generate/{gen_id}/status", headers={"X-API-Key": KEY}
+        )
+        response.raise_for_status()
+        data = response.json()
+        return data["state"], data["progress"], data.get("result")
+
+    return status
+
+
+def _sync_peers(transport: httpx.MockTransport) -> dict[str, Callable[[], object]]:
+    """openai's and runwayml's blocking clients, one retrieve call each, when installed."""
+    try:
+        from openai import OpenAI
+        from runwayml import RunwayML
+    except ImportError:
+        return {}
+    openai = OpenAI(api_key="sk-x", base_url="https://peer.example/v1",
+                    http_client=httpx.Client(transport=transport))
+    runway = RunwayML(api_key="key", base_url="https://peer.example",
+                      http_client=httpx.Client(transport=transport))
+    return {
+        "openai": lambda: openai.models.retrieve("gpt-4o"),
+        "runwayml": lambda: runway.tasks.retrieve(TASK["id"]),
+    }
+
+
+def blocking(smoke: bool) -> list[Row]:
+    """The blocking `Kolbo` vs raw `httpx.Client` and the peers' sync clients: one status poll.
+
+    In-process (the network removed by `httpx.MockTransport`, the same JSON) all four take
+    turns in one loop of rounds; over loopback, Kolbo and raw httpx against the simulator.
+    """
+    from _harness import compare_sync, compare_sync_many
+
+    from kolbo_async import Kolbo
+    from kolbo_async.testing import Simulator
+
+    transport = _peer_transport()
+    rows = []
+    with Kolbo(KEY, _transport=transport, rate_limits=None) as client, \
+            httpx.Client(transport=transport) as raw:
+        fns = {
+            "raw": _raw_sync_status(raw, API, "gen1"),
+            "kolbo": client.generations.attach("gen1").status,
+            **_sync_peers(transport),
+        }
+        times, noisy = compare_sync_many(fns, **_sizes(smoke))
+    name = "raw httpx.Client"
+    rows.append(Row("blocking status poll, in-process", times["kolbo"], times["raw"], "s",
+                    baseline_name=name, goal=1.30, noisy=noisy))
+    for peer, what in (("openai", "models.retrieve"), ("runwayml", "tasks.retrieve")):
+        if peer not in times:
+            rows.append(Row(f"peer (sync): {peer}", None, None, "s",
+                            note="not installed: pip install -e '.[bench]'"))
+            continue
+        rows.append(Row(f"peer (sync): {peer} {what}", times[peer], times["raw"], "s",
+                        baseline_name=name, noisy=noisy, note="for reference; same GET shape"))
+        rows.append(Row(f"blocking status poll vs {peer} (sync)", times["kolbo"], times[peer],
+                        "s", baseline_name=f"{peer} sync client", goal=1.0, noisy=noisy))
+
+    sim = Simulator(rate_limits=False, credits=10**12)
+    gen_id = sim.create_generation(key=KEY)
+    sizes = _sizes(smoke)
+    sizes["calls"] = max(50, sizes["calls"] // 10)
+    with sim.serve() as base_url, \
+            Kolbo(KEY, base_url=base_url, rate_limits=None) as client, \
+            httpx.Client() as raw:
+        ours, base, noisy = compare_sync(client.generations.attach(gen_id).status,
+                                         _raw_sync_status(raw, base_url, gen_id), **sizes)
+    rows.append(Row("blocking status poll, loopback", ours, base, "s", baseline_name=name,
+                    goal=1.10, noisy=noisy))
+    return rows
+
+
+def _threads_seconds(work: Callable[[int], None], threads: int) -> float:
+    """Wall seconds for `threads` threads to run ``work(i)``, from one common start."""
+    import threading
+    import time
+
+    start = threading.Barrier(threads + 1)
+
+    def run(i: int) -> None:
+        start.wait()
+        work(i)
+
+    pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in pool:
+        thread.join()
+    return time.perf_counter() - began
+
+
+def threads_sharing(smoke: bool) -> list[Row]:
+    """16 threads polling through one shared `Kolbo` vs 16 threads, each its own raw
+    `httpx.Client`, in-process; alternating rounds. Reported as time per call (the
+    inverse of throughput), so the goal is the ratio of throughputs: >= 0.9x."""
+    from kolbo_async import Kolbo
+
+    threads = 16
+    per_thread = 30 if smoke else 200
+    rounds = 3 if smoke else 9
+    transport = _mock_transport()
+    raws = [httpx.Client(transport=transport) for _ in range(threads)]
+    polls = [_raw_sync_status(raw, API, "gen1") for raw in raws]
+    shared: list[float] = []
+    own: list[float] = []
+    with Kolbo(KEY, _transport=transport, rate_limits=None) as client:
+        status = client.generations.attach("gen1").status
+
+        def ours(_: int) -> None:
+            for _ in range(per_thread):
+                status()
+
+        def baseline(i: int) -> None:
+            for _ in range(per_thread):
+                polls[i]()
+
+        _threads_seconds(ours, threads)  # warm-up
+        _threads_seconds(baseline, threads)
+        for _ in range(rounds):
+            shared.append(_threads_seconds(ours, threads) / (threads * per_thread))
+            own.append(_threads_seconds(baseline, threads) / (threads * per_thread))
+    for raw in raws:
+        raw.close()
+    ours_s, base_s = statistics.median(shared), statistics.median(own)
+    return [Row(
+        "16 threads polling: one shared Kolbo", ours_s, base_s, "s",
+        baseline_name="16 raw httpx.Clients", goal=1 / 0.9,
+        noisy=spread(shared) > 0.25 or spread(own) > 0.25,
+        note=f"{1 / ours_s:,.0f} vs {1 / base_s:,.0f} calls/s",
+    )]
 
 
 _DOWNLOAD_SERVER = """
@@ -458,6 +606,8 @@ SCENARIOS: list[tuple[str, Callable[[bool], list[Row]]]] = [
     ("generation", whole_generation),
     ("download", download),
     ("sync", sync_overhead),
+    ("blocking", blocking),
+    ("threads", threads_sharing),
     ("peers", peers),
     ("import", import_time),
     ("pacing", scale.pacing),

@@ -1,24 +1,20 @@
 """`Kolbo` and `Generation`: the blocking client, forwarding to the async core.
 
-Each client owns one event loop in a daemon thread, behind an anyio blocking portal; every
-method is one call across it. No request, retry, pacing, polling or validation logic lives
-here: an ``if`` in this module would be a second copy of the async core. The only decisions
-taken here are about the portal itself (is it closed, is this its own thread).
+Each client owns one event loop (`_portal.Runner`); every method is one call onto it, run in
+the calling thread when nothing else is using the loop. No request, retry, pacing, polling or
+validation logic lives here: an ``if`` in this module would be a second copy of the async
+core.
 """
 
 from __future__ import annotations
 
 import os
-import threading
-import weakref
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
-import anyio
 import httpx
 
 from ._batch import AsyncBatch, BatchOutcome
@@ -33,166 +29,19 @@ from ._client import (
 )
 from ._clock import Clock
 from ._config import DEFAULT_TIMEOUT, RateLimits
-from ._exceptions import KolboError
 from ._handles import DEFAULT_WAIT, AsyncGeneration, GenerationProgress, ProgressCallback
 from ._models import Credits, GenerationStatus, Model, Submission, VideoResult
+from ._portal import Runner as _Runner
 from ._requests import ImageToVideo, TextToVideo
-from ._runtime import forks
-
-if TYPE_CHECKING:
-    from anyio.from_thread import BlockingPortal
 
 __all__ = ["Batch", "Generation", "Kolbo"]
-
-T = TypeVar("T")
-
-_CLOSED = "This Kolbo client is closed; create a new one to make requests."
-_FORKED = (
-    "This Kolbo client was created before os.fork() and cannot run in the child process "
-    "(its event loop thread stayed in the parent); nothing was sent. Create the client in the "
-    "child: gunicorn's post_fork hook, Celery's worker_process_init, or after the fork."
-)
-
-
-class _Runner:
-    """One event loop in a daemon thread, the portal into it, and the `AsyncKolbo` on it.
-
-    Why not `anyio.from_thread.start_blocking_portal`: its loop runs in a thread pool worker,
-    and the interpreter joins those workers at exit *before* atexit hooks (and so before any
-    finalizer) run, so a client the caller forgot to close would hang exit forever. A daemon
-    thread cannot; the atexit finalizer registered below still closes it properly.
-
-    The client, its namespaces, its `with_options` copies and every `Generation` hold the
-    runner, so the loop lives exactly as long as something can still call into it:
-    ``gen = Kolbo().videos.generate(...)`` keeps working after the client object is gone.
-    """
-
-    __slots__ = ("__weakref__", "_cancelled", "_forks", "_stopped", "_thread", "client", "close",
-                 "portal")  # fmt: skip
-
-    def __init__(self, factory: Callable[[], Awaitable[AsyncKolbo]]) -> None:
-        # Imported here: anyio.from_thread costs ~7 ms that `import kolbo_async` should not.
-        from concurrent.futures import CancelledError, Future
-
-        from anyio.from_thread import BlockingPortal
-
-        ready: Future[BlockingPortal] = Future()
-
-        async def serve() -> None:
-            async with BlockingPortal() as portal:
-                ready.set_result(portal)
-                await portal.sleep_until_stopped()
-
-        def run() -> None:
-            try:
-                anyio.run(serve)  # asyncio: httpx and the core run on either backend
-            except BaseException as exc:  # pragma: no cover - the loop failed to start
-                if not ready.done():
-                    ready.set_exception(exc)
-
-        self._cancelled = CancelledError
-        self._forks = forks()
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=run, name="kolbo-blocking", daemon=True)
-        self._thread.start()
-        self.portal = ready.result()
-        try:
-            # Built on the loop it will run on, so its locks and pool belong to that loop.
-            self.client = self.call(factory)
-        except BaseException:
-            _stop(self.portal, self._thread, self._stopped)
-            raise
-        # Runs once: on close(), when the last holder is collected, or at interpreter exit.
-        # Its arguments must not include `self`, or the runner would never be collected.
-        self.close = weakref.finalize(
-            self, _shutdown, self.portal, self._thread, self._stopped, self.client.aclose,
-            self._forks,
-        )  # fmt: skip
-
-    @property
-    def closed(self) -> bool:
-        return self._stopped.is_set()
-
-    def call(self, func: Callable[..., Awaitable[T]], /, *args: Any) -> T:
-        """Run ``func(*args)`` on the loop and wait for it; Ctrl-C cancels it there too.
-
-        `start_task_soon` + `Future.result()` rather than `portal.call`: the same thing, but
-        it keeps the future, so an interrupted wait can cancel the task on the loop. It works
-        from a thread that runs its own event loop (a notebook cell) because the work runs
-        on this runner's loop, never on the caller's.
-        """
-        if self._stopped.is_set():
-            raise KolboError(_CLOSED)
-        if self._forks != forks():
-            # The loop's thread did not survive fork(): waiting for it would hang forever.
-            raise KolboError(_FORKED)
-        if threading.current_thread() is self._thread:
-            # Waiting here for the loop we are running on would deadlock it.
-            raise KolboError(
-                "The blocking client cannot be called from its own callbacks (on_progress)."
-            )
-        try:
-            future = self.portal.start_task_soon(func, *args)
-        except RuntimeError:  # "This portal is not running": closed by another thread
-            if self._stopped.is_set():
-                raise KolboError(_CLOSED) from None
-            raise
-        try:
-            # A plain Future wait: on the main thread CPython lets SIGINT interrupt it.
-            return future.result()
-        except self._cancelled:
-            if self._stopped.is_set():  # another thread closed the client under this call
-                raise KolboError(
-                    "The Kolbo client was closed while this call was running."
-                ) from None
-            raise
-        except BaseException:
-            # KeyboardInterrupt (or any interruption of the wait itself): cancel the task on
-            # the loop too, so nothing keeps polling behind the caller's back. A no-op when
-            # the task already finished (the exception then came from the task).
-            future.cancel()
-            raise
-
-
-def _stop(portal: BlockingPortal, thread: threading.Thread, stopped: threading.Event) -> None:
-    stopped.set()  # first, so calls cut short below report "closed", not "cancelled"
-    with suppress(RuntimeError):  # the loop is already gone
-        portal.start_task_soon(portal.stop, True).result()
-    thread.join(timeout=10)
-
-
-def _shutdown(
-    portal: BlockingPortal,
-    thread: threading.Thread,
-    stopped: threading.Event,
-    aclose: Callable[[], Awaitable[None]],
-    created_forks: int,
-) -> None:
-    if created_forks != forks():
-        # A forked child closing (or exiting with) its parent's client: the loop thread is
-        # not here to answer, and the parent still uses the pool. Nothing to do.
-        stopped.set()
-        return
-    if threading.current_thread() is thread:
-        # Closed from the loop's own thread (an on_progress callback, or the last reference
-        # dropped there): it cannot wait for itself, so another thread does the closing.
-        threading.Thread(
-            target=_shutdown,
-            args=(portal, thread, stopped, aclose, created_forks),
-            name="kolbo-close",
-        ).start()
-        return
-    try:
-        with suppress(RuntimeError):  # the loop is already gone
-            portal.start_task_soon(aclose).result()
-    finally:
-        _stop(portal, thread, stopped)
 
 
 class Kolbo:
     """The blocking Kolbo client: the same names, arguments and behaviour as `AsyncKolbo`.
 
-    It runs the async core on its own event loop, in a daemon thread, so it works from plain
+    It runs the async core on its own event loop: in the calling thread when no other call is
+    using it (no thread hand-off), else in the client's daemon thread. So it works from plain
     scripts, from many threads at once (one client may be shared), and from inside a running
     event loop (a notebook cell, an async framework's sync hook). Close it with `close()` or
     a ``with`` block; an unclosed client is closed at interpreter exit and never delays it.
@@ -392,7 +241,6 @@ class Videos:
             resolution=resolution, sound_enabled=sound_enabled, extra_body=extra_body,
         )))  # fmt: skip
 
-
     def generate_many(
         self,
         requests: Iterable[TextToVideo | ImageToVideo | Mapping[str, Any]],
@@ -552,9 +400,9 @@ class Generation:
     ) -> Path:
         """Wait for the video and stream ``result.urls[index]`` to `path`; return the path.
 
-        Same as `AsyncGeneration.download`. `on_progress` runs on the client's event loop
-        thread, not the caller's: keep it quick, and do not call the client from it (that
-        raises `KolboError`).
+        Same as `AsyncGeneration.download`. `on_progress` runs inside the client's event
+        loop (usually in the calling thread, the client's own thread when calls overlap):
+        keep it quick, and do not call the client from it (that raises `KolboError`).
         """
         return self._runner.call(partial(
             self._inner.download, path, index=index, overwrite=overwrite,
@@ -571,8 +419,8 @@ class Generation:
     ) -> Path:
         """Like `download`, for the result's thumbnail image.
 
-        Same as `AsyncGeneration.download_thumbnail`; `on_progress` runs on the client's
-        event loop thread.
+        Same as `AsyncGeneration.download_thumbnail`; `on_progress` runs inside the client's
+        event loop, as for `download`.
         """
         return self._runner.call(partial(
             self._inner.download_thumbnail, path, overwrite=overwrite,

@@ -463,7 +463,11 @@ class AsyncAccount:
 
 
 def _parse_submission(data: dict[str, Any]) -> Submission:
-    if not isinstance(data.get("generation_id"), str) or not data["generation_id"]:
+    generation_id = data.get("generation_id")
+    if isinstance(generation_id, int) and not isinstance(generation_id, bool):
+        # A number is still the id of a generation that was created (and charged).
+        data = {**data, "generation_id": str(generation_id)}
+    elif not isinstance(generation_id, str) or not generation_id:
         raise ValueError("the answer has no 'generation_id'")
     return structure(data, Submission)
 

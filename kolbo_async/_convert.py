@@ -27,6 +27,16 @@ T = TypeVar("T")
 # and the generated structuring functions are faster on the status-poll hot path.
 _converter = cattrs.Converter(detailed_validation=False)
 
+# What reading an odd value can raise: `float(10**400)` is an OverflowError, not a ValueError.
+_UNREADABLE = (
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    OverflowError,
+    cattrs.BaseValidationError,
+)
+
 
 def _str_tuple(value: object, _: object) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)):
@@ -125,7 +135,7 @@ def _lenient(
             cleaned["raw"] = data
         try:
             return base(cleaned, cls)
-        except (ValueError, TypeError, KeyError, AttributeError, cattrs.BaseValidationError):
+        except _UNREADABLE:
             # The slow path, taken only for an odd answer: find the optional fields that
             # cannot be read one by one, drop them, and try again.
             for name, kind in optional.items():
@@ -143,7 +153,7 @@ def _readable(value: object, kind: Any, name: str, cls: type) -> bool:
         reader = _converter.structure
     try:
         reader(value, kind)
-    except (ValueError, TypeError, KeyError, AttributeError, cattrs.BaseValidationError):
+    except _UNREADABLE:
         return False
     return True
 
@@ -178,5 +188,5 @@ def structure(data: object, cls: type[T]) -> T:
         return _converter.structure(data, cls)
     except ValueError:
         raise
-    except (TypeError, KeyError, AttributeError, cattrs.BaseValidationError) as exc:
+    except _UNREADABLE as exc:
         raise ValueError(f"cannot read {cls.__name__}: {exc}") from exc

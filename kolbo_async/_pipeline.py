@@ -11,7 +11,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import anyio
 import httpx
@@ -37,7 +37,7 @@ from ._retries import (
     retry_delay,
     waits_too_long,
 )
-from ._runtime import current_loop, forks
+from ._runtime import current_loop, forks, running_asyncio
 
 if TYPE_CHECKING:
     from ._download import Transfers
@@ -192,6 +192,11 @@ class Pipeline:
         key = self.settings.api_key
         return text.replace(key, _REDACTED) if key and key in text else text
 
+    def preview(self, body: object) -> str:
+        """A short, one-line, key-free view of an answer for a message (masked first, then
+        cut, so that a key straddling the cut cannot survive in part)."""
+        return _preview(self.redact(body if isinstance(body, str) else repr(body)))
+
     async def call(
         self,
         call: Call,
@@ -255,7 +260,7 @@ class Pipeline:
                     await self.clock.sleep(delay)
 
     async def _paid_attempt(self, call: Call, parse: Callable[[dict[str, Any]], T]) -> T:
-        """One attempt at a generation POST, shielded from the caller's cancellation.
+        """One attempt at a generation POST, run to its answer whatever the caller does.
 
         Once the POST may be on the wire, only its answer tells whether Kolbo charged for
         it; a caller that leaves meanwhile (a timeout, a task group, Ctrl-C) would lose a
@@ -263,27 +268,59 @@ class Pipeline:
         client waits for it too), and what lands after its caller left is logged at WARNING:
         the id of the generation, or that its outcome is unknown.
         """
-        lifecycle = self.lifecycle
-        failure: Exception | None = None
-        lifecycle.paid_in_flight += 1
-        try:
+        asyncio = running_asyncio()
+        outcome: tuple[T | None, Exception | None]
+        if asyncio is not None:
+            # asyncio's own cancellation (`wait_for`, `timeout`, `Task.cancel`) goes through
+            # an anyio shield; only a task of its own keeps the POST going. The caller leaves
+            # at once, and the task reports what became of the POST when it lands.
+            abandoned = [False]
+            task = asyncio.ensure_future(self._land(call, parse, abandoned))
+            try:
+                outcome = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if task.done():
+                    _log_orphan(call, *task.result())
+                else:
+                    abandoned[0] = True  # the task reports it when it lands
+                raise
+        else:
             with anyio.CancelScope(shield=True):
-                try:
-                    result = await self._attempt(call, parse)
-                except Exception as exc:  # judged below, once we know if anyone still waits
-                    failure = exc
+                outcome = await self._land(call, parse)
+            try:
+                await anyio.lowlevel.checkpoint()
+            except anyio.get_cancelled_exc_class():
+                _log_orphan(call, *outcome)
+                raise
+        result, failure = outcome
+        if failure is not None:
+            raise failure
+        return cast(T, result)  # set whenever failure is None
+
+    async def _land(
+        self,
+        call: Call,
+        parse: Callable[[dict[str, Any]], T],
+        abandoned: list[bool] | None = None,
+    ) -> tuple[T | None, Exception | None]:
+        """The paid attempt itself, counted while on the wire; its failure is returned, to
+        be judged once we know whether anyone still waits (`abandoned[0]`: nobody does)."""
+        lifecycle = self.lifecycle
+        lifecycle.paid_in_flight += 1
+        outcome: tuple[T | None, Exception | None] | None = None
+        try:
+            outcome = (await self._attempt(call, parse), None)
+        except Exception as exc:
+            outcome = (None, exc)
         finally:
+            if abandoned is not None and abandoned[0]:
+                # None: the loop itself is going away under the POST (its outcome unknown).
+                _log_orphan(call, *(outcome or (None, _CUT_SHORT)))
             lifecycle.paid_in_flight -= 1
             if not lifecycle.paid_in_flight and lifecycle.landed is not None:
                 lifecycle.landed.set()
-        try:
-            await anyio.lowlevel.checkpoint()
-        except anyio.get_cancelled_exc_class():
-            _log_orphan(call, result if failure is None else None, failure)
-            raise
-        if failure is not None:
-            raise failure
-        return result
+        assert outcome is not None  # set unless an exception is on its way out
+        return outcome
 
     async def once(self, call: Call, parse: Callable[[dict[str, Any]], T]) -> T:
         """One attempt at a status poll that the shared poller has already paced.
@@ -341,7 +378,7 @@ class Pipeline:
                     ) from None
                 raise APIResponseValidationError(
                     f"{call.method} {request.url.path} answered {response.status_code} with a "
-                    f"body the SDK cannot read ({exc}): {_preview(body)}",
+                    f"body the SDK cannot read ({exc}): {self.preview(body)}",
                     response=response,
                     body=body,
                 ) from None
@@ -401,13 +438,15 @@ class Pipeline:
                     raise self._unknown(call, response, f"with {what}")
                 raise APIResponseValidationError(
                     f"{call.method} {response.request.url.path} answered {status} with "
-                    f"{what}: {_preview(response.text)}",
+                    f"{what}: {self.preview(response.text)}",
                     response=response,
                     body=response.text,
                 )
             body = response.text
         elif 200 <= status < 300:
-            if body.get("success") is False or body.get("status") is False:
+            refused = body.get("success") is False or body.get("status") is False
+            # A paid POST whose answer names a generation created it, whatever else it says.
+            if refused and not (call.generation and _names_generation(body)):
                 raise self._status_error(response, body)
             return body
         if call.generation and status >= 500 and not _is_envelope(body):
@@ -430,7 +469,7 @@ class Pipeline:
         _redact(request)
         return SubmissionOutcomeUnknownError(
             f"{call.method} {request.url.path} was answered {response.status_code} {how}: "
-            f"{self.redact(_preview(response.text))}. The generation may have been created "
+            f"{self.preview(response.text)}. The generation may have been created "
             "and charged; it was NOT resubmitted. Check your Kolbo dashboard before "
             "submitting it again.",
             request=request,
@@ -439,6 +478,9 @@ class Pipeline:
 
     def _status_error(self, response: httpx.Response, body: object) -> APIStatusError:
         retry_after = parse_retry_after(response.headers.get("retry-after"), now_epoch=time.time())
+        if isinstance(body, str):
+            # Masked before the message cuts it short: a cut key would no longer be found.
+            body = self.redact(body)
         error = make_status_error(response, body, retry_after=retry_after)
         if 300 <= response.status_code < 400:
             location = response.headers.get("location", "?")
@@ -458,6 +500,9 @@ class Retryable(Exception):
         super().__init__(str(error))
         self.attempt = attempt
         self.error = error
+
+
+_CUT_SHORT = SubmissionOutcomeUnknownError("the event loop stopped while it was on the wire")
 
 
 def _log_orphan(call: Call, result: object, failure: Exception | None) -> None:
@@ -484,6 +529,13 @@ def _log_orphan(call: Call, result: object, failure: Exception | None) -> None:
             call.path,
             error,
         )
+
+
+def _names_generation(body: dict[str, Any]) -> bool:
+    generation_id = body.get("generation_id")
+    if isinstance(generation_id, str):
+        return generation_id != ""
+    return isinstance(generation_id, int) and not isinstance(generation_id, bool)
 
 
 def _is_envelope(body: object) -> bool:

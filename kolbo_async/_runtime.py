@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
-__all__ = ["current_loop", "forks"]
+__all__ = ["current_loop", "forks", "running_asyncio"]
 
 # A one-item list rather than a global statement: the fork hook bumps it in the child.
 _forks = [0]
@@ -50,4 +51,12 @@ def current_loop() -> object | None:
         except RuntimeError:
             return None
         return token
+    return None
+
+
+def running_asyncio() -> Any | None:
+    """The `asyncio` module when an asyncio loop runs in this thread, else None."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None and asyncio.events._get_running_loop() is not None:
+        return asyncio
     return None

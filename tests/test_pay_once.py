@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import multiprocessing
 import sys
@@ -505,3 +506,124 @@ def test_ctrl_c_during_a_blocking_generate_keeps_the_generation() -> None:
     [generation_id] = sim.generations
     assert generation_id in err
     assert posts(sim) == 1
+
+
+def test_asyncio_wait_for_cannot_lose_the_generation(caplog: pytest.LogCaptureFixture) -> None:
+    """asyncio's own cancellation (`wait_for`, `Task.cancel`) does not respect an anyio
+    shield: the POST must still land, its id logged, and closing waits for it."""
+    sim = Simulator(clock=VirtualClock())
+    gated = _GatedTransport(sim.transport())
+
+    async def main() -> None:
+        async with AsyncKolbo("kolbo_live_simulator", base_url=sim.base_url,
+                              _transport=gated, _clock=sim.clock, rate_limits=None) as client:
+
+            async def open_gate_later() -> None:
+                await gated.arrived.wait()
+                await asyncio.sleep(0.05)  # after wait_for gave up
+                gated.gate.set()
+
+            opener = asyncio.ensure_future(open_gate_later())
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(client.videos.generate("a cat"), 0.01)
+            await opener
+
+    with caplog.at_level(logging.WARNING, logger="kolbo_async"):
+        asyncio.run(main())
+    assert posts(sim) == 1
+    [generation_id] = sim.generations
+    assert any(generation_id in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.anyio
+class TestOddPostAnswers:
+    async def test_success_false_with_an_id_still_yields_the_handle(
+        self, router: respx.MockRouter, make_client: MakeClient
+    ) -> None:
+        router.post("/api/v1/generate/video").respond(
+            200, json={**SUBMITTED, "success": False, "error": "queued with a warning"}
+        )
+        gen = await make_client().videos.generate("a cat")
+        assert gen.id == "gen1"
+
+    async def test_a_numeric_id_is_still_an_id(
+        self, router: respx.MockRouter, make_client: MakeClient
+    ) -> None:
+        router.post("/api/v1/generate/video").respond(200, json={**SUBMITTED, "generation_id": 42})
+        assert (await make_client().videos.generate("a cat")).id == "42"
+
+    async def test_success_false_without_an_id_is_kolbo_refusing(
+        self, router: respx.MockRouter, make_client: MakeClient
+    ) -> None:
+        router.post("/api/v1/generate/video").respond(
+            200, json={"success": False, "error": "nope", "code": "MODEL_NOT_FOUND"}
+        )
+        with pytest.raises(k.BadRequestError):
+            await make_client().videos.generate("a cat")
+
+    @pytest.mark.parametrize("field", ["credits_charged", "poll_interval_hint"])
+    async def test_numbers_too_big_for_a_float_are_dropped(
+        self, router: respx.MockRouter, make_client: MakeClient, field: str
+    ) -> None:
+        body = json.dumps({**SUBMITTED, field: 0}).replace(
+            f'"{field}": 0', f'"{field}": 1{"0" * 400}'
+        )
+        router.post("/api/v1/generate/video").respond(
+            200, content=body.encode(), headers={"content-type": "application/json"}
+        )
+        gen = await make_client().videos.generate("a cat")
+        assert gen.id == "gen1"
+        assert gen.submission is not None and getattr(gen.submission, field) is None
+
+    async def test_overflowing_status_and_catalog_values_are_read(
+        self, router: respx.MockRouter, make_client: MakeClient
+    ) -> None:
+        huge = "1" + "0" * 400
+        router.get("/api/v1/generate/gen1/status").respond(
+            200,
+            content=(
+                '{"success": true, "generation_id": "gen1", "state": "completed", '
+                f'"progress": 1e400, "credits_used": {huge}, '
+                '"result": {"urls": ["https://cdn.kolbo.ai/a.mp4"]}}'
+            ).encode(),
+            headers={"content-type": "application/json"},
+        )
+        router.get("/api/v1/models").respond(
+            200,
+            content=(
+                '{"success": true, "models": [{"identifier": "m", "credit": ' + huge + "}]}"
+            ).encode(),
+            headers={"content-type": "application/json"},
+        )
+        client = make_client()
+        assert (await client.generations.attach("gen1").result()).url
+        [model] = await client.models.list()
+        assert model.identifier == "m"
+
+
+@pytest.mark.anyio
+class TestKeyNeverInMessages:
+    async def test_a_page_echoing_the_headers(
+        self, router: respx.MockRouter, make_client: MakeClient
+    ) -> None:
+        echo = f"<html>debug: X-API-Key: {KEY}</html>"
+        router.get("/api/v1/account/credits").respond(200, text=echo)
+        with pytest.raises(k.APIResponseValidationError) as info:
+            await make_client().account.credits()
+        for text in (str(info.value), repr(info.value), repr(info.value.args)):
+            assert KEY not in text and KEY[11:30] not in text
+
+    @pytest.mark.parametrize("pad", [60, 100, 110, 115])
+    async def test_a_key_straddling_the_preview_cut(
+        self, router: respx.MockRouter, make_client: MakeClient, pad: int
+    ) -> None:
+        page = "x" * pad + KEY + "y" * 300
+        router.post("/api/v1/generate/video").respond(504, text=page)
+        router.get("/api/v1/models").respond(503, text=page)
+        client = make_client(max_retries=0)
+        with pytest.raises(k.SubmissionOutcomeUnknownError) as unknown:
+            await client.videos.generate("a cat")
+        with pytest.raises(k.InternalServerError) as status:
+            await client.models.list()
+        for error in (unknown.value, status.value):
+            assert KEY[11:25] not in str(error)

@@ -1,8 +1,13 @@
-"""Shared fixtures: every async test runs on asyncio and on trio."""
+"""Shared fixtures and helpers: every async test runs on asyncio and on trio."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
+
+from kolbo_async.testing import SimRequest, Simulator, VirtualClock
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -19,27 +24,74 @@ def _no_kolbo_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class StepClock:
-    """A clock for single-flow tests: `sleep` jumps time forward and records the wait."""
+    """A `VirtualClock` at 1000 s for single-flow tests that also records each wait it served.
+
+    Time jumps only when every task is blocked, so an in-flight mock request always lands
+    first; a sleep cancelled meanwhile (the shared poller's alarm, when a poll lands) is not
+    recorded and moves no time.
+    """
 
     def __init__(self) -> None:
-        self.time = 1000.0
+        self._clock = VirtualClock(start=1000.0)
         self.sleeps: list[float] = []
 
+    @property
+    def time(self) -> float:
+        """The current time; assigning moves it forward (never back)."""
+        return self._clock.now()
+
+    @time.setter
+    def time(self, value: float) -> None:
+        self._clock.advance(value - self._clock.now())
+
     def now(self) -> float:
-        return self.time
+        return self._clock.now()
 
     async def sleep(self, seconds: float) -> None:
-        import anyio
-
-        # Other ready tasks (an in-flight mock request) run first; a sleep cancelled in the
-        # meantime (the shared poller's alarm, when a poll lands) leaves time alone.
-        for _ in range(8):
-            await anyio.lowlevel.checkpoint()
+        await self._clock.sleep(seconds)
         self.sleeps.append(seconds)
-        self.time += max(0.0, seconds)
 
 
 @pytest.fixture
 def clock() -> StepClock:
     """A fresh `StepClock`."""
     return StepClock()
+
+
+#: The key the simulator tests send.
+SIM_KEY = "kolbo_live_" + "a" * 40
+
+
+def sim_call(
+    sim: Simulator,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    key: str | None = SIM_KEY,
+    query: dict[str, str] | None = None,
+    host: str = "api",
+) -> tuple[int, Any, dict[str, str]]:
+    """One request straight into `sim.handle` (no HTTP): (status, JSON or bytes, headers)."""
+    headers = {"x-api-key": key} if key else {}
+    answer = sim.handle(
+        SimRequest(
+            method,
+            path,
+            query=query or {},
+            headers=headers,
+            body=json.dumps(body).encode() if body is not None else b"",
+            host=host,
+        )
+    )
+    data: Any = answer.body
+    if answer.headers.get("content-type") == "application/json":
+        data = json.loads(answer.body)
+    return answer.status, data, answer.headers
+
+
+def sim_submit(sim: Simulator, **body: Any) -> dict[str, Any]:
+    """Submit a text-to-video generation ("a cat" unless `body` says) and expect a 200."""
+    status, data, _ = sim_call(sim, "POST", "/api/v1/generate/video", {"prompt": "a cat", **body})
+    assert status == 200, data
+    return dict(data)

@@ -1,4 +1,4 @@
-"""The simulator's clocks: a virtual one that jumps, a scaled one that runs fast."""
+"""The simulator's clocks: a virtual one that jumps when all is still, a scaled one that runs fast."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import time
 import anyio
 import pytest
 
-from kolbo_async.testing import ScaledClock, Simulator, VirtualClock
+from kolbo_async.testing import ScaledClock, VirtualClock
+from kolbo_async.testing._clock import wait_all_tasks_blocked
 
 
 class TestVirtualClockSync:
@@ -19,10 +20,6 @@ class TestVirtualClockSync:
         clock.advance(-3)
         assert clock.now() == 15
 
-    def test_simulator_refuses_a_speed_with_a_virtual_clock(self) -> None:
-        """A virtual clock runs at speed 1; asking for another speed is an error."""
-        with pytest.raises(ValueError, match="speed"):
-            Simulator(clock=VirtualClock(), speed=10)
 
 
 @pytest.mark.anyio
@@ -117,6 +114,116 @@ class TestVirtualClock:
                 tg.start_soon(nap, float((i * 37) % 101))
         assert woke == sorted(woke)
         assert len(woke) == 300
+
+    async def test_a_long_chain_of_steps_finishes_before_time_jumps(self) -> None:
+        """However many steps ready work takes, it finishes before time moves."""
+        clock = VirtualClock()
+        seen: list[float] = []
+
+        async def busy() -> None:
+            for _ in range(200):
+                await anyio.lowlevel.checkpoint()
+            seen.append(clock.now())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.sleep, 100)
+            tg.start_soon(busy)
+        assert seen == [0]
+
+    async def test_an_overtaken_sleeper_waits_for_the_earlier_one_to_settle(self) -> None:
+        """A later sleeper never jumps while an earlier one's task is still at work."""
+        for _ in range(20):  # trio wakes idle waiters in a random order: try it often
+            clock = VirtualClock()
+            ticks: list[float] = []
+
+            async def ticker(clock: VirtualClock, ticks: list[float]) -> None:
+                for _ in range(5):
+                    await clock.sleep(0.05)
+                    for _ in range(20):
+                        await anyio.lowlevel.checkpoint()
+                    ticks.append(round(clock.now(), 2))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ticker, clock, ticks)
+                await clock.sleep(0.3)
+                assert ticks == [0.05, 0.1, 0.15, 0.2, 0.25]
+
+    async def test_a_reached_deadline_wakes_without_waiting_for_stillness(self) -> None:
+        """sleep(0), or a deadline already passed, returns while others keep working."""
+        clock = VirtualClock()
+        stop = anyio.Event()
+
+        async def spin() -> None:
+            while not stop.is_set():
+                await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(spin)
+            await clock.sleep(0)
+            stop.set()
+        assert clock.now() == 0
+
+    async def test_tasks_on_real_timers_count_as_blocked(self) -> None:
+        """A task waiting on a real timer does not hold virtual time back."""
+        clock = VirtualClock()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.sleep, 3600)
+            await clock.sleep(5)
+            tg.cancel_scope.cancel()
+        assert clock.now() == 5
+
+    async def test_two_clocks_in_one_loop(self) -> None:
+        """Sleepers of two clocks in one loop both wake (neither keeps the other busy)."""
+        first, second = VirtualClock(), VirtualClock(start=100)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first.sleep, 10)
+            tg.start_soon(second.sleep, 10)
+            await first.sleep(20)
+        assert (first.now(), second.now()) == (20, 110)
+
+
+@pytest.mark.anyio
+class TestWaitAllTasksBlocked:
+    async def test_returns_once_the_others_block(self) -> None:
+        """It returns only after every other task reached a blocking wait."""
+        done: list[str] = []
+        gate = anyio.Event()
+
+        async def worker() -> None:
+            for _ in range(50):
+                await anyio.lowlevel.checkpoint()
+            done.append("worked")
+            await gate.wait()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker)
+            await wait_all_tasks_blocked()
+            assert done == ["worked"]
+            gate.set()
+
+    async def test_waiters_take_turns(self) -> None:
+        """Several waiters at once all return; one watching at a time keeps none stuck."""
+        returned: list[int] = []
+
+        async def wait(i: int) -> None:
+            await wait_all_tasks_blocked()
+            returned.append(i)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                for i in range(5):
+                    tg.start_soon(wait, i)
+        assert sorted(returned) == [0, 1, 2, 3, 4]
+
+    async def test_a_cancelled_waiter_hands_its_turn_on(self) -> None:
+        """A waiter cancelled while watching or queued does not stop the others."""
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                with anyio.CancelScope() as scope:
+                    scope.cancel()
+                    await wait_all_tasks_blocked()
+                tg.start_soon(wait_all_tasks_blocked)
+                await wait_all_tasks_blocked()
 
 
 class TestScaledClock:

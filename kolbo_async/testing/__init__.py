@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from ._clock import ScaledClock as ScaledClock
 from ._clock import VirtualClock as VirtualClock
-from ._core import FAULTS as FAULTS
+from ._faults import FAULTS as FAULTS
+from ._lifecycle import GenerationRecord as GenerationRecord
+from ._lifecycle import SimGeneration as SimGeneration
 from ._records import Faults as Faults
-from ._records import GenerationRecord as GenerationRecord
 from ._records import RecordedRequest as RecordedRequest
-from ._records import SimGeneration as SimGeneration
 from ._records import SimRequest as SimRequest
 from ._records import SimResponse as SimResponse
 from ._simulator import Simulator as Simulator

@@ -14,13 +14,10 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl
 
-from ._records import SimRequest
-
-if TYPE_CHECKING:
-    from ._simulator import Simulator
+from ._records import SimRequest, SimService
 
 __all__ = ["SimulatorApp", "serve"]
 
@@ -32,8 +29,8 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 class SimulatorApp:
     """ASGI app: requests to `cdn_port` go to the simulated CDN, all others to the API."""
 
-    def __init__(self, simulator: Simulator, cdn_port: int | None = None) -> None:
-        self.simulator = simulator
+    def __init__(self, service: SimService, cdn_port: int | None = None) -> None:
+        self.service = service
         self.cdn_port = cdn_port
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -55,7 +52,7 @@ class SimulatorApp:
             host="cdn" if server[1] == self.cdn_port else "api",
             client=(scope.get("client") or ("127.0.0.1", 0))[0],
         )
-        answer = self.simulator.handle(request)
+        answer = self.service.handle(request)
         if answer.fault in ("drop_before", "drop_after"):
             # Over TCP the client cannot tell "refused before reading" from "dropped after
             # processing": both are a connection closed without an answer.
@@ -111,7 +108,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 @contextmanager
-def serve(simulator: Simulator, host: str, port: int) -> Iterator[str]:
+def serve(service: SimService, host: str, port: int) -> Iterator[str]:
     """Run the simulator on `host:port` (0 picks a free port) until the block ends."""
     try:
         import uvicorn
@@ -124,7 +121,7 @@ def serve(simulator: Simulator, host: str, port: int) -> Iterator[str]:
     shown = f"[{host}]" if ":" in host else host
     api_port = api_sock.getsockname()[1]
     cdn_port = cdn_sock.getsockname()[1]
-    app = SimulatorApp(simulator, cdn_port)
+    app = SimulatorApp(service, cdn_port)
     config = uvicorn.Config(
         app, lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=1
     )
@@ -136,10 +133,10 @@ def serve(simulator: Simulator, host: str, port: int) -> Iterator[str]:
         name="kolbo-simulator",
         daemon=True,
     )
-    saved = (simulator.base_url, simulator.cdn_url, simulator._state.cdn_url)
+    saved = (service.base_url, service.cdn_url)
     base_url = f"http://{shown}:{api_port}"
-    simulator.base_url = base_url
-    simulator.cdn_url = simulator._state.cdn_url = f"http://{shown}:{cdn_port}"
+    service.base_url = base_url
+    service.cdn_url = f"http://{shown}:{cdn_port}"
     thread.start()
     try:
         deadline = time.monotonic() + 10
@@ -154,4 +151,4 @@ def serve(simulator: Simulator, host: str, port: int) -> Iterator[str]:
         logging.getLogger("uvicorn.error").removeFilter(quiet)
         api_sock.close()
         cdn_sock.close()
-        simulator.base_url, simulator.cdn_url, simulator._state.cdn_url = saved
+        service.base_url, service.cdn_url = saved

@@ -6,7 +6,17 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["CATALOG", "SMART_SELECT_CREDIT", "matches_type", "price", "snap", "snap_ratio"]
+__all__ = [
+    "CATALOG",
+    "SMART_SELECT_CREDIT",
+    "Refused",
+    "listing",
+    "matches_type",
+    "model_for",
+    "price",
+    "snap",
+    "snap_ratio",
+]
 
 #: Credits per second when no model is named; 5 s cost 35, as in Kolbo's docs example.
 SMART_SELECT_CREDIT = 7.0
@@ -108,6 +118,41 @@ CATALOG: list[dict[str, Any]] = [
         "max_visual_dna": 20,
     },
 ]
+
+
+class Refused(Exception):
+    """The catalog refuses a request: Kolbo's error `code` and `message` for the 400."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+
+def listing(wanted: str | None) -> list[dict[str, Any]]:
+    """The models ``GET /models?type=wanted`` lists (copies)."""
+    return [dict(m) for m in CATALOG if matches_type(m, wanted)]
+
+
+def model_for(body: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
+    """The catalog entry a generation request names (None: Smart Select picks).
+
+    Raises:
+        Refused: no such model, one that cannot do `kind`, or too many Visual DNA ids.
+    """
+    model_id = body.get("model")
+    model = None
+    if model_id is not None:
+        model = next((m for m in CATALOG if m["identifier"] == model_id), None)
+        if model is None:
+            raise Refused("MODEL_NOT_FOUND", "Model not found")
+        if kind not in model["types"]:
+            raise Refused("WRONG_MODEL_TYPE", f"Model {model_id} cannot do {kind}")
+    dna = body.get("visual_dna_ids") or []
+    max_dna = (model or {}).get("max_visual_dna", 3)
+    if isinstance(dna, list) and len(dna) > max_dna:
+        raise Refused("TOO_MANY_VISUAL_DNA", f"At most {max_dna} Visual DNA ids")
+    return model
 
 
 def matches_type(model: dict[str, Any], wanted: str | None) -> bool:

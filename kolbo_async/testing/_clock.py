@@ -1,24 +1,32 @@
-"""Clocks for the simulator and for tests: one that jumps, one that runs fast."""
+"""Clocks for the simulator and for tests: one that jumps when all is still, one that runs fast."""
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import time
+from collections import deque
+from weakref import WeakKeyDictionary
 
 import anyio
 import anyio.lowlevel
 
-__all__ = ["ScaledClock", "VirtualClock"]
+__all__ = ["ScaledClock", "VirtualClock", "wait_all_tasks_blocked"]
 
 
 class VirtualClock:
     """A clock that jumps instead of sleeping: half an hour of polling runs in milliseconds.
 
     Share one between a `Simulator` and the client under test (``AsyncKolbo(...,
-    _clock=clock)`` or `Simulator.client`). Sleepers wake in deadline order: the earliest
-    sleeper first lets every other ready task run (in-process HTTP exchanges included), then
-    moves time to its deadline. Works on asyncio and trio.
+    _clock=clock)`` or `Simulator.client`). Time moves only when every task of the event loop
+    is blocked, as with trio's ``MockClock(autojump_threshold=0)``: then the earliest
+    sleeper's deadline becomes the time and it wakes. So an in-process HTTP exchange always
+    finishes before time jumps, however many steps it takes. Works on asyncio and trio.
+
+    A task waiting on a real socket or a worker thread counts as blocked too: time may jump
+    while a loopback answer is on its way. With `Simulator.serve` use a `ScaledClock` (the
+    simulator's default).
 
     Example:
         >>> clock = VirtualClock()
@@ -26,14 +34,11 @@ class VirtualClock:
         90.0
     """
 
-    #: How many times the earliest sleeper yields before jumping: enough for in-process
-    #: request/response chains of other tasks to settle.
-    YIELDS = 8
-
     def __init__(self, start: float = 0.0) -> None:
         self._now = float(start)
         self._sleepers: list[_Sleeper] = []
         self._seq = itertools.count()
+        self._jumps = 0  # sleepers woken so far
 
     def now(self) -> float:
         """The current virtual time in seconds."""
@@ -46,28 +51,35 @@ class VirtualClock:
     async def sleep(self, seconds: float) -> None:
         """Wait `seconds` of virtual time, waking in deadline order among sleepers.
 
-        The earliest sleeper first yields to the loop `YIELDS` times, so that other ready
-        tasks (in-process HTTP exchanges included) run before time jumps; the others wait on
-        an event until they are first. A cancelled sleeper leaves the queue and wakes the next.
+        Only the earliest sleeper watches the loop; the others wait on an event until they are
+        first. Once every other task is blocked, the earliest moves time to its deadline and
+        hands over to the next; a deadline already reached (equal deadlines, `advance`) wakes
+        at once. A cancelled sleeper leaves the queue and wakes the next.
         """
         deadline = self._now + max(0.0, seconds)
         entry = _Sleeper(deadline, next(self._seq))
         heapq.heappush(self._sleepers, entry)
         try:
             while True:
-                if self._sleepers[0] is entry:
-                    for _ in range(self.YIELDS):
-                        await anyio.lowlevel.checkpoint()
-                    if self._sleepers[0] is entry:
-                        heapq.heappop(self._sleepers)
-                        self._now = max(self._now, deadline)
-                        self._wake_next()
-                        return
-                else:
+                if self._sleepers[0] is not entry:
                     # A fresh event each time: an earlier sleeper may have overtaken us since
                     # we were last woken.
                     entry.event = anyio.Event()
                     await entry.event.wait()
+                elif deadline > self._now:
+                    jumps = self._jumps
+                    await wait_all_tasks_blocked()
+                    # Still first, and no other sleeper woke meanwhile (trio wakes every
+                    # waiter at once, and one woken sleeper's task runs again): all is still.
+                    if self._sleepers[0] is entry and self._jumps == jumps:
+                        break
+                else:
+                    await anyio.lowlevel.checkpoint()
+                    break
+            heapq.heappop(self._sleepers)
+            self._now = max(self._now, deadline)
+            self._jumps += 1
+            self._wake_next()
         except BaseException:
             if entry in self._sleepers:
                 self._sleepers.remove(entry)
@@ -90,6 +102,59 @@ class _Sleeper:
 
     def __lt__(self, other: _Sleeper) -> bool:
         return (self.deadline, self.seq) < (other.deadline, other.seq)
+
+
+async def wait_all_tasks_blocked() -> None:
+    """Return once every other task of the running event loop is blocked.
+
+    On trio this is trio's own (its scheduler knows). On asyncio, anyio's version sleeps a
+    real 0.1 s each time it finds a task still running, which would make every jump of a
+    `VirtualClock` cost wall time; this one yields to the loop instead, and lets one waiter
+    watch at a time, as trio does (two waiters yielding would each keep the other busy).
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        await anyio.wait_all_tasks_blocked()
+        return
+    turns = _TURNS.setdefault(loop, deque())
+    turn: asyncio.Future[None] = loop.create_future()
+    turns.append(turn)
+    try:
+        if turns[0] is not turn:
+            await turn
+        this = asyncio.current_task()
+        while True:
+            await asyncio.sleep(0)
+            if _all_blocked(loop, this):
+                return
+    finally:
+        first = turns[0] is turn
+        turns.remove(turn)
+        if first and turns and not turns[0].done():
+            turns[0].set_result(None)
+
+
+#: Per asyncio loop, the waiters of `wait_all_tasks_blocked`; the first one watches.
+_TURNS: WeakKeyDictionary[asyncio.AbstractEventLoop, deque[asyncio.Future[None]]] = (
+    WeakKeyDictionary()
+)
+
+
+def _all_blocked(loop: asyncio.AbstractEventLoop, this: asyncio.Task[object] | None) -> bool:
+    # A callback due to run (a task's next step, an I/O event just polled) means someone is
+    # about to move. Otherwise a task is blocked when it awaits a future still pending: a
+    # task that only yielded, or whose future is done, waits in the ready queue. Both are
+    # asyncio internals, read the way anyio reads `_fut_waiter`; without `_ready` (another
+    # loop implementation), the tasks alone decide.
+    if getattr(loop, "_ready", None):
+        return False
+    for task in asyncio.all_tasks(loop):
+        if task is not this:
+            waiter = getattr(task, "_fut_waiter", None)
+            if waiter is None or waiter.done():
+                return False
+    return True
 
 
 class ScaledClock:

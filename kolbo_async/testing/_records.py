@@ -1,21 +1,31 @@
-"""The simulator's plain records: requests and answers, generations, fault settings."""
+"""The simulator's plain records (requests, answers, fault settings) and its face to adapters."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
 import attrs
 
+from ._clock import ScaledClock, VirtualClock
+
 __all__ = [
+    "ROUTES",
     "Faults",
-    "GenerationRecord",
     "Plan",
     "RecordedRequest",
-    "SimGeneration",
     "SimRequest",
     "SimResponse",
+    "SimService",
+    "json_answer",
+    "number",
+    "recorded",
+    "route_of",
 ]
+
+#: The routes a request can be for (faults are injected per route).
+ROUTES = frozenset({"generate", "status", "cancel", "models", "credits", "cdn"})
 
 
 @attrs.define
@@ -45,6 +55,72 @@ class SimResponse:
     chunks: Iterator[bytes] | None = None
 
 
+def route_of(request: SimRequest) -> str:
+    """Which route of `ROUTES` a request is for (``"other"``: none)."""
+    if request.host == "cdn":
+        return "cdn"
+    path = request.path
+    if request.method == "POST" and path in (
+        "/api/v1/generate/video", "/api/v1/generate/video/from-image"
+    ):
+        return "generate"
+    if path.startswith("/api/v1/generate/") and path.endswith("/status"):
+        return "status"
+    if request.method == "POST" and path.startswith("/api/v1/generate/") and path.endswith(
+        "/cancel"
+    ):
+        return "cancel"
+    if path == "/api/v1/models":
+        return "models"
+    if path == "/api/v1/account/credits":
+        return "credits"
+    return "other"
+
+
+def json_answer(status: int, body: Mapping[str, Any]) -> SimResponse:
+    """A JSON answer, as Kolbo sends them."""
+    return SimResponse(status, {"content-type": "application/json"}, json.dumps(body).encode())
+
+
+def number(value: float) -> float | int:
+    """A number as Kolbo writes it in JSON: whole numbers without a decimal point."""
+    return int(value) if float(value).is_integer() else round(value, 4)
+
+
+def recorded(request: SimRequest, now: float, answer: SimResponse) -> RecordedRequest:
+    """How `Simulator.requests` keeps a request and its answer (status 0: never read)."""
+    try:
+        body = json.loads(request.body) if request.body else None
+    except ValueError:
+        body = request.body.decode("utf-8", "replace")
+    return RecordedRequest(
+        time=now, method=request.method, path=request.path, query=dict(request.query),
+        headers=dict(request.headers), json=body, host=request.host,
+        status=answer.status if answer.fault != "drop_before" else 0,
+        fault=answer.fault,
+    )
+
+
+class SimService(Protocol):
+    """What an adapter needs from a simulator: its one seam, its origins and its clock.
+
+    `Simulator` is one. The origins are settable because `Simulator.serve` moves them to the
+    loopback ports while it serves.
+    """
+
+    #: The API's origin, e.g. ``https://api.kolbo.ai``.
+    base_url: str
+    #: The CDN's origin (another one: result URLs point there).
+    cdn_url: str
+
+    @property
+    def clock(self) -> VirtualClock | ScaledClock:
+        """The simulated time; a slow answer waits on it when it is virtual."""
+
+    def handle(self, request: SimRequest) -> SimResponse:
+        """Answer one request now, and record it."""
+
+
 @attrs.define
 class RecordedRequest:
     """One request the simulator saw, as sent (the X-API-Key header included)."""
@@ -58,66 +134,6 @@ class RecordedRequest:
     host: str
     status: int
     fault: str | None
-
-
-@attrs.define
-class GenerationRecord:
-    """One simulated generation and its timeline."""
-
-    id: str
-    key: str
-    kind: str
-    request: dict[str, Any]
-    model: str
-    duration: float
-    aspect_ratio: str
-    credits: float
-    created_at: float
-    pending_seconds: float
-    processing_seconds: float
-    #: "completed", "failed" or "filtered" (completed with no URLs).
-    outcome: str = "completed"
-    #: The structured ``failure`` a failed generation reports (None: a content-policy one).
-    failure: dict[str, Any] | None = None
-    cancelled_at: float | None = None
-    #: Credits taken from each balance bucket at submit (refunds put them back there).
-    charged: dict[str, float] = attrs.field(factory=dict)
-    refunded: bool = False
-    #: The state at the last time anyone asked (kept current by `ServiceState`).
-    state: str = "pending"
-
-    @property
-    def ends_at(self) -> float:
-        """When the generation leaves ``processing`` (unless cancelled first)."""
-        return self.created_at + self.pending_seconds + self.processing_seconds
-
-    def state_at(self, now: float) -> tuple[str, int]:
-        """(state, progress) at simulated time `now`: a pure function of the timeline.
-
-        Example:
-            >>> g = GenerationRecord("a" * 24, "k", "text_to_video", {}, "auto", 5, "16:9",
-            ...                      35, created_at=0, pending_seconds=3, processing_seconds=90)
-            >>> g.state_at(1), g.state_at(48), g.state_at(93)
-            (('pending', 0), ('processing', 49), ('completed', 100))
-        """
-        if self.cancelled_at is not None and now >= self.cancelled_at:
-            return "cancelled", self._progress(self.cancelled_at)
-        elapsed = now - self.created_at
-        if elapsed < self.pending_seconds:
-            return "pending", 0
-        if now < self.ends_at:
-            return "processing", self._progress(now)
-        return ("failed", self._progress(now)) if self.outcome == "failed" else ("completed", 100)
-
-    def _progress(self, now: float) -> int:
-        done = now - self.created_at - self.pending_seconds
-        if done <= 0 or self.processing_seconds <= 0:
-            return 0
-        return min(99, int(99 * done / self.processing_seconds))
-
-
-#: The public name for a generation record (`Simulator.generations` values).
-SimGeneration = GenerationRecord
 
 
 @attrs.define

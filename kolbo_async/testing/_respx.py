@@ -6,12 +6,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 
+from ._records import SimService
 from ._transport import SimTransport
 
 if TYPE_CHECKING:
-    import respx
-
-    from ._simulator import Simulator
+    import respx  # an optional dependency, for the type only
 
     # A `respx.MockRouter` (what `respx.mock` yields) is a `respx.Router` too.
     _Router = TypeVar("_Router", bound=respx.Router)
@@ -19,13 +18,13 @@ if TYPE_CHECKING:
 __all__ = ["install"]
 
 
-def install(simulator: Simulator, router: _Router) -> _Router:
+def install(service: SimService, router: _Router) -> _Router:
     """Add routes for the simulator's API and CDN origins to `router`; returns the router.
 
     Faults behave as with `Simulator.transport()` (respx raises what the side effect raises).
     The side effect is async, so the routes serve `httpx.AsyncClient`s.
     """
-    transport = SimTransport(simulator)
+    transport = SimTransport(service)
 
     async def side_effect(request: httpx.Request) -> httpx.Response:
         response = await transport.handle_async_request(request)
@@ -39,6 +38,6 @@ def install(simulator: Simulator, router: _Router) -> _Router:
             extensions=response.extensions,
         )
 
-    for origin in (simulator.base_url, simulator.cdn_url):
+    for origin in (service.base_url, service.cdn_url):
         router.route(url__startswith=origin + "/").mock(side_effect=side_effect)
     return router

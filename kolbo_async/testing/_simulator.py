@@ -10,14 +10,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from kolbo_async import AsyncKolbo
+
+from ._asgi import serve
+from ._cdn import CDN
 from ._clock import ScaledClock, VirtualClock
 from ._core import ServiceState
-from ._records import Faults, GenerationRecord, RecordedRequest, SimRequest, SimResponse
+from ._lifecycle import GenerationRecord
+from ._records import Faults, RecordedRequest, SimRequest, SimResponse
+from ._respx import install
+from ._transport import SimTransport
 
 if TYPE_CHECKING:
-    import respx
-
-    from kolbo_async import AsyncKolbo
+    import respx  # an optional dependency, for the type only
 
     _Router = TypeVar("_Router", bound=respx.Router)
 
@@ -94,7 +99,6 @@ class Simulator:
         self.speed = speed
         self._explicit_limits = rate_limits
         self.base_url = base_url.rstrip("/")
-        self.cdn_url = cdn_url.rstrip("/")
         self._lock = threading.Lock()
         self._state = ServiceState(
             api_key=api_key,
@@ -107,11 +111,23 @@ class Simulator:
             pending_seconds=pending_seconds,
             processing_seconds=processing_seconds,
             seed=seed,
-            cdn_url=self.cdn_url,
-            video=_asset("sample.mp4", b""),
-            thumbnail=_asset("sample.jpg", b"\xff\xd8\xff\xd9"),
-            video_size=video_size,
+            cdn=CDN(
+                cdn_url,
+                video=_asset("sample.mp4", b""),
+                thumbnail=_asset("sample.jpg", b"\xff\xd8\xff\xd9"),
+                video_size=video_size,
+            ),
         )
+
+    @property
+    def cdn_url(self) -> str:
+        """The CDN's origin, where result URLs point (moved to a loopback port by `serve`)."""
+        return self._state.cdn.url
+
+    @cdn_url.setter
+    def cdn_url(self, url: str) -> None:
+        with self._lock:
+            self._state.cdn.url = url.rstrip("/")
 
     # -- what tests read -------------------------------------------------------------------
 
@@ -140,7 +156,7 @@ class Simulator:
         """The account's total balance now (failures so far refunded)."""
         with self._lock:
             self._state.settle(self.clock.now())
-            return self._state.total()
+            return self._state.balance.total()
 
     # -- scripting -------------------------------------------------------------------------
 
@@ -179,7 +195,7 @@ class Simulator:
             times: how many generations this applies to, in creation order.
 
         Example:
-            >>> sim.plan("failed", failure={"code": "PROVIDER_DOWN", "retryable": True})
+            >>> sim.plan("failed", failure={"code": "PROVIDER_DOWN"})  # doctest: +SKIP
         """
         with self._lock:
             self._state.plan(outcome, processing_seconds, times, failure)
@@ -251,8 +267,6 @@ class Simulator:
 
     def transport(self) -> httpx.AsyncBaseTransport:
         """An in-process httpx transport serving the API and the CDN origins."""
-        from ._transport import SimTransport
-
         self._limits(served=False)
         return SimTransport(self)
 
@@ -265,8 +279,6 @@ class Simulator:
             ...     async with httpx.AsyncClient() as http:
             ...         await http.get("https://api.kolbo.ai/api/v1/models", headers=...)
         """
-        from ._respx import install
-
         self._limits(served=False)
         return install(self, router)
 
@@ -276,8 +288,6 @@ class Simulator:
         The CDN gets a second port (another origin); `cdn_url` says which while serving.
         Requires ``pip install 'kolbo-async[sim]'``.
         """
-        from ._asgi import serve
-
         self._limits(served=True)
         return serve(self, host, port)
 
@@ -288,8 +298,6 @@ class Simulator:
             >>> async with sim.client() as client:                     # doctest: +SKIP
             ...     gen = await client.videos.generate("a cat")
         """
-        from kolbo_async import AsyncKolbo
-
         kwargs.setdefault("base_url", self.base_url)
         # Only a virtual clock is shared: with a scaled one the hints the client sleeps are
         # already in real seconds.

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING
 
 import anyio
 import httpx
 
 from ._clock import VirtualClock
-from ._records import SimRequest, SimResponse
-
-if TYPE_CHECKING:
-    from ._simulator import Simulator
+from ._records import SimRequest, SimResponse, SimService
 
 __all__ = ["SimTransport", "to_sim_request"]
 
 
-def to_sim_request(simulator: Simulator, request: httpx.Request, body: bytes) -> SimRequest:
+def to_sim_request(service: SimService, request: httpx.Request, body: bytes) -> SimRequest:
     """Translate an httpx request; the host decides between the API and the CDN."""
     origin = f"{request.url.scheme}://{request.url.netloc.decode('ascii')}"
-    host = "cdn" if origin == simulator.cdn_url else "api"
+    host = "cdn" if origin == service.cdn_url else "api"
     return SimRequest(
         method=request.method,
         path=request.url.path,
@@ -48,14 +44,14 @@ class SimTransport(httpx.AsyncBaseTransport):
     raises `httpx.ReadTimeout` when the wait passes the request's read timeout.
     """
 
-    def __init__(self, simulator: Simulator) -> None:
-        self._sim = simulator
+    def __init__(self, service: SimService) -> None:
+        self._service = service
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
-        answer = self._sim.handle(to_sim_request(self._sim, request, body))
+        answer = self._service.handle(to_sim_request(self._service, request, body))
         await self._misbehave(answer, request)
-        return to_httpx(self._sim, answer, request)
+        return to_httpx(answer, request)
 
     async def _misbehave(self, answer: SimResponse, request: httpx.Request) -> None:
         if answer.fault == "drop_before":
@@ -67,7 +63,7 @@ class SimTransport(httpx.AsyncBaseTransport):
         if answer.fault == "slow":
             read = request.extensions.get("timeout", {}).get("read")
             wait = answer.delay if read is None else min(answer.delay, read)
-            clock = self._sim.clock
+            clock = self._service.clock
             if isinstance(clock, VirtualClock):
                 await clock.sleep(wait)
             else:
@@ -76,7 +72,7 @@ class SimTransport(httpx.AsyncBaseTransport):
                 raise httpx.ReadTimeout("The read operation timed out (simulated)", request=request)
 
 
-def to_httpx(simulator: Simulator, answer: SimResponse, request: httpx.Request) -> httpx.Response:
+def to_httpx(answer: SimResponse, request: httpx.Request) -> httpx.Response:
     """An httpx response for a simulator answer."""
     if answer.chunks is not None:
         return httpx.Response(

@@ -1,0 +1,126 @@
+"""The simulated CDN: another origin serving each completed generation's files, with ranges.
+
+It takes no key (the SDK must not send one there; tests read the records). Past the end of
+the real sample video comes padding, so `video_size` can ask for large files without the
+simulator holding them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from ._faults import HTML_502
+from ._lifecycle import GenerationRecord
+from ._records import SimRequest, SimResponse
+
+__all__ = ["CDN", "chunks", "parse_range"]
+
+
+class CDN:
+    """The files of completed generations at `url`: ``/videos/{id}.mp4``, ``/thumbs/{id}.jpg``.
+
+    Args:
+        url: the CDN's origin.
+        video, thumbnail: the bytes every generation's files start with.
+        video_size: bytes per video (default ``len(video)``; larger sizes are padded).
+    """
+
+    def __init__(
+        self, url: str, *, video: bytes, thumbnail: bytes, video_size: int | None = None
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.video = video
+        self.thumbnail = thumbnail
+        self.video_size = video_size if video_size is not None else len(video)
+
+    def video_url(self, gen_id: str) -> str:
+        """Where a completed generation's video is served."""
+        return f"{self.url}/videos/{gen_id}.mp4"
+
+    def thumbnail_url(self, gen_id: str) -> str:
+        """Where a completed generation's thumbnail is served."""
+        return f"{self.url}/thumbs/{gen_id}.jpg"
+
+    def answer(
+        self,
+        request: SimRequest,
+        fault: str | None,
+        now: float,
+        generations: Mapping[str, GenerationRecord],
+    ) -> SimResponse:
+        """Serve one GET or HEAD at `now`: 404 unless the generation has completed by then."""
+        if fault in ("500", "502", "503"):
+            return SimResponse(int(fault), {"content-type": "text/plain"}, b"CDN error")
+        if fault == "html_502":
+            return SimResponse(502, {"content-type": "text/html"}, HTML_502)
+        parts = request.path.strip("/").split("/")
+        record = None
+        if len(parts) == 2 and parts[0] in ("videos", "thumbs"):
+            stem, _, ext = parts[1].rpartition(".")
+            if ext == ("mp4" if parts[0] == "videos" else "jpg"):
+                record = generations.get(stem)
+        if (
+            request.method not in ("GET", "HEAD")
+            or record is None
+            or record.state_at(now)[0] != "completed"
+            or (record.outcome == "filtered" and parts[0] == "videos")
+        ):
+            return SimResponse(404, {"content-type": "text/plain"}, b"Not Found")
+        if parts[0] == "thumbs":
+            content, size, kind = self.thumbnail, len(self.thumbnail), "image/jpeg"
+        else:
+            content, size, kind = self.video, self.video_size, "video/mp4"
+        headers = {"content-type": kind, "accept-ranges": "bytes"}
+        span = parse_range(request.headers.get("range"), size)
+        if span is None:
+            return SimResponse(416, {**headers, "content-range": f"bytes */{size}"}, b"")
+        start, stop, status = span
+        headers["content-length"] = str(stop - start)
+        if status == 206:
+            headers["content-range"] = f"bytes {start}-{stop - 1}/{size}"
+        if request.method == "HEAD":
+            return SimResponse(status, headers)
+        return SimResponse(status, headers, chunks=chunks(content, start, stop))
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int, int] | None:
+    """(start, stop, status) for a ``Range`` header; None when unsatisfiable (416).
+
+    Example:
+        >>> parse_range("bytes=4-7", 100), parse_range("bytes=-10", 100), parse_range(None, 9)
+        ((4, 8, 206), (90, 100, 206), (0, 9, 200))
+    """
+    whole = (0, size, 200)
+    if not header or not header.startswith("bytes=") or "," in header:
+        return whole  # absent, or a form we do not serve: the whole body, as RFC 9110 allows
+    first, sep, last = header[6:].strip().partition("-")
+    if not sep or not (first.isdigit() or last.isdigit()):
+        return whole
+    if not first:  # a suffix: the last N bytes
+        return (max(0, size - int(last)), size, 206) if int(last) > 0 and size > 0 else None
+    start = int(first)
+    if last.isdigit() and int(last) < start:
+        return whole
+    stop = min(int(last) + 1, size) if last.isdigit() else size
+    return (start, stop, 206) if start < size else None
+
+
+def chunks(content: bytes, start: int, stop: int, chunk: int = 64 * 1024) -> Iterator[bytes]:
+    """Bytes `start`..`stop` of `content` padded without end, in pieces of at most `chunk`."""
+    while start < stop:
+        if start < len(content):
+            piece = content[start : min(stop, start + chunk, len(content))]
+        else:
+            piece = _pad(start, min(chunk, stop - start))
+        yield piece
+        start += len(piece)
+
+
+# Padding is deterministic and position-dependent, so a resumed download that splices at the
+# wrong offset is caught by comparing bytes. One 64 KiB-plus block, sliced, keeps it fast.
+_PATTERN = bytes(i * 7 & 0xFF for i in range(256)) * 257
+
+
+def _pad(offset: int, length: int) -> bytes:
+    shift = offset % 256
+    return _PATTERN[shift : shift + length]

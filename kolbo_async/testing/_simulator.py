@@ -286,6 +286,8 @@ class Simulator:
         """Serve over real HTTP on loopback (uvicorn, in its own thread); yields the base URL.
 
         The CDN gets a second port (another origin); `cdn_url` says which while serving.
+        Meant for a `ScaledClock` (the default): a `VirtualClock` takes a client waiting on the
+        socket for a blocked task, and may jump while the answer is on its way.
         Requires ``pip install 'kolbo-async[sim]'``.
         """
         self._limits(served=True)

@@ -22,6 +22,15 @@ from typing import IO, TYPE_CHECKING
 import anyio
 import httpx
 
+from ._cdn_checks import (
+    SNIFF_BYTES,
+    content_length,
+    content_range,
+    document_kind,
+    is_encoded,
+    refused_type,
+    undecodable_encoding,
+)
 from ._exceptions import (
     APIConnectionError,
     APIResponseValidationError,
@@ -38,9 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["TargetExistsError", "Transfers", "download_to"]
 
 _BINARY = getattr(os, "O_BINARY", 0)  # Windows
-
-#: Media types that mean "a web page", never the media: a CDN's sign-in or error page.
-_PAGE_TYPES = ("text/html", "application/xhtml+xml")
 
 logger = logging.getLogger("kolbo_async")
 
@@ -299,6 +305,22 @@ def _finish(file: IO[bytes]) -> None:
     file.close()
 
 
+class _Transfer:
+    """What the temporary file holds so far, and what it must hold to be the whole file."""
+
+    __slots__ = ("done", "expected")
+
+    def __init__(self) -> None:
+        self.done = 0
+        # The whole file's size as the CDN announced it (a 200's Content-Length, the total in
+        # a Content-Range): a file shorter than that is never placed.
+        self.expected: int | None = None
+
+
+class _StartOver(Exception):
+    """The answer cannot be spliced onto what the file holds: fetch the file again, whole."""
+
+
 async def _fetch(
     pipeline: Pipeline,
     url: httpx.URL,
@@ -311,62 +333,49 @@ async def _fetch(
     http = transfers.client()
     clock = pipeline.clock
     shown = url.copy_with(query=None)  # signed URLs carry secrets in their query
-    done = 0
-    total: int | None = None
+    state = _Transfer()
     retries_done = 0
     while True:
         headers = {"Accept-Encoding": "identity"}
-        if done:
-            headers["Range"] = f"bytes={done}-"
+        if state.done:
+            headers["Range"] = f"bytes={state.done}-"
         # No key here, ever: result URLs live on a CDN, often signed, that must not see it.
-        request = http.build_request(
-            "GET", url, headers=headers, timeout=pipeline.settings.timeout
-        )
+        request = http.build_request("GET", url, headers=headers, timeout=pipeline.settings.timeout)
         try:
             async with transfers.limiter:
                 _check_deadline(clock, deadline)
-                response = await http.send(request, stream=True, follow_redirects=True)
+                response = await _send(http, request, shown)
                 try:
                     _check_deadline(clock, deadline)
                     await _check_answer(response, shown)
-                    if done and response.status_code != 206:
-                        # The CDN ignored the Range: start over rather than append a second copy.
-                        await anyio.to_thread.run_sync(_rewind, file)
-                        done = 0
-                    start = _range_start(response) if response.status_code == 206 else None
-                    if start is not None and start != done:
-                        # Bytes from elsewhere in the file would corrupt it: ask again, whole.
-                        await anyio.to_thread.run_sync(_rewind, file)
-                        done = 0
-                        raise httpx.ReadError("the CDN answered another range than asked")
-                    total = _total(response, done)
-                    if on_progress is not None:
-                        on_progress(done, total)
-                    writer = _Writer(file)
                     try:
-                        async for chunk in response.aiter_bytes():
-                            done += len(chunk)
-                            await writer.add(chunk)
-                            if on_progress is not None:
-                                on_progress(done, total)
-                            _check_deadline(clock, deadline)
-                    except httpx.DecodingError as exc:
-                        raise APIResponseValidationError(
-                            f"The CDN's answer for {shown} cannot be decoded "
-                            f"(Content-Encoding {response.headers.get('content-encoding')!r}): "
-                            f"{exc}",
-                            response=response,
-                            body=None,
-                        ) from exc
-                    finally:
-                        # Whatever arrived is on disk before a resume asks for the rest.
-                        with anyio.CancelScope(shield=True):
-                            await writer.finish()
+                        start, stop = _place_of(response, state, shown)
+                    except _StartOver as exc:
+                        # Bytes from elsewhere in the file would corrupt it.
+                        await anyio.to_thread.run_sync(_rewind, file)
+                        state.done, state.expected = 0, None
+                        raise httpx.ReadError(str(exc)) from None
+                    if start != state.done:
+                        # A 200 to a resume: start over rather than append a second copy.
+                        await anyio.to_thread.run_sync(_rewind, file)
+                        state.done = 0
+                    await _receive(response, file, state, on_progress, clock, deadline, shown)
                 finally:
                     await response.aclose()
-            if total is not None and done != total:
-                raise httpx.ReadError(f"got {done} of {total} bytes")
-            return
+            if _complete(state, start, stop):
+                if state.done == 0:
+                    raise APIResponseValidationError(
+                        f"The CDN answered {response.status_code} for {shown} with an empty "
+                        "body, not the media",
+                        response=response,
+                        body=b"",
+                    )
+                return
+            # A CDN that serves a large file in capped slices: each slice came whole and
+            # moved the file on, so the next is asked for at once, costing no retry.
+            logger.debug(
+                "download has %d of %s bytes; asking for the rest", state.done, state.expected
+            )
         except httpx.UnsupportedProtocol as exc:
             # A redirect to file:// or another scheme: no retry can change that.
             raise KolboError(f"Download of {shown} was redirected to a non-http(s) URL") from exc
@@ -396,13 +405,173 @@ async def _fetch(
 
                 raise DeadlineExceeded from exc  # the retry could not finish in time
             retries_done += 1
-            logger.debug("download broke at %d bytes (%s); resuming in %.2f s", done, exc, delay)
+            logger.debug(
+                "download broke at %d bytes (%s); resuming in %.2f s", state.done, exc, delay
+            )
             await clock.sleep(delay)
         except httpx.HTTPError as exc:
             raise APIConnectionError(f"Download of {shown} failed: {exc}", request=request) from exc
         except RuntimeError as exc:  # httpx's "client has been closed"
             pipeline.ensure_open()
             raise KolboError(f"Download of {shown} failed: {exc}") from exc
+
+
+async def _send(
+    http: httpx.AsyncClient, request: httpx.Request, shown: httpx.URL
+) -> httpx.Response:
+    """Send `request`, following redirects here so that each target is checked first.
+
+    httpx gives a ``file:///x`` Location the current host and sends it on; a CDN that
+    answers everything then looks like a redirect loop. Here a non-http(s) target ends the
+    download before anything is sent to it.
+    """
+    for _ in range(http.max_redirects + 1):
+        response = await http.send(request, stream=True, follow_redirects=False)
+        following = response.next_request
+        if following is None:
+            return response
+        await response.aclose()
+        if following.url.scheme not in ("http", "https"):
+            raise KolboError(f"Download of {shown} was redirected to a non-http(s) URL")
+        request = following
+    raise httpx.TooManyRedirects("Exceeded maximum allowed redirects.", request=request)
+
+
+def _place_of(
+    response: httpx.Response, state: _Transfer, shown: httpx.URL
+) -> tuple[int, int | None]:
+    """Where `response`'s body goes in the file: (start, stop; None when it does not say).
+
+    Updates `state.expected` from what the answer announces. Raises `_StartOver` when the
+    answer cannot be spliced onto what the file holds, `APIResponseValidationError` when
+    no answer of this kind could ever complete it.
+    """
+    if response.status_code != 206:
+        if is_encoded(response):
+            return 0, None  # its length counts encoded bytes; what we write is decoded
+        length = content_length(response)
+        if length is not None:
+            state.expected = length
+        return 0, length
+    if is_encoded(response):
+        raise _unusable(response, shown, "in an encoding (its offsets are the encoded ones)")
+    header = response.headers.get("content-range")
+    if header is None:
+        # RFC 9110 requires Content-Range on a 206; without it the body is taken as the
+        # range asked for, which only the size an earlier answer announced can check.
+        if state.expected is None:
+            raise _unusable(response, shown, "without the file's size")
+        length = content_length(response)
+        return state.done, None if length is None else state.done + length
+    span = content_range(header)
+    if span is None:
+        raise _StartOver(f"the CDN answered an unreadable Content-Range {header[:60]!r}")
+    if span.start != state.done:
+        raise _StartOver(f"the CDN answered bytes from {span.start}, not {state.done}")
+    total = span.total if span.total is not None else state.expected
+    if total is None:
+        raise _unusable(response, shown, "without the file's size")
+    if state.expected is not None and total != state.expected:
+        raise _StartOver(f"the CDN announced {total} bytes for a file of {state.expected}")
+    state.expected = total
+    return span.start, span.stop
+
+
+def _unusable(response: httpx.Response, shown: httpx.URL, how: str) -> APIResponseValidationError:
+    return APIResponseValidationError(
+        f"The CDN answered part of {shown} (206) {how}; it cannot be saved as the whole file",
+        response=response,
+        body=None,
+    )
+
+
+def _complete(state: _Transfer, start: int, stop: int | None) -> bool:
+    """Whether the file is whole; False for a slice that came whole and moved the file on.
+
+    Raises `httpx.ReadError` (a broken transfer, resumed within the retry budget) otherwise.
+    """
+    done, expected = state.done, state.expected
+    if (stop is not None and done > stop) or (expected is not None and done > expected):
+        raise httpx.ReadError(f"got {done} bytes, more than announced")
+    if stop is not None and done < stop:
+        raise httpx.ReadError(f"the answer broke after {done - start} of {stop - start} bytes")
+    if expected is None or done == expected:
+        return True
+    if stop is None or done == start:
+        raise httpx.ReadError(f"got {done} of {expected} bytes")
+    return False
+
+
+async def _receive(
+    response: httpx.Response,
+    file: IO[bytes],
+    state: _Transfer,
+    on_progress: Callable[[int, int | None], object] | None,
+    clock: Clock,
+    deadline: float | None,
+    shown: httpx.URL,
+) -> None:
+    """Append `response`'s body to `file`, counting it in `state` as it arrives."""
+    if on_progress is not None:
+        on_progress(state.done, state.expected)
+    # Only a body that starts the file is looked at: a resumed slice can hold anything.
+    head: bytearray | None = bytearray() if state.done == 0 else None
+    refusal: APIResponseValidationError | None = None
+    drained = 0
+    writer = _Writer(file)
+    try:
+        async for chunk in response.aiter_bytes():
+            if head is not None:
+                head += chunk[: SNIFF_BYTES - len(head)]
+                if len(head) >= SNIFF_BYTES:
+                    refusal, head = _document_error(bytes(head), response, shown), None
+            if refusal is not None:
+                # A refused page is read to its end while it is small: leaving httpx's
+                # stream half-read abandons its generators to the GC (a ResourceWarning).
+                drained += len(chunk)
+                if drained > _DRAIN:
+                    raise refusal
+                continue
+            state.done += len(chunk)
+            await writer.add(chunk)
+            if on_progress is not None:
+                on_progress(state.done, state.expected)
+            _check_deadline(clock, deadline)
+        if head is not None:
+            refusal = _document_error(bytes(head), response, shown)
+        if refusal is not None:
+            raise refusal
+    except httpx.DecodingError as exc:
+        raise APIResponseValidationError(
+            f"The CDN's answer for {shown} cannot be decoded "
+            f"(Content-Encoding {response.headers.get('content-encoding')!r}): {exc}",
+            response=response,
+            body=None,
+        ) from exc
+    finally:
+        # Whatever arrived is on disk before a resume asks for the rest.
+        with anyio.CancelScope(shield=True):
+            await writer.finish()
+
+
+#: How much of a refused page is read to its end rather than abandoned half-read.
+_DRAIN = 256 * 1024
+
+
+def _document_error(
+    head: bytes, response: httpx.Response, shown: httpx.URL
+) -> APIResponseValidationError | None:
+    """The error for a body that opens with `head`, when that is a document, not media."""
+    what = document_kind(head, response)
+    if what is None:
+        return None
+    text = head.decode("utf-8", "replace")
+    return APIResponseValidationError(
+        f"The CDN answered {response.status_code} for {shown} with {what}, not the media: "
+        f"{' '.join(text.split())[:120]}",
+        response=response,
+        body=text,
+    )
 
 
 def _check_deadline(clock: Clock, deadline: float | None) -> None:
@@ -413,50 +582,46 @@ def _check_deadline(clock: Clock, deadline: float | None) -> None:
 
 
 async def _check_answer(response: httpx.Response, shown: httpx.URL) -> None:
-    """Raise unless `response` can be the media: a 2xx that is not a web page."""
+    """Raise unless `response` can be the media: a 2xx that is not a document, in an
+    encoding httpx can undo."""
     if response.url.scheme not in ("http", "https"):
         raise KolboError(f"Download of {shown} was redirected to a non-http(s) URL")
     if response.status_code >= 300:
         await response.aread()
         raise _status_error(response)
-    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind in _PAGE_TYPES:
-        # A sign-in or error page served with 200 would otherwise be saved as the video.
+    refused = refused_type(response)
+    if refused is not None:
+        # A sign-in page or an XML/JSON error served with 200 would otherwise be saved as
+        # the video.
+        what, kind = refused
         page = await _peek(response)
         raise APIResponseValidationError(
-            f"The CDN answered {response.status_code} for {shown} with a web page "
+            f"The CDN answered {response.status_code} for {shown} with {what} "
             f"({kind}), not the media: {' '.join(page.split())[:120]}",
             response=response,
             body=page,
+        )
+    encoding = undecodable_encoding(response)
+    if encoding is not None:
+        # httpx passes an encoding it cannot undo through as is: the file would hold the
+        # encoded bytes. The SDK asked for identity, so no retry will help.
+        raise APIResponseValidationError(
+            f"The CDN's answer for {shown} cannot be decoded (Content-Encoding {encoding!r})",
+            response=response,
+            body=None,
         )
 
 
 async def _peek(response: httpx.Response, limit: int = 64 * 1024) -> str:
     # Read only a small page whose size is announced: a big body mislabelled as HTML is not
     # worth holding, and stopping a stream half-way leaves httpx's iterators to the GC.
-    length = response.headers.get("content-length", "")
-    if not length.isdigit() or int(length) > limit:
+    length = content_length(response)
+    if length is None or length > limit:
         return ""
     try:
         return (await response.aread()).decode("utf-8", "replace")
     except httpx.HTTPError:
         return ""  # the page is only quoted in the error
-
-
-def _range_start(response: httpx.Response) -> int | None:
-    # "bytes 400-999/1000" -> 400; None when the header is missing or malformed.
-    unit, _, span = response.headers.get("content-range", "").partition(" ")
-    start = span.partition("-")[0]
-    return int(start) if unit.strip().lower() == "bytes" and start.isdigit() else None
-
-
-def _total(response: httpx.Response, offset: int) -> int | None:
-    length = response.headers.get("content-length")
-    if length is None or not length.isdigit():
-        return None
-    if response.headers.get("content-encoding", "identity") != "identity":
-        return None  # the length counts encoded bytes; what we write is decoded
-    return offset + int(length) if response.status_code == 206 else int(length)
 
 
 def _status_error(response: httpx.Response) -> APIStatusError:

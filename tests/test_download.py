@@ -226,7 +226,6 @@ class TestResume:
         assert path.read_bytes() == body
         assert leftovers(tmp_path) == ["v.mp4"]
 
-
     async def test_range_answered_from_another_offset_starts_over(
         self, clock: StepClock, tmp_path: Path
     ) -> None:
@@ -503,8 +502,13 @@ class TestNotTheMedia:
         assert leftovers(tmp_path) == []
 
     @pytest.mark.parametrize(
-        "url", ["file:///etc/passwd", "ftp://cdn.kolbo.test/v.mp4", "data:video/mp4,AAAA",
-                "https:///nohost.mp4"]
+        "url",
+        [
+            "file:///etc/passwd",
+            "ftp://cdn.kolbo.test/v.mp4",
+            "data:video/mp4,AAAA",
+            "https:///nohost.mp4",
+        ],
     )
     async def test_non_http_url_fails_at_once(
         self,
@@ -620,3 +624,456 @@ class TestOwnConnections:
             assert not http.is_closed
         assert len(cdn_requests(sim)) == 1
         assert (tmp_path / "v.mp4").stat().st_size == 3_000_000
+
+
+class FakeCdn:
+    """A CDN that answers with `answer(request, n)` (n counts its requests from 1) and keeps
+    the ``Range`` of every request it served."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.ranges: list[str | None] = []
+
+    def transport(self) -> httpx.MockTransport:
+        def serve(request: httpx.Request) -> httpx.Response:
+            if request.url.path == STATUS:
+                return completed()
+            self.ranges.append(request.headers.get("range"))
+            return self.answer(request, len(self.ranges))
+
+        return httpx.MockTransport(serve)
+
+
+async def fetch(clock: StepClock, cdn: FakeCdn, target: Path, **options: Any) -> Path:
+    """Download gen1's video through `cdn` to `target`."""
+    async with AsyncKolbo(KEY, _clock=clock, _transport=cdn.transport(), **options) as client:
+        return await client.generations.attach("gen1").download(target)
+
+
+def asked_from(header: str | None) -> int:
+    """The first byte a ``Range: bytes=N-`` asks for (0 without one)."""
+    return int(header[6:].partition("-")[0]) if header else 0
+
+
+def part(body: bytes, start: int, stop: int, **headers: str) -> httpx.Response:
+    """A 206 carrying bytes `start`..`stop` of `body`, with its Content-Range."""
+    return httpx.Response(
+        206,
+        headers={"Content-Range": f"bytes {start}-{stop - 1}/{len(body)}", **headers},
+        content=body[start:stop],
+    )
+
+
+class Capped(httpx.AsyncBaseTransport):
+    """The simulator behind a CDN that serves at most `cap` bytes per answer, as some CDNs do
+    for large files: every GET becomes a Range request for one slice (a 206 even when the
+    client asked for no range)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, cap: int) -> None:
+        self.inner = inner
+        self.cap = cap
+        self.asked: list[str | None] = []  # the Range headers the SDK sent
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host.startswith("cdn"):
+            self.asked.append(request.headers.get("range"))
+            start = asked_from(request.headers.get("range"))
+            request.headers["Range"] = f"bytes={start}-{start + self.cap - 1}"
+        return await self.inner.handle_async_request(request)
+
+
+class TestWholeFileOnly:
+    """The size a CDN announces (a 200's Content-Length, a Content-Range's total) is the
+    file's; nothing shorter is ever placed at path."""
+
+    async def test_capped_slices_are_joined_into_the_whole_file(
+        self, sim: Simulator, vclock: VirtualClock, tmp_path: Path
+    ) -> None:
+        """A 206 to a plain GET (bytes 0-999999/3000000) is the first slice, not the file:
+        the rest is asked for slice by slice, at once, costing no retry (max_retries=0)."""
+        async with sim.client(KEY, rate_limits=None) as plain:
+            gen = await plain.videos.generate("a cat")
+            whole = (await gen.download(tmp_path / "whole.mp4")).read_bytes()
+        served = len(cdn_requests(sim))
+        capped = Capped(sim.transport(), cap=1_000_000)
+        started = vclock.now()
+        async with AsyncKolbo(
+            KEY, _transport=capped, _clock=vclock, rate_limits=None, max_retries=0
+        ) as client:
+            path = await client.generations.attach(gen.id).download(tmp_path / "v.mp4")
+        assert path.read_bytes() == whole
+        assert len(whole) == 3_000_000
+        assert capped.asked == [None, "bytes=1000000-", "bytes=2000000-"]
+        assert [r.status for r in cdn_requests(sim)[served:]] == [206, 206, 206]
+        assert vclock.now() == started  # no backoff between slices
+        assert leftovers(tmp_path) == ["v.mp4", "whole.mp4"]
+
+    def test_capped_slices_blocking_client(self, tmp_path: Path) -> None:
+        """The blocking Kolbo joins the slices too."""
+        sim = Simulator(video_size=300_000)
+        capped = Capped(sim.transport(), cap=100_000)
+        with k.Kolbo(KEY, _transport=capped, rate_limits=None, max_retries=0) as client:
+            gen = client.videos.generate("a cat")
+            sim.complete(gen.id)
+            path = gen.download(tmp_path / "v.mp4")
+        assert path.stat().st_size == 300_000
+        assert path.read_bytes()[4:8] == b"ftyp"
+        assert capped.asked == [None, "bytes=100000-", "bytes=200000-"]
+        assert len(cdn_requests(sim)) == 3
+
+    async def test_resume_answered_with_a_capped_slice(
+        self, clock: StepClock, tmp_path: Path
+    ) -> None:
+        """A transfer that broke at 500 of 2985 bytes, resumed by a CDN that answers 1000
+        bytes at a time: the file is whole (not 1500 bytes), one backoff for the break."""
+        body = bytes(range(256)) * 11 + bytes(169)  # 2985 bytes
+
+        def answer(request: httpx.Request, n: int) -> httpx.Response:
+            if n == 1:
+                size = {"Content-Length": str(len(body))}
+                return httpx.Response(200, headers=size, stream=_Breaking(body, 500))
+            start = asked_from(request.headers.get("range"))
+            return part(body, start, min(start + 1000, len(body)))
+
+        cdn = FakeCdn(answer)
+        path = await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert path.read_bytes() == body
+        assert cdn.ranges == [None, "bytes=500-", "bytes=1500-", "bytes=2500-"]
+        assert len(clock.sleeps) == 1
+        assert leftovers(tmp_path) == ["v.mp4"]
+
+    async def test_slice_that_never_moves_on_ends_without_a_file(
+        self, clock: StepClock, tmp_path: Path
+    ) -> None:
+        """A CDN that answers every request with bytes 0-99/2985 (whatever the Range) never
+        completes the file: the retry budget ends it, nothing is left at path."""
+        body = bytes(2985)
+        cdn = FakeCdn(lambda request, n: part(body, 0, 100))
+        with pytest.raises(k.APIConnectionError, match="bytes from 0, not 100"):
+            await fetch(clock, cdn, tmp_path / "v.mp4", max_retries=2)
+        # Each plain GET gets the first slice, each resume the wrong one: three tries.
+        assert cdn.ranges == [None, "bytes=100-"] * 3
+        assert len(clock.sleeps) == 2
+        assert leftovers(tmp_path) == []
+
+    async def test_slice_shorter_than_it_announced_is_resumed(
+        self, clock: StepClock, tmp_path: Path
+    ) -> None:
+        """A 206 announcing bytes 0-2984 that stops after 700 is a broken transfer: resumed
+        from 700, and within the budget only."""
+        body = bytes(range(256)) * 12
+
+        def answer(request: httpx.Request, n: int) -> httpx.Response:
+            start = asked_from(request.headers.get("range"))
+            rest = {"Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"}
+            if n == 1:
+                return httpx.Response(206, headers=rest, stream=_Breaking(body, 700))
+            return httpx.Response(206, headers=rest, content=body[start:])
+
+        cdn = FakeCdn(answer)
+        path = await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert path.read_bytes() == body
+        assert cdn.ranges == [None, "bytes=700-"]
+
+    @pytest.mark.parametrize("total", ["*", None])
+    async def test_partial_answer_without_a_size_is_refused(
+        self, clock: StepClock, tmp_path: Path, total: str | None
+    ) -> None:
+        """A 206 to a plain GET that does not say the file's size (no Content-Range, or a
+        total of "*") can never be known whole: refused at once, nothing saved."""
+        headers = {} if total is None else {"Content-Range": f"bytes 0-99/{total}"}
+        cdn = FakeCdn(lambda request, n: httpx.Response(206, headers=headers, content=bytes(100)))
+        with pytest.raises(k.APIResponseValidationError, match="without the file's size"):
+            await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert cdn.ranges == [None]
+        assert leftovers(tmp_path) == []
+
+    async def test_total_that_changes_starts_over(self, clock: StepClock, tmp_path: Path) -> None:
+        """A resume whose Content-Range total differs from the size first announced is not
+        spliced on: the file is fetched again, whole."""
+        body = bytes(range(256)) * 4
+
+        def answer(request: httpx.Request, n: int) -> httpx.Response:
+            size = {"Content-Length": str(len(body))}
+            if n == 1:
+                return httpx.Response(200, headers=size, stream=_Breaking(body, 300))
+            if n == 2:
+                return httpx.Response(
+                    206, headers={"Content-Range": "bytes 300-1999/2000"}, content=bytes(1700)
+                )
+            return httpx.Response(200, headers=size, content=body)
+
+        cdn = FakeCdn(answer)
+        path = await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert path.read_bytes() == body
+        assert cdn.ranges == [None, "bytes=300-", None]
+
+
+class TestOddHeaders:
+    async def test_non_ascii_digit_in_content_range(self, clock: StepClock, tmp_path: Path) -> None:
+        """``bytes ²-99/100`` ("²".isdigit() is true, int() refuses it) is an unreadable
+        range, not a ValueError: the file is fetched again, whole."""
+        body = bytes(range(256)) * 4
+
+        def answer(request: httpx.Request, n: int) -> httpx.Response:
+            size = {"Content-Length": str(len(body))}
+            if n == 1:
+                return httpx.Response(200, headers=size, stream=_Breaking(body, 300))
+            if n == 2:
+                odd = [(b"content-range", "bytes ²-1023/1024".encode())]
+                return httpx.Response(206, headers=odd, content=body[300:])
+            return httpx.Response(200, headers=size, content=body)
+
+        cdn = FakeCdn(answer)
+        path = await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert path.read_bytes() == body
+        assert cdn.ranges == [None, "bytes=300-", None]
+
+    async def test_non_ascii_digit_in_content_range_every_time(
+        self, clock: StepClock, tmp_path: Path
+    ) -> None:
+        """A CDN that keeps sending such a range ends in a KolboError within the budget."""
+        odd = [(b"content-range", "bytes ²-99/100".encode())]
+        cdn = FakeCdn(lambda request, n: httpx.Response(206, headers=odd, content=bytes(100)))
+        with pytest.raises(k.APIConnectionError, match="unreadable Content-Range"):
+            await fetch(clock, cdn, tmp_path / "v.mp4", max_retries=1)
+        assert cdn.ranges == [None, None]
+        assert leftovers(tmp_path) == []
+
+    async def test_non_ascii_digit_in_content_length(
+        self, clock: StepClock, tmp_path: Path
+    ) -> None:
+        """A Content-Length of "²" is no length (not a ValueError): the body is taken as
+        it comes."""
+        odd = [(b"content-length", "²".encode())]
+        cdn = FakeCdn(lambda request, n: httpx.Response(200, headers=odd, content=BODY))
+        path = await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert path.read_bytes() == BODY
+        assert cdn.ranges == [None]
+
+
+def padded(head: bytes) -> bytes:
+    """`head` followed by enough binary to fill the sniffed window."""
+    return head + bytes(range(256)) * 8
+
+
+#: The first bytes of real media: none may ever be refused.
+MEDIA = {
+    "mp4": b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41",
+    "jpeg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01",
+    "png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+    "webm": b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01",
+    "gif": b"GIF89a\x80\x02\xe0\x01\xf7\x00\x00",
+    "webp": b"RIFF\x24\x00\x00\x00WEBPVP8 ",
+    # A QuickTime file opening with a >1 GB mdat box whose size bytes read "<!DO".
+    "mov-mdat-lt": b"<!DOmdat\x00\x00\x01\xb3",
+    "mov-mdat-brace": b"{\x00\x00\x00mdat\x00\x00\x01\xb3",
+}
+
+#: Bodies that are not the media, each with the Content-Type it came with (None: none).
+DOCUMENTS = {
+    "html-no-type": (None, b"<!doctype html><html><body>Please sign in</body></html>"),
+    "html-octet": ("application/octet-stream", b"<!DOCTYPE html><html>Access denied</html>"),
+    "html-bom-space": (
+        "binary/octet-stream",
+        b"\xef\xbb\xbf\r\n  <html lang=en><head><title>Sign in</title></head></html>",
+    ),
+    "html-long-streamed": ("application/octet-stream", b"<html>" + b"<p>Sign in</p>" * 400),
+    "xml-octet": (
+        "application/octet-stream",
+        b"<?xml version='1.0'?><Error><Code>AccessDenied</Code></Error>",
+    ),
+    "json-no-type": (None, b' \n{"error": "token expired"}'),
+    "xml": ("application/xml", b"<?xml version='1.0'?><Error><Code>AccessDenied</Code></Error>"),
+    "text-xml": ("text/xml", b"<Error><Code>NoSuchKey</Code></Error>"),
+    "json": ("application/json", b'{"error":"expired"}'),
+    "problem-json": ("application/problem+json", b'{"title":"Forbidden"}'),
+    "text-plain": ("text/plain; charset=utf-8", b"Access Denied"),
+}
+
+
+class TestNotTheMediaSniffed:
+    @pytest.mark.parametrize("name", DOCUMENTS)
+    async def test_document_is_refused(self, clock: StepClock, tmp_path: Path, name: str) -> None:
+        """A page or an error document is refused whatever it is labelled, served once,
+        nothing left at path and no temporary file."""
+        kind, body = DOCUMENTS[name]
+        headers = {} if kind is None else {"Content-Type": kind}
+
+        def answer(request: httpx.Request, n: int) -> httpx.Response:
+            if name == "html-long-streamed":  # arrives in pieces, no length announced
+                pieces = [body[i : i + 100] for i in range(0, len(body), 100)]
+                return httpx.Response(200, headers=headers, stream=_Pieces(pieces))
+            return httpx.Response(200, headers=headers, content=body)
+
+        cdn = FakeCdn(answer)
+        with pytest.raises(k.APIResponseValidationError, match="not the media"):
+            await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert cdn.ranges == [None]
+        assert clock.sleeps == []
+        assert leftovers(tmp_path) == []
+
+    @pytest.mark.parametrize("kind", [None, "application/octet-stream", "video/mp4"])
+    @pytest.mark.parametrize("name", MEDIA)
+    async def test_real_media_is_never_refused(
+        self, clock: StepClock, tmp_path: Path, name: str, kind: str | None
+    ) -> None:
+        """Whatever its label, a body that opens as a video or an image is saved."""
+        body = padded(MEDIA[name])
+        headers = {} if kind is None else {"Content-Type": kind}
+        cdn = FakeCdn(lambda request, n: httpx.Response(200, headers=headers, content=body))
+        path = await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert path.read_bytes() == body
+
+    @pytest.mark.parametrize("kind", [None, "application/octet-stream", "image/svg+xml"])
+    async def test_svg_is_media(self, clock: StepClock, tmp_path: Path, kind: str | None) -> None:
+        """SVG, the one image written as markup, is saved (images are coming)."""
+        body = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>'
+        headers = {} if kind is None else {"Content-Type": kind}
+        cdn = FakeCdn(lambda request, n: httpx.Response(200, headers=headers, content=body))
+        path = await fetch(clock, cdn, tmp_path / "v.svg")
+        assert path.read_bytes() == body
+
+    async def test_resumed_slice_is_not_sniffed(self, clock: StepClock, tmp_path: Path) -> None:
+        """The middle of a file can hold any bytes: only a body that starts it is looked at."""
+        body = padded(MEDIA["mp4"])[:600] + b"{" + b"x" * 600
+
+        def answer(request: httpx.Request, n: int) -> httpx.Response:
+            if n == 1:
+                size = {"Content-Length": str(len(body))}
+                return httpx.Response(200, headers=size, stream=_Breaking(body, 600))
+            return part(body, 600, len(body))
+
+        cdn = FakeCdn(answer)
+        path = await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert path.read_bytes() == body
+        assert cdn.ranges == [None, "bytes=600-"]
+
+    @pytest.mark.parametrize("encoding", ["br", "zstd", "x-weird", "gzip, br"])
+    async def test_encoding_httpx_cannot_undo(
+        self, clock: StepClock, tmp_path: Path, encoding: str
+    ) -> None:
+        """A Content-Encoding the SDK did not ask for (it sends identity) and httpx has no
+        decoder for would be saved still encoded: refused at once, not retried."""
+        from httpx._decoders import SUPPORTED_DECODERS
+
+        if all(e.strip() in SUPPORTED_DECODERS for e in encoding.split(",")):
+            pytest.skip(f"{encoding} is decodable here")
+        headers = {"Content-Encoding": encoding, "Content-Type": "video/mp4"}
+        encoded = b"\x1b\x00encoded" * 50
+        if encoding.startswith("gzip"):
+            encoded = gzip.compress(encoded)  # httpx undoes this layer, not the other
+        cdn = FakeCdn(
+            lambda request, n: httpx.Response(
+                200, headers=headers, stream=httpx.ByteStream(encoded)
+            )
+        )
+        with pytest.raises(k.APIResponseValidationError, match="cannot be decoded"):
+            await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert cdn.ranges == [None]
+        assert clock.sleeps == []
+        assert leftovers(tmp_path) == []
+
+    async def test_gzip_the_sdk_did_not_ask_for_is_decoded(
+        self, clock: StepClock, tmp_path: Path
+    ) -> None:
+        """gzip, which httpx undoes, still yields the media."""
+        headers = {"Content-Encoding": "gzip"}
+        packed = gzip.compress(BODY)
+        cdn = FakeCdn(
+            lambda request, n: httpx.Response(200, headers=headers, stream=httpx.ByteStream(packed))
+        )
+        path = await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert path.read_bytes() == BODY
+
+    @pytest.mark.parametrize("length", ["0", None])
+    async def test_empty_body(self, clock: StepClock, tmp_path: Path, length: str | None) -> None:
+        """An empty 200 is never the media: refused, not retried, nothing at path."""
+        headers = {"Content-Type": "video/mp4"}
+        if length is not None:
+            headers["Content-Length"] = length
+
+        def answer(request: httpx.Request, n: int) -> httpx.Response:
+            if length is None:
+                return httpx.Response(200, headers=headers, stream=_Pieces([]))
+            return httpx.Response(200, headers=headers, content=b"")
+
+        cdn = FakeCdn(answer)
+        with pytest.raises(k.APIResponseValidationError, match="empty"):
+            await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert cdn.ranges == [None]
+        assert clock.sleeps == []
+        assert leftovers(tmp_path) == []
+
+    def test_blocking_client(self, tmp_path: Path) -> None:
+        """The blocking Kolbo refuses a sign-in page labelled octet-stream as well."""
+        sim = Simulator()
+        page = b"<!doctype html><html><body>Please sign in</body></html>"
+
+        class SignIn(httpx.AsyncBaseTransport):
+            def __init__(self) -> None:
+                self.inner = sim.transport()
+
+            async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+                answer = await self.inner.handle_async_request(request)
+                if not request.url.host.startswith("cdn"):
+                    return answer
+                await answer.aread()
+                headers = {"Content-Type": "application/octet-stream"}
+                return httpx.Response(200, headers=headers, content=page)
+
+        with k.Kolbo(KEY, _transport=SignIn(), rate_limits=None) as client:
+            gen = client.videos.generate("a cat")
+            sim.complete(gen.id)
+            with pytest.raises(k.APIResponseValidationError, match="web page"):
+                gen.download(tmp_path / "v.mp4")
+        assert len(cdn_requests(sim)) == 1
+        assert leftovers(tmp_path) == []
+
+
+class _Pieces(httpx.AsyncByteStream):
+    """A body that arrives in the given pieces, with no length announced."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self._pieces = pieces
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self._pieces:
+            yield piece
+
+
+class TestRedirects:
+    async def test_redirect_to_file_url_given_the_cdn_host(
+        self, clock: StepClock, tmp_path: Path
+    ) -> None:
+        """httpx gives a hostless ``file:///etc/passwd`` the CDN's host; a CDN that answers
+        everything with that redirect is reported as a redirect to a non-http(s) URL (not a
+        loop), after one request."""
+        cdn = FakeCdn(
+            lambda request, n: httpx.Response(302, headers={"Location": "file:///etc/passwd"})
+        )
+        with pytest.raises(k.KolboError, match="non-http") as info:
+            await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert "too many" not in str(info.value)
+        assert cdn.ranges == [None]
+        assert clock.sleeps == []
+        assert leftovers(tmp_path) == []
+
+    async def test_redirect_is_followed_without_the_key(
+        self, clock: StepClock, tmp_path: Path
+    ) -> None:
+        """An ordinary redirect to another http(s) host is followed (the file lands), and the
+        key reaches neither host."""
+        seen: list[httpx.Request] = []
+
+        def answer(request: httpx.Request, n: int) -> httpx.Response:
+            seen.append(request)
+            if n == 1:
+                return httpx.Response(302, headers={"Location": "https://cdn2.kolbo.test/x.mp4"})
+            return httpx.Response(200, content=BODY)
+
+        cdn = FakeCdn(answer)
+        path = await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert path.read_bytes() == BODY
+        assert [r.url.host for r in seen] == ["cdn.kolbo.test", "cdn2.kolbo.test"]
+        assert all("x-api-key" not in r.headers for r in seen)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -173,10 +174,12 @@ class AsyncBatch:
 
     def __del__(self) -> None:
         # `break` out of `async for` calls nothing, but CPython collects the batch at once.
-        if not self._closed:
+        # (A Ctrl-C may have interrupted `__init__`: then there is nothing to do.)
+        if not getattr(self, "_closed", True):
             self._warn_unfinished()
-        if self._journal is not None:
-            self._journal.close_now()
+        journal = getattr(self, "_journal", None)
+        if journal is not None:
+            journal.close_now()
 
     async def __anext__(self) -> BatchOutcome[AsyncGeneration]:
         if self._outcomes:
@@ -246,10 +249,13 @@ class AsyncBatch:
                 else:
                     error = _unknown(index, row.error)
                     self._outcomes.append(BatchOutcome(index, request, None, None, error))
+            elif row.generation_id is None:  # written by hand, or by a broken disk
+                self._outcomes.append(
+                    BatchOutcome(index, request, None, None, _unknown(index, row.error))
+                )
             else:
                 submission = structure(row.submission or {}, Submission)
                 paid.append((index, submission))
-                assert row.generation_id is not None
                 handle = AsyncGeneration(
                     row.generation_id, pipeline=self._pipeline, submission=submission
                 )
@@ -281,51 +287,141 @@ class AsyncBatch:
 
     async def _post(self, index: int) -> None:
         assert self._pipeline is not None
-        assert self._videos is not None
-        request, path, body = self._items[index]
         journal = self._journal
         key = self._keys[index] if journal is not None else None
-        # Shielded from the intent to the answer's record: once the POST may be on the wire,
-        # a cancellation must not lose the id Kolbo charged for.
-        with anyio.CancelScope(shield=True):
+        try:
+            if journal is not None and key is not None:
+                with anyio.CancelScope(shield=True):  # a write that started is finished
+                    if not await self._intend(index, journal, key):
+                        return
             try:
-                if journal is not None and key is not None:
-                    await journal.intent(index, key, path, body)
+                # The POST has not left yet: a cancellation that came meanwhile (Ctrl-C, a
+                # timeout) sends nothing, and the item goes back to be sent later.
+                await anyio.lowlevel.checkpoint_if_cancelled()
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    await self._take_back(index, journal, key, None)
+                raise
+            # Shielded from here to the answer's record: once the POST may be on the wire,
+            # a cancellation must not lose the id Kolbo charged for.
+            with anyio.CancelScope(shield=True):
                 try:
-                    generation = await self._videos._submit(path, body, admitted=True)
-                except KolboError as error:
-                    if _refused(error):
-                        if journal is not None and key is not None:
-                            await journal.rejected(key, str(error))
-                        outcome_error: KolboError = error
-                    else:
-                        # It may have reached Kolbo: the journal keeps the intent, so a rerun
-                        # reports it instead of paying for it again.
-                        if journal is not None and key is not None:
-                            await journal.unknown(key, f"{type(error).__name__}: {error}")
-                        outcome_error = _outcome_unknown(index, error, journal is not None)
-                    self._yield(BatchOutcome(index, request, None, None, outcome_error))
-                    if isinstance(error, _ACCOUNT_ERRORS):
-                        self._halt(error)
-                else:
-                    assert generation.submission is not None
-                    self._track(generation, index, fresh=False)
-                    if journal is not None and key is not None:
-                        await journal.submitted(key, generation.id, generation.submission.raw)
-                    self._account(index, generation.submission)
-            except Exception as exc:  # the journal could not be written: stop the batch
-                self._fatal = self._fatal or exc
-                self._pipeline.poller.poke(self._listener)
-            finally:
-                self._posting -= 1
-                self._free_slot()
+                    await self._send(index, journal, key)
+                except Exception as exc:  # the SDK's own fault: stop, never an ExceptionGroup
+                    self._fatal = self._fatal or exc
+                    self._wake()
+        finally:
+            self._posting -= 1
+            self._free_slot()
+
+    async def _intend(self, index: int, journal: Journal, key: ItemKey) -> bool:
+        """Record the intent; when it cannot be, send neither this item nor the rest."""
+        request, path, body = self._items[index]
+        try:
+            await journal.intent(index, key, path, body)
+        except KolboError as error:
+            stop = KolboError(
+                f"Not submitted: {error} Nothing is sent without its record in the journal; "
+                "run the batch again with it once the journal can be written."
+            )
+            self._yield(BatchOutcome(index, request, None, None, stop))
+            self._halt(stop)
+            return False
+        return True
+
+    async def _take_back(
+        self, index: int, journal: Journal | None, key: ItemKey | None, error: KolboError | None
+    ) -> None:
+        """Item `index` was certainly not sent: its intent is taken back, and it is queued
+        again (`error` None: the batch was cancelled) or ends with `error`."""
+        if journal is not None and key is not None:
+            try:
+                await journal.unsent(key)
+            except KolboError as failed:
+                logger.warning(
+                    "requests[%d] was not sent, but %s A rerun with this journal reports it "
+                    "as outcome-unknown: pass resubmit_unknown=True to send it.",
+                    index,
+                    failed,
+                )
+        if error is None:
+            self._queue.appendleft(index)
+        else:
+            self._yield(BatchOutcome(index, self._items[index][0], None, None, error))
+
+    async def _send(self, index: int, journal: Journal | None, key: ItemKey | None) -> None:
+        assert self._pipeline is not None
+        assert self._videos is not None
+        request, path, body = self._items[index]
+        if self._client_closed():
+            error = KolboError("Not submitted: the client was closed before its POST was sent.")
+            await self._take_back(index, journal, key, error)
+            return
+        try:
+            generation = await self._videos._submit(path, body, admitted=True)
+        except KolboError as error:
+            if type(error) is KolboError and self._client_closed():
+                # The SDK's own refusal of a closed client: no byte of the POST went out (a
+                # POST on the wire keeps the client's connections open until it lands).
+                await self._take_back(index, journal, key, error)
+                return
+            if _refused(error):
+                await self._note(index, journal, key, "rejected", str(error))
+                outcome_error: KolboError = error
+            else:
+                # It may have reached Kolbo: the journal keeps the intent, so a rerun
+                # reports it instead of paying for it again.
+                await self._note(index, journal, key, "unknown", f"{type(error).__name__}: {error}")
+                outcome_error = _outcome_unknown(index, error, journal is not None)
+            self._yield(BatchOutcome(index, request, None, None, outcome_error))
+            if isinstance(error, _ACCOUNT_ERRORS):
+                self._halt(error)
+            return
+        assert generation.submission is not None
+        self._track(generation, index, fresh=False)
+        if journal is not None and key is not None:
+            try:
+                await journal.submitted(key, generation.id, generation.submission.raw)
+            except KolboError as failed:
+                # The handle is kept (and yielded when it ends); the journal's intent row
+                # makes a rerun report it rather than pay for it again.
+                logger.error(
+                    "Generation %s (requests[%d]) was created and charged, but %s Keep its id:"
+                    " re-attach it with client.generations.attach(%r); a rerun with this "
+                    "journal reports it as outcome-unknown.",
+                    generation.id,
+                    index,
+                    failed,
+                    generation.id,
+                )
+                self._halt(KolboError(
+                    f"Not submitted: {failed} Nothing more is sent without its record in the "
+                    "journal; run the batch again with it once the journal can be written."
+                ))  # fmt: skip
+        self._account(index, generation.submission)
+
+    def _client_closed(self) -> bool:
+        assert self._pipeline is not None
+        return self._pipeline.lifecycle.closed
+
+    async def _note(
+        self, index: int, journal: Journal | None, key: ItemKey | None, what: str, error: str
+    ) -> None:
+        """Record a POST's failure; a journal that cannot take it keeps the intent row (a
+        rerun then reports the item as outcome-unknown, never pays for it blindly)."""
+        if journal is None or key is None:
+            return
+        try:
+            await (journal.rejected if what == "rejected" else journal.unknown)(key, error)
+        except KolboError as failed:
+            logger.warning("requests[%d]: %s", index, failed)
 
     def _account(self, index: int, submission: Submission) -> None:
         """Add what item `index` was charged; with a budget, an unknown charge stops the rest."""
         charge = _stated(submission.credits_charged)
         limit = self._max_credits
         if charge is None and limit is not None:
-            charge = self._price(self._items[index][0], submission)
+            charge = self._price(index, submission)
             if charge is None:
                 # Fail closed: an unknown charge may already have used up the budget.
                 self._halt(KolboError(
@@ -339,20 +435,34 @@ class AsyncBatch:
                 return
         self._spent += charge or 0.0
 
-    def _price(self, request: BatchRequest, submission: Submission) -> float | None:
-        """What the catalog says the item costs, or None when that is not known."""
-        named = request.model or submission.model
-        model = self._catalog.get(named) if isinstance(named, str) else None
-        if model is None or request.duration is None:
+    def _price(self, index: int, submission: Submission | None = None) -> float | None:
+        """What the catalog says item `index` costs, or None when that is not known.
+
+        Read from the body sent, not the request's own fields: a model, duration or
+        resolution given through `extra_body` is what Kolbo charges for. With a
+        `submission`, the model Kolbo picked (Smart Select) counts too.
+        """
+        body = self._items[index][2]
+        named = body.get("model")
+        if named is None and submission is not None:
+            named = submission.model
+        duration = body.get("duration")
+        resolution = body.get("resolution")
+        if (
+            not isinstance(named, str)
+            or isinstance(duration, bool)
+            or not isinstance(duration, (int, float))
+            or not (resolution is None or isinstance(resolution, str))
+        ):
             return None
-        return _stated(model.cost(request.duration, request.resolution))
+        model = self._catalog.get(named)
+        return None if model is None else _stated(model.cost(float(duration), resolution))
 
     def _affordable(self, index: int) -> bool:
         limit = self._max_credits
         if limit is None:
             return True
-        request = self._items[index][0]
-        estimate = self._estimate(request)
+        estimate = self._price(index)  # None: Smart Select, its price unknown until charged
         if estimate is None:
             if self._spent < limit:
                 return True
@@ -366,12 +476,6 @@ class AsyncBatch:
             )
         self._halt(KolboError(f"Not submitted: {reason}."))
         return False
-
-    def _estimate(self, request: BatchRequest) -> float | None:
-        if request.model is None or request.duration is None:
-            return None  # Smart Select picks the model: its price is unknown until charged
-        model = self._catalog.get(request.model)
-        return None if model is None else model.cost(request.duration, request.resolution)
 
     def _halt(self, error: KolboError) -> None:
         """Send nothing more: every item not yet sent ends with `error`."""
@@ -402,7 +506,13 @@ class AsyncBatch:
                 assert status is not None
                 error = outcome_error(status)
                 if self._journal is not None:
-                    await self._journal.finished(self._keys[index], status.raw)
+                    try:
+                        await self._journal.finished(
+                            self._keys[index], entry.generation.id, status.raw
+                        )
+                    except KolboError as failed:
+                        # Only the end is not recorded: a rerun re-attaches it and asks.
+                        logger.warning("requests[%d]: %s", index, failed)
             self._outcomes.append(BatchOutcome(index, request, entry.generation, status, error))
             self._free_slot()
 
@@ -519,16 +629,49 @@ def _unknown(index: int, detail: str | None) -> SubmissionOutcomeUnknownError:
 
 
 def journal_path(journal: str | os.PathLike[str] | None) -> Path | None:
-    """The journal argument as a path (None: no journal)."""
+    """The journal argument as a path (None: no journal).
+
+    A string may be an SQLite URL as SQLAlchemy writes them: ``sqlite:///batch.db`` is
+    relative, ``sqlite:////var/batch.db`` absolute. Any other URL is refused here, before
+    anything is sent or created.
+    """
     if journal is None:
         return None
     if not isinstance(journal, (str, os.PathLike)):
         raise InvalidRequestError(
             "journal", f"must be a path or None, not {type(journal).__name__}"
         )
+    if isinstance(journal, str) and _URL.match(journal):
+        journal = _sqlite_url_path(journal)
     path = Path(journal)
     if path.is_dir():
         raise InvalidRequestError("journal", f"{str(path)!r} is a directory; name a file")
+    return path
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_SQLITE = "sqlite:///"
+
+
+def _sqlite_url_path(url: str) -> str:
+    scheme = url.partition("://")[0].lower()
+    if scheme != "sqlite":
+        raise InvalidRequestError(
+            "journal",
+            f"{scheme}:// journals are not supported; give a file path, or sqlite:///PATH "
+            "(relative) or sqlite:////PATH (absolute)",
+        )
+    if not url.lower().startswith(_SQLITE) or len(url) == len(_SQLITE):
+        raise InvalidRequestError(
+            "journal",
+            "an SQLite URL names a local file: sqlite:///relative.db or "
+            "sqlite:////absolute/path.db (no host, and not in memory)",
+        )
+    path = url[len(_SQLITE) :]
+    if "?" in path:
+        raise InvalidRequestError(
+            "journal", "an SQLite URL with query parameters is not supported; name the file only"
+        )
     return path
 
 

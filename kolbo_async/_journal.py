@@ -11,14 +11,27 @@ without an id, a POST that may or may not have reached Kolbo.
 
 The file is marked with SQLite's ``application_id``; a file without the mark is changed only
 when it is empty or a journal of the first schema (keyed by index and hash, migrated in place),
-so another program's database is never touched. A sidecar ``PATH.lock`` keeps a second run
-out for as long as the first one has the journal open.
+so another program's database is never touched. A second run is kept out for as long as the
+first one has the journal open, whatever name it reaches the file by (a symlink, a hard
+link, a relative path): within a process by the file's identity, between processes by a
+``flock`` on the database file itself (Linux; taken only once the file's header says it is
+empty, a journal, or an unmarked SQLite file) and by a sidecar ``REALPATH.lock`` that also
+names the holder. The ``flock`` on the file is what makes a hard link, or a deleted
+``.lock``, no way around the rule; where ``flock`` and SQLite's ``fcntl`` locks may conflict
+(the BSDs, macOS) or locks are mandatory (Windows) only the sidecar is used.
+
+Request bodies are hashed in a canonical form: keys sorted, and a float that is a whole
+number written as the integer (``duration=5.0`` is the same request as ``duration=5``).
+Journals of schema 2 were hashed without that rule; opening one re-keys the rows whose body
+holds such a float, so items they recorded still match.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -28,7 +41,7 @@ import anyio
 import anyio.to_thread
 
 from ._exceptions import KolboError
-from ._filelock import FileLock
+from ._filelock import FLOCK_BESIDE_SQLITE, FileLock
 
 if TYPE_CHECKING:
     import sqlite3
@@ -58,10 +71,14 @@ REJECTED = "rejected"
 
 #: ``PRAGMA application_id`` of every journal: "KOLB".
 APPLICATION_ID = 0x4B4F4C42
-#: ``PRAGMA user_version``: 2 is keyed by (hash, occurrence); 1 (unmarked) was (index, hash).
-SCHEMA_VERSION = 2
+#: ``PRAGMA user_version``: 3 hashes whole floats as integers; 2 is keyed by (hash,
+#: occurrence) and did not; 1 (unmarked) was keyed by (index, hash).
+SCHEMA_VERSION = 3
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+#: Seconds a write waits for another program's lock on the file (``sqlite3 batch.db``, a
+#: browser) before it fails; the batch then sends nothing more without a record.
+BUSY_TIMEOUT = 5.0
 
 _COLUMNS = (
     "path TEXT NOT NULL, body TEXT NOT NULL, state TEXT NOT NULL, generation_id TEXT, "
@@ -108,9 +125,32 @@ class Row(NamedTuple):
 
 
 def request_key(path: str, body: Mapping[str, Any]) -> str:
-    """A stable hash of one request: endpoint and canonical JSON body."""
+    """A stable hash of one request: endpoint and canonical JSON body.
+
+    Two bodies the API cannot tell apart hash alike: key order does not count, and a float
+    that is a whole number counts as the integer (JSON has one kind of number).
+    """
+    return _digest(path, _canonical(body))
+
+
+def _legacy_key(path: str, body: Mapping[str, Any]) -> str:
+    # Schema 2's hash, which told 5.0 from 5: only for re-keying its rows.
+    return _digest(path, body)
+
+
+def _digest(path: str, body: object) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(f"{path}\n{canonical}".encode()).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(item) for item in value]
+    return value
 
 
 def item_keys(requests: list[tuple[str, Mapping[str, Any]]]) -> list[ItemKey]:
@@ -125,14 +165,29 @@ def item_keys(requests: list[tuple[str, Mapping[str, Any]]]) -> list[ItemKey]:
     return keys
 
 
+# Journals this process holds, by resolved path and by file identity (st_dev, st_ino): a
+# second batch of the process is refused before it opens any descriptor of the file, since
+# closing one would drop the POSIX locks the first batch's SQLite holds on it.
+_HELD: set[object] = set()
+_HELD_LOCK = threading.Lock()
+
+
 class Journal:
     """One open journal file. Methods run in a worker thread, one at a time, and return
-    only once the write is durable."""
+    only once the write is durable; every failure is a `KolboError` naming the file."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.path = path  # as given: what messages name
+        # Every name of one file (a symlink, a relative path) locks the same things.
+        self._file = Path(os.path.realpath(path))
+        sidecar = self._file.with_name(self._file.name + ".lock")
+        what = f"journal {path}"
+        self._lock = FileLock(sidecar, what)
+        self._hold = FileLock(self._file, what, note_in=sidecar) if FLOCK_BESIDE_SQLITE else None
+        self._held: list[object] = []
         self._db: sqlite3.Connection | None = None
-        self._lock = FileLock(path.with_name(path.name + ".lock"), f"journal {path}")
+        # What an intent replaced, to put back when its POST is not sent after all.
+        self._before: dict[ItemKey, tuple[Any, ...] | None] = {}
         self._limiter = anyio.CapacityLimiter(1)
 
     async def open(self) -> dict[ItemKey, Row]:
@@ -141,45 +196,67 @@ class Journal:
         Raises `KolboError` naming the path, having changed nothing, when the file is
         corrupt, another program's, in a missing directory or held by another run.
         """
-        return await self._run(self._open)
+        return await self._run("open it", self._open)
 
     async def intent(self, index: int, key: ItemKey, path: str, body: Mapping[str, Any]) -> None:
         """Record that item `key` (at `index` in this run's list) is about to be POSTed."""
-        await self._run(self._write, index, key, path, json.dumps(body))
+        await self._run(f"record requests[{index}] before sending it",
+                        self._write, index, key, path, json.dumps(body))  # fmt: skip
+
+    async def unsent(self, key: ItemKey) -> None:
+        """Take back the intent of a POST that was certainly not sent: the row is as before
+        it (none, or what an earlier run left), so a rerun sends the item."""
+        await self._run("take back an intent", self._restore, key)
 
     async def submitted(
         self, key: ItemKey, generation_id: str, submission: Mapping[str, Any]
     ) -> None:
         """Record the generation id the POST answered with."""
-        await self._run(self._update, key, SUBMITTED, generation_id,
-                        json.dumps(dict(submission)), None, None)  # fmt: skip
+        await self._run(f"record generation {generation_id}", self._update, key, SUBMITTED,
+                        generation_id, json.dumps(dict(submission)), None, None)  # fmt: skip
 
     async def unknown(self, key: ItemKey, error: str) -> None:
         """Keep the intent (the POST may have reached Kolbo) and say what went wrong."""
-        await self._run(self._update, key, INTENT, None, None, None, error)
+        await self._run("record an unknown outcome", self._update, key, INTENT,
+                        None, None, None, error)  # fmt: skip
 
     async def rejected(self, key: ItemKey, error: str) -> None:
         """Record that Kolbo refused the POST with a 4xx (nothing was created or charged)."""
-        await self._run(self._update, key, REJECTED, None, None, None, error)
+        await self._run("record a refusal", self._update, key, REJECTED,
+                        None, None, None, error)  # fmt: skip
 
-    async def finished(self, key: ItemKey, status: Mapping[str, Any]) -> None:
-        """Record the generation's terminal status."""
-        await self._run(self._update, key, FINISHED, None, None,
-                        json.dumps(dict(status)), None)  # fmt: skip
+    async def finished(self, key: ItemKey, generation_id: str, status: Mapping[str, Any]) -> None:
+        """Record the generation's terminal status (and its id, in case that write failed)."""
+        await self._run(f"record the end of generation {generation_id}", self._update, key,
+                        FINISHED, generation_id, None, json.dumps(dict(status)), None)  # fmt: skip
 
     async def close(self) -> None:
         """Close the file and let the next run have it."""
-        if self._db is not None or self._lock.held:
-            await self._run(self._close)
+        if self._db is not None or self._held:
+            await self._run("close it", self._close)
 
     def close_now(self) -> None:
         """Close the file from this thread (a batch dropped without `aclose`)."""
         self._close()
 
-    async def _run(self, func: Callable[..., T], *args: Any) -> T:
+    async def _run(self, doing: str, func: Callable[..., T], *args: Any) -> T:
         # Not abandoned on cancellation: a write that started is finished, and the caller
         # learns of it, before anything else happens.
-        return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
+        return await anyio.to_thread.run_sync(
+            self._guarded, doing, func, *args, limiter=self._limiter
+        )
+
+    def _guarded(self, doing: str, func: Callable[..., T], *args: Any) -> T:
+        import sqlite3
+
+        try:
+            return func(*args)
+        except (sqlite3.Error, OSError) as exc:
+            # Another program holding the file (``database is locked``), a full disk: the
+            # batch learns it as a `KolboError`, and decides what it means for the item.
+            raise KolboError(
+                f"Journal {self.path}: could not {doing} ({type(exc).__name__}: {exc})."
+            ) from None
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -187,42 +264,65 @@ class Journal:
         # Imported on first use: `import kolbo_async` is measured, and most runs keep no journal.
         import sqlite3
 
-        path = self.path
-        if not path.parent.is_dir():
-            raise self._error(f"its directory {path.parent} does not exist; create it first")
-        if path.exists() and not path.is_file():
+        file = self._file
+        if not file.parent.is_dir():
+            raise self._error(f"its directory {file.parent} does not exist; create it first")
+        if file.exists() and not file.is_file():
             raise self._error("it is not a regular file")
-        fresh = not path.exists() or path.stat().st_size == 0
+        self._claim(str(file))
+        try:
+            return self._open_held(sqlite3)
+        except BaseException:
+            self._close()
+            raise
+
+    def _open_held(self, sqlite3: Any) -> dict[ItemKey, Row]:
+        file = self._file
+        # Claimed before any descriptor of the file is opened (see `_HELD`).
+        self._claim(_identity(file))
+        fresh = not file.exists() or file.stat().st_size == 0
         if not fresh:
             self._check_header()
+        if self._hold is not None:
+            # Only a file that is empty, a journal or an unmarked SQLite file gets here.
+            self._hold.acquire()
+            self._claim(_identity(file))
+        if not fresh:
             # Looked at (read only) before the lock file appears beside another program's file.
             self._with_db(sqlite3, self._inspect, close=True)
         self._lock.acquire()
-        try:
-            db = self._with_db(sqlite3, self._prepare, close=False)
-        except BaseException:
-            self._lock.release()
-            raise
+        self._db = db = self._with_db(sqlite3, self._prepare, close=False)
+        self._claim(_identity(file))  # created just now, when it was missing
         try:
             rows = db.execute(
                 "SELECT request_hash, occurrence, state, generation_id, submission, status,"
                 " error FROM items"
             ).fetchall()
         except sqlite3.Error as exc:
-            db.close()
-            self._lock.release()
             raise self._error(f"it cannot be read ({exc})") from None
-        self._db = db
         return {
             (digest, occurrence): Row(state, gen_id, _load(submission), _load(status), error)
             for digest, occurrence, state, gen_id, submission, status, error in rows
         }
 
+    def _claim(self, key: object) -> None:
+        if key is None or key in self._held:
+            return
+        with _HELD_LOCK:
+            if key in _HELD:
+                raise KolboError(
+                    f"The journal {self.path} is in use by another batch of this process "
+                    f"(pid {os.getpid()}): one journal is one run's at a time. Wait for that "
+                    "batch to end (or close it), then run again. Nothing was sent."
+                )
+            _HELD.add(key)
+        self._held.append(key)
+
     def _check_header(self) -> None:
         # Before SQLite opens it: a file that is not a database, or is another program's
         # (marked with its own application id), is refused without being opened at all.
         try:
-            with self.path.open("rb") as file:
+            with self._file.open("rb") as file:
                 header = file.read(100)
         except OSError as exc:
             raise self._error(f"it cannot be read ({exc.strerror or exc})") from None
@@ -234,7 +334,9 @@ class Journal:
 
     def _with_db(self, sqlite3: Any, func: Callable[[Any], object], *, close: bool) -> Any:
         try:
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db = sqlite3.connect(
+                self._file, timeout=BUSY_TIMEOUT, check_same_thread=False, isolation_level=None
+            )
         except sqlite3.Error as exc:
             raise self._error(f"it cannot be opened ({exc})") from None
         try:
@@ -259,6 +361,8 @@ class Journal:
             elif kind == "v1":
                 for statement in _MIGRATE_V1:
                     db.execute(statement)
+            if kind in ("v1", "v2"):
+                _rekey(db)
             if kind != "current":
                 db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -270,7 +374,8 @@ class Journal:
         db.execute("PRAGMA synchronous=FULL")
 
     def _inspect(self, db: sqlite3.Connection) -> str:
-        """What the open file is: "new" (empty), "current", "v1" (to migrate); else raises."""
+        """What the open file is: "new" (empty), "current", "v2" or "v1" (to migrate);
+        else raises."""
         app_id = db.execute("PRAGMA application_id").fetchone()[0]
         version = db.execute("PRAGMA user_version").fetchone()[0]
         tables = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
@@ -279,7 +384,7 @@ class Journal:
                 raise self._error(
                     f"it was written by a newer kolbo-async (schema {version}); upgrade to use it"
                 )
-            return "current"
+            return "current" if version == SCHEMA_VERSION else "v2"
         if app_id != 0:
             raise self._foreign(f"application_id {app_id:#010x}")
         if not tables:
@@ -302,9 +407,12 @@ class Journal:
     # -- writing ---------------------------------------------------------------------------
 
     def _write(self, index: int, key: ItemKey, path: str, body: str) -> None:
-        assert self._db is not None
-        with self._db:
-            self._db.execute(
+        db = self._open_db()
+        with db:
+            before = db.execute(
+                f"SELECT {_ALL} FROM items WHERE request_hash = ? AND occurrence = ?", key
+            ).fetchone()
+            db.execute(
                 "INSERT INTO items (request_hash, occurrence, idx, path, body, state,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_hash, occurrence)"
                 " DO UPDATE SET idx = excluded.idx, state = excluded.state, generation_id = NULL,"
@@ -312,25 +420,90 @@ class Journal:
                 " updated_at = excluded.updated_at",
                 (key[0], key[1], index, path, body, INTENT, time.time()),
             )
+        self._before[key] = None if before is None else tuple(before)
+
+    def _restore(self, key: ItemKey) -> None:
+        db = self._open_db()
+        before = self._before.pop(key, None)
+        with db:
+            db.execute("DELETE FROM items WHERE request_hash = ? AND occurrence = ?", key)
+            if before is not None:
+                marks = ", ".join("?" * len(before))
+                db.execute(f"INSERT INTO items ({_ALL}) VALUES ({marks})", before)
 
     def _update(self, key: ItemKey, state: str, generation_id: str | None,
                 submission: str | None, status: str | None, error: str | None) -> None:  # fmt: skip
-        assert self._db is not None
-        with self._db:
-            self._db.execute(
+        db = self._open_db()
+        self._before.pop(key, None)
+        with db:
+            db.execute(
                 "UPDATE items SET state = ?, generation_id = COALESCE(?, generation_id),"
                 " submission = COALESCE(?, submission), status = COALESCE(?, status),"
                 " error = ?, updated_at = ? WHERE request_hash = ? AND occurrence = ?",
                 (state, generation_id, submission, status, error, time.time(), key[0], key[1]),
             )
 
+    def _open_db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise KolboError(f"Journal {self.path}: it is closed (the batch was closed).")
+        return self._db
+
     def _close(self) -> None:
+        # The database first: closing our own descriptor of the file while SQLite still has
+        # it open would drop SQLite's locks on it.
         db, self._db = self._db, None
         try:
             if db is not None:
                 db.close()
         finally:
             self._lock.release()
+            if self._hold is not None:
+                self._hold.release()
+            held, self._held = self._held, []
+            with _HELD_LOCK:
+                _HELD.difference_update(held)
+
+
+_ALL = (
+    "request_hash, occurrence, idx, path, body, state, generation_id, submission, status,"
+    " error, updated_at"
+)
+
+
+def _identity(file: Path) -> tuple[int, int] | None:
+    try:
+        stat = file.stat()
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino)
+
+
+def _rekey(db: sqlite3.Connection) -> None:
+    """Give rows hashed by schema 2's rule (5.0 apart from 5) their canonical key.
+
+    A moved row takes the next free occurrence of its new hash, in list order, so a rerun
+    of the list that wrote it finds every one of its items again.
+    """
+    rows = db.execute(
+        "SELECT rowid, request_hash, path, body FROM items ORDER BY idx, occurrence"
+    ).fetchall()
+    keys = db.execute("SELECT request_hash, occurrence FROM items").fetchall()
+    next_free: dict[str, int] = {}
+    for digest, occurrence in keys:
+        next_free[digest] = max(next_free.get(digest, 0), occurrence + 1)
+    for rowid, digest, path, text in rows:
+        body = _load(text)
+        if body is None or _legacy_key(path, body) != digest:
+            continue  # not written by schema 2's rule: left as it is
+        new = request_key(path, body)
+        if new == digest:
+            continue
+        occurrence = next_free.get(new, 0)
+        next_free[new] = occurrence + 1
+        db.execute(
+            "UPDATE items SET request_hash = ?, occurrence = ? WHERE rowid = ?",
+            (new, occurrence, rowid),
+        )
 
 
 def _load(text: str | None) -> dict[str, Any] | None:

@@ -105,6 +105,48 @@ class TestValidation:
             request.prompt = "b"  # type: ignore[misc]
 
 
+class TestJournalArgument:
+    async def test_sqlite_urls_name_files(
+        self, sim: Simulator, client: AsyncKolbo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``sqlite:///rel.db`` is relative, ``sqlite:////abs.db`` absolute (SQLAlchemy's
+        convention); both are the same journal as the plain path."""
+        monkeypatch.chdir(tmp_path)
+        await collect(client.videos.generate_many([TextToVideo("a")], journal="sqlite:///rel.db"))
+        assert (tmp_path / "rel.db").is_file()
+        absolute = f"sqlite:///{tmp_path}/abs.db"
+        assert absolute.startswith("sqlite:////")
+        await collect(client.videos.generate_many([TextToVideo("b")], journal=absolute))
+        assert (tmp_path / "abs.db").is_file()
+        again = await collect(
+            client.videos.generate_many([TextToVideo("a")], journal=tmp_path / "rel.db")
+        )
+        assert again[0].error is None
+        assert prompts_posted(sim) == {"a": 1, "b": 1}
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "postgresql://user@db/kolbo",
+            "redis://localhost:6379/0",
+            "sqlite://",
+            "sqlite://host/batch.db",
+            "sqlite:///batch.db?mode=ro",
+        ],
+    )
+    async def test_other_urls_are_refused_before_anything(
+        self, sim: Simulator, client: AsyncKolbo, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, url: str,
+    ) -> None:  # fmt: skip
+        """A URL that names no local file is an InvalidRequestError at the call."""
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(k.InvalidRequestError, match="journal") as info:
+            client.videos.generate_many([TextToVideo("a")], journal=url)
+        assert info.value.field == "journal"
+        assert sim.requests == []
+        assert list(tmp_path.iterdir()) == []
+
+
 class TestOutcomes:
     async def test_every_item_once_in_completion_order(
         self, sim: Simulator, client: AsyncKolbo
@@ -394,6 +436,25 @@ class TestBudget:
         outcomes = await collect(client.videos.generate_many(requests, max_credits=70))
         assert len(posts(sim)) == 2  # 35 + 35 reaches 70
         assert len([o for o in outcomes if o.generation is None]) == 3
+
+    @pytest.mark.parametrize(
+        "request_",
+        [
+            TextToVideo("p", duration=10, extra_body={"model": "seedance-2"}),
+            TextToVideo("p", model="seedance-2", extra_body={"duration": 10}),
+            TextToVideo("p", extra_body={"model": "seedance-2", "duration": 10}),
+        ],
+        ids=["model-in-extra_body", "duration-in-extra_body", "both-in-extra_body"],
+    )
+    async def test_prices_the_body_sent(
+        self, sim: Simulator, client: AsyncKolbo, request_: TextToVideo
+    ) -> None:
+        """A model or duration given only through extra_body is what Kolbo charges for:
+        seedance-2 for 10 s costs 300, so a 100-credit budget sends nothing."""
+        outcomes = await collect(client.videos.generate_many([request_] * 3, max_credits=100))
+        assert posts(sim) == []
+        assert sum(g.credits for g in sim.generations.values()) == 0
+        assert all(o.generation is None and "max_credits=100" in str(o.error) for o in outcomes)
 
     async def test_posts_go_one_at_a_time(self, sim: Simulator, vclock: VirtualClock) -> None:
         """With a budget no two POSTs overlap (each answer's charge decides the next)."""

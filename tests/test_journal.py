@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import sqlite3
 from collections import Counter
@@ -15,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.from_thread
 import httpx
 import pytest
 
 import kolbo_async as k
 from kolbo_async import AsyncKolbo, TextToVideo
-from kolbo_async._journal import APPLICATION_ID, request_key
+from kolbo_async._journal import APPLICATION_ID, Journal, request_key
 from kolbo_async.testing import Simulator, VirtualClock
 
 pytestmark = pytest.mark.anyio
@@ -104,6 +106,54 @@ class TestOneRunAtATime:
         assert sorted(o.index for o in outcomes) == [0, 1]
         assert max(posted(sim).values()) == 1
 
+    @pytest.mark.parametrize("link", ["symlink", "hard link"])
+    async def test_another_name_of_a_held_journal_is_refused(
+        self, sim: Simulator, client: AsyncKolbo, tmp_path: Path, link: str
+    ) -> None:
+        """A symlink or a hard link to the journal (from another directory) is the same
+        journal: refused while it is held, and both runs together pay once per item."""
+        journal = tmp_path / "dir1" / "batch.db"
+        alias = tmp_path / "dir2" / "alias.db"
+        journal.parent.mkdir()
+        alias.parent.mkdir()
+        journal.touch()  # a link needs a file to point at
+        (os.symlink if link == "symlink" else os.link)(journal, alias)
+        requests = prompts(*(f"p{i}" for i in range(8)))
+        first = client.videos.generate_many(requests, journal=journal, concurrency=4)
+        await first.__anext__()
+        sent = len(sim.requests)
+        with pytest.raises(k.KolboError, match="in use") as info:
+            await collect(client.videos.generate_many(requests, journal=alias))
+        assert str(alias) in str(info.value)
+        assert len(sim.requests) == sent
+        await collect(first)
+        await collect(client.videos.generate_many(requests, journal=alias))  # now it may
+        assert posted(sim) == {f"p{i}": 1 for i in range(8)}
+
+    async def test_two_names_at_once_pay_once(
+        self, sim: Simulator, client: AsyncKolbo, tmp_path: Path
+    ) -> None:
+        """Two batches started together, one through a symlink: 8 generations for 8 items."""
+        journal = tmp_path / "batch.db"
+        alias = tmp_path / "alias.db"
+        journal.touch()
+        alias.symlink_to(journal)
+        requests = prompts(*(f"p{i}" for i in range(8)))
+        refused: list[k.KolboError] = []
+
+        async def run(path: Path) -> None:
+            try:
+                await collect(client.videos.generate_many(requests, journal=path, concurrency=4))
+            except k.KolboError as error:
+                refused.append(error)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, journal)
+            tg.start_soon(run, alias)
+        assert len(refused) == 1
+        assert len(sim.generations) == 8
+        assert posted(sim) == {f"p{i}": 1 for i in range(8)}
+
     def test_blocking_client(self, tmp_path: Path) -> None:
         """The blocking client refuses the same way, and releases on close()."""
         sim = Simulator(speed=2000)
@@ -151,6 +201,59 @@ class TestMatchedByContent:
         kept = ids_by_prompt(again)["same"]
         assert len(set(kept)) == 3
         assert set(ids_by_prompt(first)["same"]) <= set(kept)
+
+    async def test_a_whole_float_is_the_same_request_as_the_integer(
+        self, sim: Simulator, client: AsyncKolbo, tmp_path: Path
+    ) -> None:
+        """A list rebuilt with ``duration=5.0`` (or 7.0 in extra_body) instead of 5 re-pays
+        nothing: the API cannot tell them apart. 5.5 is another request."""
+        journal = tmp_path / "batch.db"
+        first = [
+            TextToVideo("a", duration=5),
+            TextToVideo("b", duration=5, extra_body={"cfg": [7, {"steps": 30}]}),
+        ]
+        await collect(client.videos.generate_many(first, journal=journal))
+        rebuilt = [
+            {"prompt": "b", "duration": 5.0, "extra_body": {"cfg": [7.0, {"steps": 30.0}]}},
+            TextToVideo("a", duration=5.0),
+            TextToVideo("a", duration=5.5),
+        ]
+        outcomes = await collect(client.videos.generate_many(rebuilt, journal=journal))
+        assert all(o.error is None for o in outcomes)
+        assert len(sim.generations) == 3  # only the 5.5 s one is new
+        assert posted(sim) == {"a": 2, "b": 1}
+
+    async def test_schema_2_rows_hashed_with_floats_still_match(
+        self, sim: Simulator, client: AsyncKolbo, tmp_path: Path
+    ) -> None:
+        """A journal written before numbers were canonical (schema 2: ``duration=5.0``
+        hashed apart from 5) is re-keyed on opening: a rerun of its list pays nothing."""
+        from kolbo_async._journal import _SCHEMA, _legacy_key
+
+        journal = tmp_path / "v2.db"
+        requests = [TextToVideo("a", duration=5.0), TextToVideo("a", duration=5)]
+        bodies = [r.body() for r in requests]
+        made = [sim.create_generation(key=KEY, processing_seconds=10) for _ in requests]
+        with closing(sqlite3.connect(journal)) as db:
+            db.execute(_SCHEMA)
+            for index, ((path, body), gen_id) in enumerate(zip(bodies, made, strict=True)):
+                db.execute(
+                    "INSERT INTO items VALUES (?, 0, ?, ?, ?, 'submitted', ?, ?, NULL, NULL, 0)",
+                    (_legacy_key(path, body), index, path, json.dumps(body), gen_id,
+                     json.dumps({"generation_id": gen_id, "credits_charged": 35})),
+                )  # fmt: skip
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            db.execute("PRAGMA user_version = 2")
+            db.commit()
+        outcomes = await collect(client.videos.generate_many(requests, journal=journal))
+        assert posted(sim) == {}
+        assert sorted(o.generation.id for o in outcomes if o.generation) == sorted(made)
+        assert all(o.error is None for o in outcomes)
+        again = await collect(client.videos.generate_many(requests[:1] * 3, journal=journal))
+        assert posted(sim) == {"a": 1}  # a third copy is new; the two recorded are not
+        assert {o.generation.id for o in again if o.generation} >= set(made)
+        with closing(sqlite3.connect(journal)) as db:
+            assert db.execute("PRAGMA user_version").fetchone()[0] == 3
 
     async def test_first_schema_journal_is_migrated(
         self, sim: Simulator, client: AsyncKolbo, tmp_path: Path
@@ -353,3 +456,157 @@ class TestCancellation:
             assert {gen_id for _, gen_id in rows} == created
             assert {state for state, _ in rows} == {"submitted"}
             await batch.aclose()
+
+
+def intents(journal: Path) -> list[tuple[str, Any]]:
+    with closing(sqlite3.connect(journal)) as db:
+        return db.execute("SELECT state, error FROM items WHERE state = 'intent'").fetchall()
+
+
+class TestAnotherProgramHoldsTheJournal:
+    """Another program (``sqlite3 batch.db``, a DB browser) holds a write lock on the journal
+    mid-run, past SQLite's busy timeout: every error is a KolboError, nothing is sent without
+    its record, and no paid generation is lost."""
+
+    @pytest.fixture(autouse=True)
+    def _short_busy_timeout(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr("kolbo_async._journal.BUSY_TIMEOUT", 0.05)
+
+    async def test_an_intent_that_cannot_be_written_is_not_sent(
+        self, sim: Simulator, client: AsyncKolbo, tmp_path: Path
+    ) -> None:
+        journal = tmp_path / "batch.db"
+        batch = client.videos.generate_many(prompts("a", "b", "c"), journal=journal, concurrency=1)
+        first = await batch.__anext__()
+        with closing(sqlite3.connect(journal, timeout=0, isolation_level=None)) as other:
+            other.execute("BEGIN EXCLUSIVE")
+            rest = await collect(batch)
+            other.execute("ROLLBACK")
+        assert first.error is None
+        assert len(rest) == 2
+        assert all(o.generation is None and type(o.error) is k.KolboError for o in rest)
+        assert "database is locked" in str(rest[0].error)
+        assert str(journal) in str(rest[0].error)
+        assert sum(posted(sim).values()) == 1
+        again = await collect(client.videos.generate_many(prompts("a", "b", "c"), journal=journal))
+        assert all(o.error is None for o in again)
+        assert posted(sim) == {"a": 1, "b": 1, "c": 1}
+
+    async def test_an_id_that_cannot_be_written_is_logged_and_yielded(
+        self, sim: Simulator, vclock: VirtualClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        journal = tmp_path / "batch.db"
+        proxy = _Rewrite(sim)
+        holder: list[sqlite3.Connection] = []
+
+        def lock_the_journal() -> None:  # Kolbo has created the generation; no answer yet
+            if not holder:
+                holder.append(sqlite3.connect(journal, timeout=0, isolation_level=None))
+                holder[0].execute("BEGIN EXCLUSIVE")
+
+        proxy.on_post = lock_the_journal
+        requests = prompts("a", "b", "c")
+        async with AsyncKolbo(KEY, _transport=proxy, _clock=vclock, rate_limits=None) as client:  # type: ignore[arg-type]
+            with caplog.at_level(logging.WARNING, logger="kolbo_async"):
+                outcomes = await collect(
+                    client.videos.generate_many(requests, journal=journal, concurrency=1)
+                )
+            holder[0].execute("ROLLBACK")
+            holder[0].close()
+            (created,) = sim.generations
+            by_index = {o.index: o for o in outcomes}
+            assert by_index[0].generation is not None
+            assert by_index[0].generation.id == created
+            assert by_index[0].error is None
+            assert all(type(by_index[i].error) is k.KolboError for i in (1, 2))
+            errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+            assert len(errors) == 1
+            assert created in errors[0].getMessage()
+            assert "charged" in errors[0].getMessage()
+            again = await collect(client.videos.generate_many(requests, journal=journal))
+        assert isinstance({o.index: o for o in again}[0].error, k.SubmissionOutcomeUnknownError)
+        assert posted(sim) == {"a": 1, "b": 1, "c": 1}
+
+
+class TestCancelledBeforeThePost:
+    """A cancellation (Ctrl-C, a timeout) landing while the intent is written, before the
+    POST leaves: nothing is sent, and the intent is taken back, so a rerun sends the item
+    instead of reporting it as outcome-unknown."""
+
+    @staticmethod
+    def after_each_intent(monkeypatch: pytest.MonkeyPatch, then: Any) -> None:
+        real = Journal._write
+
+        def write(self: Journal, *args: Any) -> None:
+            real(self, *args)
+            anyio.from_thread.run(then)
+
+        monkeypatch.setattr(Journal, "_write", write)
+
+    async def test_cancelled_batch_sends_nothing_and_goes_on_later(
+        self, sim: Simulator, client: AsyncKolbo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        journal = tmp_path / "batch.db"
+        scope = anyio.CancelScope()
+
+        async def cancel() -> None:
+            scope.cancel()
+
+        self.after_each_intent(monkeypatch, cancel)
+        batch = client.videos.generate_many(prompts("a", "b", "c"), journal=journal, concurrency=3)
+        with scope:
+            await batch.__anext__()
+        assert scope.cancelled_caught
+        assert posted(sim) == {}
+        assert intents(journal) == []
+        monkeypatch.undo()
+        rest = await collect(batch)  # the items went back to be sent
+        assert sorted(o.index for o in rest) == [0, 1, 2]
+        assert all(o.error is None for o in rest)
+        assert posted(sim) == {"a": 1, "b": 1, "c": 1}
+
+    async def test_client_closed_under_the_batch(
+        self, sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The blocking client's Ctrl-C path: the client is closed while intents are being
+        written; the POSTs are refused by the SDK, and their intents taken back."""
+        journal = tmp_path / "batch.db"
+        async with sim.client(KEY) as client:
+            self.after_each_intent(monkeypatch, client.aclose)
+            outcomes = await collect(
+                client.videos.generate_many(prompts("a", "b"), journal=journal, concurrency=2)
+            )
+        monkeypatch.undo()
+        assert posted(sim) == {}
+        assert all(type(o.error) is k.KolboError and "closed" in str(o.error) for o in outcomes)
+        assert intents(journal) == []
+        async with sim.client(KEY) as client:
+            again = await collect(client.videos.generate_many(prompts("a", "b"), journal=journal))
+        assert all(o.error is None for o in again)
+        assert posted(sim) == {"a": 1, "b": 1}
+
+    async def test_an_earlier_unknown_is_kept(
+        self, sim: Simulator, client: AsyncKolbo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """resubmit_unknown=True, then cancelled before the POST: the earlier run's unknown
+        outcome is put back as it was (the earlier POST may still have been charged)."""
+        journal = tmp_path / "batch.db"
+        sim.inject("generate", "drop_after")
+        await collect(client.videos.generate_many(prompts("x"), journal=journal))
+        before = intents(journal)
+        assert len(before) == 1
+        scope = anyio.CancelScope()
+
+        async def cancel() -> None:
+            scope.cancel()
+
+        self.after_each_intent(monkeypatch, cancel)
+        batch = client.videos.generate_many(prompts("x"), journal=journal, resubmit_unknown=True)
+        with scope:
+            await batch.__anext__()
+        await batch.aclose()
+        monkeypatch.undo()
+        assert intents(journal) == before
+        again = await collect(client.videos.generate_many(prompts("x"), journal=journal))
+        assert isinstance(again[0].error, k.SubmissionOutcomeUnknownError)
+        assert posted(sim) == {"x": 1}

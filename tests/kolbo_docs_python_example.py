@@ -1,6 +1,6 @@
 # Kolbo's own Python example for text to video, from its "Video Generation" docs page
 # (../shared/kolbo-video-docs.txt), verbatim except for the indentation that the page's text
-# extraction flattened. tests/test_sim_adapters.py runs it against Simulator.serve(),
+# extraction flattened. tests/test_sim_asgi.py runs it against Simulator.serve(),
 # replacing only "https://api.kolbo.ai" (scheme, host and port).
 import requests
 import time

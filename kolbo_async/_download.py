@@ -350,19 +350,20 @@ async def _fetch(
                     await _check_answer(response, shown)
                     try:
                         start, stop = _place_of(response, state, shown)
+                        if start != state.done:
+                            # A 200 to a resume: start over rather than append a second copy.
+                            await anyio.to_thread.run_sync(_rewind, file)
+                            state.done = 0
+                        await _receive(response, file, state, on_progress, clock, deadline, shown)
+                        whole = _complete(state, start, stop)
                     except _StartOver as exc:
-                        # Bytes from elsewhere in the file would corrupt it.
+                        # Bytes from elsewhere in the file, or too many, would corrupt it.
                         await anyio.to_thread.run_sync(_rewind, file)
                         state.done, state.expected = 0, None
                         raise httpx.ReadError(str(exc)) from None
-                    if start != state.done:
-                        # A 200 to a resume: start over rather than append a second copy.
-                        await anyio.to_thread.run_sync(_rewind, file)
-                        state.done = 0
-                    await _receive(response, file, state, on_progress, clock, deadline, shown)
                 finally:
                     await response.aclose()
-            if _complete(state, start, stop):
+            if whole:
                 if state.done == 0:
                     raise APIResponseValidationError(
                         f"The CDN answered {response.status_code} for {shown} with an empty "
@@ -488,11 +489,12 @@ def _unusable(response: httpx.Response, shown: httpx.URL, how: str) -> APIRespon
 def _complete(state: _Transfer, start: int, stop: int | None) -> bool:
     """Whether the file is whole; False for a slice that came whole and moved the file on.
 
-    Raises `httpx.ReadError` (a broken transfer, resumed within the retry budget) otherwise.
+    Raises `httpx.ReadError` for a transfer that broke (resumed within the retry budget),
+    `_StartOver` for one that brought more than announced.
     """
     done, expected = state.done, state.expected
     if (stop is not None and done > stop) or (expected is not None and done > expected):
-        raise httpx.ReadError(f"got {done} bytes, more than announced")
+        raise _StartOver(f"got {done} bytes, more than announced")
     if stop is not None and done < stop:
         raise httpx.ReadError(f"the answer broke after {done - start} of {stop - start} bytes")
     if expected is None or done == expected:

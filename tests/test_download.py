@@ -808,6 +808,24 @@ class TestWholeFileOnly:
         assert path.read_bytes() == body
         assert cdn.ranges == [None, "bytes=300-", None]
 
+    async def test_more_bytes_than_announced_starts_over(
+        self, clock: StepClock, tmp_path: Path
+    ) -> None:
+        """An answer that brings more than its Content-Length is not resumed past its end
+        (where every Range would be unsatisfiable): the file is fetched again, whole."""
+        body = bytes(range(256)) * 4
+
+        def answer(request: httpx.Request, n: int) -> httpx.Response:
+            if n == 1:
+                lying = {"Content-Length": str(len(body) - 100)}
+                return httpx.Response(200, headers=lying, stream=_Pieces([body]))
+            return httpx.Response(200, content=body)
+
+        cdn = FakeCdn(answer)
+        path = await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert path.read_bytes() == body
+        assert cdn.ranges == [None, None]
+
 
 class TestOddHeaders:
     async def test_non_ascii_digit_in_content_range(self, clock: StepClock, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import socket
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -90,10 +91,16 @@ class Portal:
     """
 
     __slots__ = ("_busy", "_calls", "_cond", "_exited", "_forks", "_loop", "_mutex",
-                 "_queued", "_thread", "_thread_id", "_turn", "stopped")  # fmt: skip
+                 "_queued", "_thread", "_thread_id", "_turn", "_wakeup", "stopped")  # fmt: skip
 
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
+        # A signal may be taken by any thread; the main thread asleep in the loop's select()
+        # would not notice it. While it runs the loop, the signal also writes a byte here.
+        self._wakeup = socket.socketpair()
+        for end in self._wakeup:
+            end.setblocking(False)
+        self._loop.add_reader(self._wakeup[0].fileno(), self._drain)
         self._mutex = threading.Lock()
         self._cond = threading.Condition(self._mutex)
         self._busy = False
@@ -156,6 +163,9 @@ class Portal:
             previous = _fast_signal.getsignal(_SIGINT)
             if callable(previous):
                 _fast_signal.signal(_SIGINT, _Deferred(self, call, previous))
+                wakeup = _fast_signal.set_wakeup_fd(
+                    self._wakeup[1].fileno(), warn_on_full_buffer=False
+                )
             else:
                 previous = None
         try:
@@ -164,6 +174,7 @@ class Portal:
                 loop.run_forever()  # stopped by the task's end (or a stale stop: run again)
         finally:
             if previous is not None:
+                _fast_signal.set_wakeup_fd(wakeup)
                 _fast_signal.signal(_SIGINT, previous)
             self._let_go(call)
         result: T = self._outcome(call)
@@ -263,6 +274,10 @@ class Portal:
         if idle:
             self._loop.stop()
 
+    def _drain(self) -> None:
+        with suppress(OSError):
+            self._wakeup[0].recv(4096)
+
     def _interrupted(self, call: _Call) -> None:
         if call.driving:
             self._loop.stop()
@@ -307,7 +322,10 @@ class Portal:
         try:
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
+            loop.remove_reader(self._wakeup[0].fileno())
             loop.close()
+            for end in self._wakeup:
+                end.close()
 
     # -- closing ---------------------------------------------------------------------------
 

@@ -343,6 +343,11 @@ class Journal:
             func(db)
         except sqlite3.Error as exc:
             db.close()
+            if "locked" in str(exc):  # SQLITE_BUSY: held past the busy timeout
+                raise self._error(
+                    f"another program holds a lock on it ({exc}); close that program's "
+                    "transaction (an sqlite3 shell, a database browser), then run again"
+                ) from None
             raise self._error(f"it is not a readable journal ({exc})") from None
         except BaseException:
             db.close()

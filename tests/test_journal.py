@@ -472,6 +472,20 @@ class TestAnotherProgramHoldsTheJournal:
     def _short_busy_timeout(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr("kolbo_async._journal.BUSY_TIMEOUT", 0.05)
 
+    async def test_held_before_the_run_starts(
+        self, sim: Simulator, client: AsyncKolbo, tmp_path: Path
+    ) -> None:
+        journal = tmp_path / "batch.db"
+        await collect(client.videos.generate_many(prompts("a"), journal=journal))
+        sent = len(sim.requests)
+        with closing(sqlite3.connect(journal, timeout=0, isolation_level=None)) as other:
+            other.execute("BEGIN EXCLUSIVE")
+            with pytest.raises(k.KolboError, match="another program holds a lock") as info:
+                await collect(client.videos.generate_many(prompts("a", "b"), journal=journal))
+            other.execute("ROLLBACK")
+        assert type(info.value) is k.KolboError
+        assert len(sim.requests) == sent
+
     async def test_an_intent_that_cannot_be_written_is_not_sent(
         self, sim: Simulator, client: AsyncKolbo, tmp_path: Path
     ) -> None:

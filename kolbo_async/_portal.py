@@ -23,7 +23,6 @@ No request, retry, pacing, polling or validation logic lives here: only who runs
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import socket
 import threading
@@ -38,6 +37,7 @@ from ._exceptions import KolboError
 from ._runtime import current_loop, forks
 
 if TYPE_CHECKING:
+    import asyncio
     import signal as _fast_signal
 else:
     try:  # the C module: `signal.getsignal` costs ~5 µs a call converting to enums
@@ -94,6 +94,9 @@ class Portal:
                  "_queued", "_thread", "_thread_id", "_turn", "_wakeup", "stopped")  # fmt: skip
 
     def __init__(self) -> None:
+        # Imported here: asyncio costs ~15 ms that `import kolbo_async` should not pay.
+        import asyncio
+
         self._loop = asyncio.new_event_loop()
         # A signal may be taken by any thread; the main thread asleep in the loop's select()
         # would not notice it. While it runs the loop, the signal also writes a byte here.
@@ -362,6 +365,8 @@ class Portal:
                 self._thread.join(timeout=10)
 
     async def _cancel_all(self) -> None:
+        import asyncio
+
         me = asyncio.current_task()
         for call in list(self._calls):
             if call.task is not me:

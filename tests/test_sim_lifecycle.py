@@ -9,7 +9,12 @@ import pytest
 from kolbo_async.testing import GenerationRecord, Simulator, VirtualClock
 from kolbo_async.testing._lifecycle import REFUNDING, TERMINAL, TRANSITIONS, check_outcome
 
+from . import sim_fixtures
 from .conftest import sim_call, sim_submit
+
+# This module's fixtures: a virtual clock at 0 (not conftest's StepClock) and a simulator on it.
+clock = sim_fixtures.clock
+sim = sim_fixtures.sim
 
 
 def record(**timeline: Any) -> GenerationRecord:
@@ -17,18 +22,6 @@ def record(**timeline: Any) -> GenerationRecord:
     fields: dict[str, Any] = {"created_at": 0.0, "pending_seconds": 3.0,
                               "processing_seconds": 90.0, **timeline}
     return GenerationRecord("a" * 24, "k", "text_to_video", {}, "auto", 5, "16:9", 35, **fields)
-
-
-@pytest.fixture
-def clock() -> VirtualClock:
-    """A virtual clock at 0 (this module's own; conftest's `clock` is a StepClock)."""
-    return VirtualClock()
-
-
-@pytest.fixture
-def sim(clock: VirtualClock) -> Simulator:
-    """A simulator on `clock`, with its defaults."""
-    return Simulator(clock=clock)
 
 
 class TestTable:

@@ -6,19 +6,12 @@ import pytest
 
 from kolbo_async.testing import Simulator, VirtualClock
 
+from . import sim_fixtures
 from .conftest import SIM_KEY, sim_call, sim_submit
 
-
-@pytest.fixture
-def clock() -> VirtualClock:
-    """A virtual clock at 0 (this module's own; conftest's `clock` is a StepClock)."""
-    return VirtualClock()
-
-
-@pytest.fixture
-def sim(clock: VirtualClock) -> Simulator:
-    """A simulator on `clock`, with its defaults."""
-    return Simulator(clock=clock)
+# This module's fixtures: a virtual clock at 0 (not conftest's StepClock) and a simulator on it.
+clock = sim_fixtures.clock
+sim = sim_fixtures.sim
 
 
 class TestScripting:

@@ -12,7 +12,6 @@ import logging
 import multiprocessing
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -25,46 +24,18 @@ import kolbo_async as k
 from kolbo_async import AsyncKolbo, Kolbo
 from kolbo_async.testing import Simulator, VirtualClock
 
+from . import test_pipeline
 from .conftest import StepClock
+from .test_pipeline import KEY, SUBMITTED, MakeClient
 
-KEY = "kolbo_live_" + "c3" * 20
-API = "https://api.kolbo.ai"
-SUBMITTED = {
-    "success": True,
-    "generation_id": "gen1",
-    "type": "video",
-    "model": "auto",
-    "credits_charged": 35,
-    "poll_interval_hint": 8,
-}
-PROCESSING = {"success": True, "generation_id": "gen1", "state": "processing", "progress": 40}
-
-MakeClient = Callable[..., AsyncKolbo]
+# respx-level fixtures shared with test_pipeline: a respx router on the API and clients
+# that use the test's StepClock.
+make_client = test_pipeline.make_client
+router = test_pipeline.router
 
 
 def posts(sim: Simulator) -> int:
     return sum(1 for r in sim.requests if r.method == "POST" and r.path.endswith("/video"))
-
-
-@pytest.fixture
-async def make_client(clock: StepClock) -> AsyncIterator[MakeClient]:
-    clients: list[AsyncKolbo] = []
-
-    def make(**kwargs: Any) -> AsyncKolbo:
-        kwargs.setdefault("rate_limits", None)
-        client = AsyncKolbo(KEY, _clock=clock, **kwargs)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.aclose()
-
-
-@pytest.fixture
-def router() -> respx.MockRouter:
-    with respx.mock(base_url=API, assert_all_called=False) as mock:
-        yield mock
 
 
 @pytest.mark.anyio

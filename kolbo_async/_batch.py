@@ -420,8 +420,11 @@ class AsyncBatch:
         """Add what item `index` was charged; with a budget, an unknown charge stops the rest."""
         charge = _stated(submission.credits_charged)
         limit = self._max_credits
-        if charge is None and limit is not None:
-            charge = self._price(index, submission)
+        if limit is not None:
+            # The dearer of what the answer states and what the catalog says: a stated 0 or
+            # an understated charge must not let the rest of the budget through.
+            estimate = self._price(index, submission)
+            charge = estimate if charge is None else max(charge, estimate or 0.0)
             if charge is None:
                 # Fail closed: an unknown charge may already have used up the budget.
                 self._halt(KolboError(
@@ -446,17 +449,17 @@ class AsyncBatch:
         named = body.get("model")
         if named is None and submission is not None:
             named = submission.model
-        duration = body.get("duration")
         resolution = body.get("resolution")
-        if (
-            not isinstance(named, str)
-            or isinstance(duration, bool)
-            or not isinstance(duration, (int, float))
-            or not (resolution is None or isinstance(resolution, str))
-        ):
+        if not isinstance(named, str) or not (resolution is None or isinstance(resolution, str)):
             return None
         model = self._catalog.get(named)
-        return None if model is None else _stated(model.cost(float(duration), resolution))
+        if model is None:
+            return None
+        duration = _seconds(body.get("duration"))
+        if duration is None and "duration" not in body and model.supported_durations:
+            # Kolbo picks the duration: budget for the dearest it could pick (fail closed).
+            duration = max(model.supported_durations)
+        return None if duration is None else _stated(model.cost(duration, resolution))
 
     def _affordable(self, index: int) -> bool:
         limit = self._max_credits
@@ -591,6 +594,18 @@ def _refused(error: KolboError) -> bool:
     if isinstance(error, APIConnectionError):
         return not isinstance(error, SubmissionOutcomeUnknownError)
     return isinstance(error, APIStatusError) and 400 <= error.status_code < 500
+
+
+def _seconds(value: object) -> float | None:
+    """A duration as Kolbo would read it (a number, or a numeric string), or None."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and value > 0 else None
 
 
 def _stated(value: object) -> float | None:

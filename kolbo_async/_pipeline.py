@@ -340,13 +340,15 @@ class Pipeline:
     async def _attempt(self, call: Call, parse: Callable[[dict[str, Any]], T]) -> T:
         settings = self.settings
         timeout = settings.generation_timeout if call.generation else settings.timeout
-        headers = {"X-API-Key": settings.api_key, "Accept": "application/json"}
+        # The key goes straight into the request (whose repr hides headers), never into a
+        # local of its own: tools that show a traceback's locals (Sentry, pytest -l, rich)
+        # would print it.
         request = self.http.build_request(
             call.method,
             call.url or settings.root + call.path,
             json=call.json,
             params=call.params,
-            headers=headers,
+            headers={"X-API-Key": settings.api_key, "Accept": "application/json"},
             timeout=timeout,
         )
         started = time.perf_counter()

@@ -366,9 +366,12 @@ class TestFilesThatAreNotJournals:
 class _Rewrite(httpx.AsyncBaseTransport):
     """The simulator behind a proxy that edits (or holds back) generation POST answers."""
 
-    def __init__(self, sim: Simulator, *, drop: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, sim: Simulator, *, drop: tuple[str, ...] = (), override: dict[str, Any] | None = None
+    ) -> None:
         self.inner = sim.transport()
         self.drop = drop
+        self.override = override or {}
         self.on_post: Any = None  # called once Kolbo has acted on a POST
         self.gate: anyio.Event | None = None  # when given, answers wait for it
 
@@ -380,12 +383,13 @@ class _Rewrite(httpx.AsyncBaseTransport):
             self.on_post()
         if self.gate is not None:
             await self.gate.wait()  # created at Kolbo, the answer still on its way
-        if not self.drop:
+        if not (self.drop or self.override):
             return response
         await response.aread()
         body = json.loads(response.content)
         for name in self.drop:
             body.pop(name, None)
+        body.update(self.override)
         return httpx.Response(response.status_code, json=body)
 
 
@@ -401,6 +405,33 @@ class TestBudgetWithoutStatedCharges:
         assert sum(posted(sim).values()) == 2
         assert sum(g.credits for g in sim.generations.values()) == 300
         assert len([o for o in outcomes if o.generation is None]) == 2
+
+    async def test_a_duration_left_to_kolbo_is_budgeted_at_the_dearest(
+        self, sim: Simulator, vclock: VirtualClock
+    ) -> None:
+        """A named model without a duration: Kolbo picks it, so the budget assumes the
+        dearest the catalog lists (seedance-2: 10 s, 300 credits), never nothing."""
+        async with sim.client() as client:
+            requests = [TextToVideo(f"p{i}", model="seedance-2") for i in range(4)]
+            none = await collect(client.videos.generate_many(requests, max_credits=250))
+            assert sum(posted(sim).values()) == 0
+            assert all(o.generation is None for o in none)
+            some = await collect(client.videos.generate_many(requests, max_credits=700))
+        assert sum(posted(sim).values()) == 2
+        assert len([o for o in some if o.generation is not None]) == 2
+
+    @pytest.mark.parametrize("stated", [0, 35])
+    async def test_an_understated_charge_counts_at_the_catalog_price(
+        self, sim: Simulator, vclock: VirtualClock, stated: int
+    ) -> None:
+        """An answer claiming 0 (or 35) credits for a 150-credit video does not let the rest
+        of a 400-credit budget through."""
+        proxy = _Rewrite(sim, override={"credits_charged": stated})
+        async with AsyncKolbo(KEY, _transport=proxy, _clock=vclock, rate_limits=None) as client:  # type: ignore[arg-type]
+            requests = [TextToVideo(f"p{i}", model="seedance-2", duration=5) for i in range(10)]
+            await collect(client.videos.generate_many(requests, max_credits=400))
+        assert sum(posted(sim).values()) == 2
+        assert sum(g.credits for g in sim.generations.values()) == 300
 
     async def test_unknown_price_holds_the_rest_back(
         self, sim: Simulator, vclock: VirtualClock, tmp_path: Path

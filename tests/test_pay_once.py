@@ -598,3 +598,24 @@ class TestKeyNeverInMessages:
             await client.models.list()
         for error in (unknown.value, status.value):
             assert KEY[11:25] not in str(error)
+
+
+_FOOD_KEY = "kolbo_live_" + "f00d" * 10
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fault", ["gateway_504", "drop_after", "500"])
+async def test_no_frame_of_a_traceback_holds_the_key(fault: str) -> None:
+    """Sentry, `pytest -l` and rich show a traceback's locals: none may hold the key."""
+    import traceback
+
+    sim = Simulator(clock=VirtualClock())
+    sim.inject("generate", fault)
+    # A module constant, so that this test's own frame holds no local with the key.
+    async with sim.client(api_key=_FOOD_KEY, max_retries=0) as client:
+        with pytest.raises(k.KolboError) as info:
+            await client.videos.generate("a cat")
+    shown = "".join(
+        traceback.TracebackException.from_exception(info.value, capture_locals=True).format()
+    )
+    assert "f00df00d" not in shown

@@ -10,6 +10,7 @@ then refuses.
 from __future__ import annotations
 
 import re
+from email.utils import parsedate_to_datetime
 from typing import NamedTuple
 
 import httpx
@@ -24,8 +25,10 @@ except ImportError:  # pragma: no cover - a future httpx that moved it
 __all__ = [
     "SNIFF_BYTES",
     "Span",
+    "Validators",
     "content_length",
     "content_range",
+    "continuation_document_kind",
     "document_kind",
     "is_encoded",
     "refused_type",
@@ -131,3 +134,81 @@ def document_kind(head: bytes, response: httpx.Response) -> str | None:
     if text[:1] in (b"{", b"["):
         return "a JSON document"
     return None
+
+
+_DOCUMENT_OPENINGS = (
+    (b"<!doctype html", "a web page"),
+    (b"<html", "a web page"),
+    (b"<?xml", "an XML document"),
+)
+
+
+def continuation_document_kind(head: bytes, response: httpx.Response) -> str | None:
+    """What `head`, the first bytes of a slice that continues the file, is when it is a page.
+
+    The middle of a video can hold any bytes, ``<`` or ``{`` followed by text included, so
+    the first-answer sniff would refuse real media here. Only what a document must open with
+    and media practically never holds at a slice's first byte counts: ``<!doctype html``,
+    ``<html`` or ``<?xml`` (any case, after an optional BOM and whitespace), with no control
+    byte in the window (a page's first bytes are text; a video's rarely run 512 bytes without
+    one). JSON is recognised only by its label here: ``{"`` is too short a sign.
+    """
+    if "svg" in response.headers.get("content-type", "").lower():
+        return None
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n\f")
+    if not text or _CONTROL.intersection(text):
+        return None
+    lowered = text.lower()
+    for opening, what in _DOCUMENT_OPENINGS:
+        if lowered.startswith(opening):
+            return what
+    return None
+
+
+class Validators(NamedTuple):
+    """What identifies one version of the file: its ``ETag`` and ``Last-Modified``."""
+
+    etag: str | None
+    last_modified: str | None
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> Validators:
+        """The validators `response` carries (None for each it lacks)."""
+        etag = response.headers.get("etag", "").strip() or None
+        modified = response.headers.get("last-modified", "").strip() or None
+        return cls(etag, modified)
+
+    def if_range(self, response_date: str | None) -> str | None:
+        """The ``If-Range`` value for a resume, or None when there is no strong validator.
+
+        RFC 9110 13.1.5 forbids a weak ETag there, and allows a date only when it is strong:
+        at least a second before the ``Date`` of the answer that carried it (a file changed
+        within that second would otherwise pass as unchanged).
+        """
+        if self.etag is not None and not self.etag.startswith("W/"):
+            return self.etag
+        if self.etag is None and self.last_modified is not None and response_date:
+            try:
+                modified = parsedate_to_datetime(self.last_modified)
+                date = parsedate_to_datetime(response_date)
+                if (date - modified).total_seconds() >= 1:
+                    return self.last_modified
+            except (TypeError, ValueError):
+                return None
+        return None
+
+    def changed(self, later: Validators) -> str | None:
+        """How `later` (a slice's validators) shows another version of the file, if it does.
+
+        A validator the slice does not carry proves nothing (some CDNs drop them on 206s);
+        ETags are compared without their weak mark, since only a change of version matters.
+        """
+        if self.etag is not None and later.etag is not None:
+            if self.etag.removeprefix("W/") != later.etag.removeprefix("W/"):
+                return f"ETag {later.etag[:60]!r}, not {self.etag[:60]!r}"
+            return None
+        if self.last_modified is None or later.last_modified is None:
+            return None
+        if self.last_modified != later.last_modified:
+            return f"Last-Modified {later.last_modified[:40]!r}, not {self.last_modified[:40]!r}"
+        return None

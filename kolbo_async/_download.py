@@ -24,8 +24,10 @@ import httpx
 
 from ._cdn_checks import (
     SNIFF_BYTES,
+    Validators,
     content_length,
     content_range,
+    continuation_document_kind,
     document_kind,
     is_encoded,
     refused_type,
@@ -308,13 +310,22 @@ def _finish(file: IO[bytes]) -> None:
 class _Transfer:
     """What the temporary file holds so far, and what it must hold to be the whole file."""
 
-    __slots__ = ("done", "expected")
+    __slots__ = ("done", "expected", "if_range", "validators")
 
     def __init__(self) -> None:
         self.done = 0
         # The whole file's size as the CDN announced it (a 200's Content-Length, the total in
         # a Content-Range): a file shorter than that is never placed.
         self.expected: int | None = None
+        # The version of the file the bytes so far come from, as the answer that started the
+        # file named it: a slice of another version is never spliced on.
+        self.validators: Validators | None = None
+        self.if_range: str | None = None
+
+    def start_over(self) -> None:
+        """Forget the bytes so far and the version they came from."""
+        self.done, self.expected = 0, None
+        self.validators, self.if_range = None, None
 
 
 class _StartOver(Exception):
@@ -339,6 +350,10 @@ async def _fetch(
         headers = {"Accept-Encoding": "identity"}
         if state.done:
             headers["Range"] = f"bytes={state.done}-"
+            if state.if_range is not None:
+                # The CDN then answers the rest only if the file is still the same version,
+                # else the whole new file (a 200), never a slice of it.
+                headers["If-Range"] = state.if_range
         # No key here, ever: result URLs live on a CDN, often signed, that must not see it.
         request = http.build_request("GET", url, headers=headers, timeout=pipeline.settings.timeout)
         try:
@@ -354,12 +369,13 @@ async def _fetch(
                             # A 200 to a resume: start over rather than append a second copy.
                             await anyio.to_thread.run_sync(_rewind, file)
                             state.done = 0
+                        _check_version(response, state)
                         await _receive(response, file, state, on_progress, clock, deadline, shown)
                         whole = _complete(state, start, stop)
                     except _StartOver as exc:
                         # Bytes from elsewhere in the file, or too many, would corrupt it.
                         await anyio.to_thread.run_sync(_rewind, file)
-                        state.done, state.expected = 0, None
+                        state.start_over()
                         raise httpx.ReadError(str(exc)) from None
                 finally:
                     await response.aclose()
@@ -478,6 +494,27 @@ def _place_of(
     return span.start, span.stop
 
 
+def _check_version(response: httpx.Response, state: _Transfer) -> None:
+    """Note the version of the file an answer that starts it carries; raise `_StartOver`
+    for a slice of another version (the file changed on the CDN during the download).
+
+    A CDN that names no version (no ETag, no Last-Modified) is trusted as before.
+    """
+    now = Validators.of(response)
+    if state.done == 0:
+        old = state.validators
+        if response.status_code != 206 and old is not None and old.changed(now):
+            # The whole of a new version: the size the old one announced is not its own.
+            state.expected = None if is_encoded(response) else content_length(response)
+        state.validators = now
+        state.if_range = now.if_range(response.headers.get("date"))
+        return
+    if state.validators is not None:
+        change = state.validators.changed(now)
+        if change is not None:
+            raise _StartOver(f"the file changed on the CDN during the download ({change})")
+
+
 def _unusable(response: httpx.Response, shown: httpx.URL, how: str) -> APIResponseValidationError:
     return APIResponseValidationError(
         f"The CDN answered part of {shown} (206) {how}; it cannot be saved as the whole file",
@@ -516,8 +553,10 @@ async def _receive(
     """Append `response`'s body to `file`, counting it in `state` as it arrives."""
     if on_progress is not None:
         on_progress(state.done, state.expected)
-    # Only a body that starts the file is looked at: a resumed slice can hold anything.
-    head: bytearray | None = bytearray() if state.done == 0 else None
+    # A body that starts the file is sniffed in full; a slice that continues it can hold any
+    # bytes, so only the unmistakable openings of a page count there.
+    sniff = document_kind if state.done == 0 else continuation_document_kind
+    head: bytearray | None = bytearray()
     refusal: APIResponseValidationError | None = None
     drained = 0
     writer = _Writer(file)
@@ -526,7 +565,7 @@ async def _receive(
             if head is not None:
                 head += chunk[: SNIFF_BYTES - len(head)]
                 if len(head) >= SNIFF_BYTES:
-                    refusal, head = _document_error(bytes(head), response, shown), None
+                    refusal, head = _document_error(sniff, bytes(head), response, shown), None
             if refusal is not None:
                 # A refused page is read to its end while it is small: leaving httpx's
                 # stream half-read abandons its generators to the GC (a ResourceWarning).
@@ -540,7 +579,7 @@ async def _receive(
                 on_progress(state.done, state.expected)
             _check_deadline(clock, deadline)
         if head is not None:
-            refusal = _document_error(bytes(head), response, shown)
+            refusal = _document_error(sniff, bytes(head), response, shown)
         if refusal is not None:
             raise refusal
     except httpx.DecodingError as exc:
@@ -561,10 +600,13 @@ _DRAIN = 256 * 1024
 
 
 def _document_error(
-    head: bytes, response: httpx.Response, shown: httpx.URL
+    sniff: Callable[[bytes, httpx.Response], str | None],
+    head: bytes,
+    response: httpx.Response,
+    shown: httpx.URL,
 ) -> APIResponseValidationError | None:
-    """The error for a body that opens with `head`, when that is a document, not media."""
-    what = document_kind(head, response)
+    """The error for a body that opens with `head`, when `sniff` finds a document there."""
+    what = sniff(head, response)
     if what is None:
         return None
     text = head.decode("utf-8", "replace")

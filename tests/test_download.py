@@ -633,12 +633,14 @@ class FakeCdn:
     def __init__(self, answer: Any) -> None:
         self.answer = answer
         self.ranges: list[str | None] = []
+        self.if_ranges: list[str | None] = []
 
     def transport(self) -> httpx.MockTransport:
         def serve(request: httpx.Request) -> httpx.Response:
             if request.url.path == STATUS:
                 return completed()
             self.ranges.append(request.headers.get("range"))
+            self.if_ranges.append(request.headers.get("if-range"))
             return self.answer(request, len(self.ranges))
 
         return httpx.MockTransport(serve)
@@ -1047,6 +1049,212 @@ class TestNotTheMediaSniffed:
                 gen.download(tmp_path / "v.mp4")
         assert len(cdn_requests(sim)) == 1
         assert leftovers(tmp_path) == []
+
+
+#: A 2985-byte file with no control-free stretch: served in 1000-byte slices below.
+SLICED = padded(MEDIA["mp4"])[:2985]
+SIGN_IN = (b"<!DOCTYPE html><html><body>Sign in to continue</body></html>" * 20)[:1000]
+
+
+def sliced(body: bytes, request: httpx.Request, **headers: str) -> httpx.Response:
+    """The 1000-byte slice of `body` a capped CDN answers to `request`."""
+    start = asked_from(request.headers.get("range"))
+    return part(body, start, min(start + 1000, len(body)), **headers)
+
+
+#: Continuation slices that are not the media: (Content-Type or None, body).
+SLICE_DOCUMENTS = {
+    "html-no-type": (None, SIGN_IN),
+    "html-labelled-video": ("video/mp4", SIGN_IN),
+    "html-bom-space-octet": ("application/octet-stream", b"\xef\xbb\xbf\n  <HTML>" + b"x" * 990),
+    "xml-octet": ("application/octet-stream", b"<?xml version='1.0'?><Error>" + b"e" * 972),
+    "html-labelled": ("text/html", b"\x00" * 1000),
+    "json-labelled": ("application/json", b'{"error":"expired"}' + b" " * 981),
+}
+
+
+class TestContinuationSlices:
+    """A slice that continues the file is checked too: a page there is never spliced in."""
+
+    @pytest.mark.parametrize("name", SLICE_DOCUMENTS)
+    async def test_page_in_a_continuation_slice_is_refused(
+        self, clock: StepClock, tmp_path: Path, name: str
+    ) -> None:
+        """A capped CDN whose second slice (right Content-Range) is a sign-in page or an error
+        document, however labelled: refused, not retried, nothing at path."""
+        kind, page = SLICE_DOCUMENTS[name]
+
+        def answer(request: httpx.Request, n: int) -> httpx.Response:
+            if n == 1:
+                return sliced(SLICED, request, **{"Content-Type": "video/mp4"})
+            headers = {} if kind is None else {"Content-Type": kind}
+            return part(SLICED[:1000] + page[:1000] + SLICED[2000:], 1000, 2000, **headers)
+
+        cdn = FakeCdn(answer)
+        with pytest.raises(k.APIResponseValidationError, match="not the media"):
+            await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert cdn.ranges == [None, "bytes=1000-"]
+        assert clock.sleeps == []
+        assert leftovers(tmp_path) == []
+
+    @pytest.mark.parametrize(
+        "middle",
+        [
+            b'{"error": "expired"} ',  # JSON-like text: sniffed only on a first answer
+            b"<head><title>x</title>",  # markup, but not a page's unmistakable opening
+            b"<Error><Code>AccessDenied</Code></Error>",
+            b"<html" + b"\x00\x01",  # a page's opening, then binary: media after all
+        ],
+    )
+    async def test_media_that_reads_like_text_mid_file_is_saved(
+        self, clock: StepClock, tmp_path: Path, middle: bytes
+    ) -> None:
+        """The middle of a video can hold any bytes: a slice opening with ``{`` or ``<`` and
+        text is joined on unless it opens as a page and stays text."""
+        body = SLICED[:1000] + middle + SLICED[1000 + len(middle) :]
+        cdn = FakeCdn(lambda request, n: sliced(body, request, **{"Content-Type": "video/mp4"}))
+        path = await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert path.read_bytes() == body
+        assert cdn.ranges == [None, "bytes=1000-", "bytes=2000-"]
+
+    def test_blocking_client(self, tmp_path: Path) -> None:
+        """The blocking Kolbo refuses a sign-in page in a continuation slice as well."""
+
+        def answer(request: httpx.Request, n: int) -> httpx.Response:
+            if n == 1:
+                return sliced(SLICED, request)
+            return part(SLICED[:1000] + SIGN_IN + SLICED[2000:], 1000, 2000)
+
+        cdn = FakeCdn(answer)
+        with (
+            k.Kolbo(KEY, _transport=cdn.transport(), rate_limits=None) as client,
+            pytest.raises(k.APIResponseValidationError, match="web page"),
+        ):
+            client.generations.attach("gen1").download(tmp_path / "v.mp4")
+        assert cdn.ranges == [None, "bytes=1000-"]
+        assert leftovers(tmp_path) == []
+
+
+NEW = bytes(reversed(SLICED))  # the file after the CDN's copy changed
+
+
+class TestOneVersion:
+    """Every byte placed comes from one version of the file."""
+
+    @pytest.mark.parametrize(
+        ("headers", "sent"),
+        [
+            ({"ETag": '"v1"'}, '"v1"'),
+            ({"ETag": '"v1"', "Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT"}, '"v1"'),
+            # A weak ETag may not be sent; a Last-Modified a second before Date is strong.
+            (
+                {
+                    "ETag": 'W/"v1"',
+                    "Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT",
+                    "Date": "Mon, 01 Jan 2024 00:00:05 GMT",
+                },
+                None,
+            ),
+            (
+                {
+                    "Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT",
+                    "Date": "Mon, 01 Jan 2024 00:00:05 GMT",
+                },
+                "Mon, 01 Jan 2024 00:00:00 GMT",
+            ),
+            (
+                {
+                    "Last-Modified": "Mon, 01 Jan 2024 00:00:05 GMT",
+                    "Date": "Mon, 01 Jan 2024 00:00:05 GMT",
+                },
+                None,
+            ),
+            ({"Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT"}, None),
+            ({"Last-Modified": "garbage", "Date": "Mon, 01 Jan 2024 00:00:05 GMT"}, None),
+            ({}, None),
+        ],
+    )
+    async def test_if_range_names_the_version(
+        self, clock: StepClock, tmp_path: Path, headers: dict[str, str], sent: str | None
+    ) -> None:
+        """Every Range request carries the first answer's strong validator in If-Range (RFC
+        9110 13.1.5: never a weak ETag, a date only when strong); none when there is none."""
+        cdn = FakeCdn(lambda request, n: sliced(SLICED, request, **headers))
+        path = await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert path.read_bytes() == SLICED
+        assert cdn.ranges == [None, "bytes=1000-", "bytes=2000-"]
+        assert cdn.if_ranges == [None, sent, sent]
+
+    @pytest.mark.parametrize("validator", ["ETag", "Last-Modified"])
+    async def test_slice_of_another_version_starts_over(
+        self, clock: StepClock, tmp_path: Path, validator: str
+    ) -> None:
+        """The CDN's file changed after the first slice and it ignores If-Range: the slice
+        of the new version is not spliced on; the file is fetched again from zero (one
+        retry's backoff) and the new version alone is placed."""
+        values = (
+            ('"v1"', '"v2"')
+            if validator == "ETag"
+            else ("Mon, 01 Jan 2024 00:00:00 GMT", "Tue, 02 Jan 2024 00:00:00 GMT")
+        )
+
+        def answer(request: httpx.Request, n: int) -> httpx.Response:
+            if n == 1:
+                return sliced(SLICED, request, **{validator: values[0]})
+            return sliced(NEW, request, **{validator: values[1]})
+
+        cdn = FakeCdn(answer)
+        path = await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert path.read_bytes() == NEW
+        assert cdn.ranges == [None, "bytes=1000-", None, "bytes=1000-", "bytes=2000-"]
+        assert len(clock.sleeps) == 1
+        assert leftovers(tmp_path) == ["v.mp4"]
+
+    async def test_version_that_keeps_changing_ends_without_a_file(
+        self, clock: StepClock, tmp_path: Path
+    ) -> None:
+        """A file that changes under every resume ends within the retry budget."""
+        cdn = FakeCdn(lambda request, n: sliced(SLICED, request, ETag=f'"v{n}"'))
+        with pytest.raises(k.APIConnectionError, match="changed on the CDN"):
+            await fetch(clock, cdn, tmp_path / "v.mp4", max_retries=1)
+        assert cdn.ranges == [None, "bytes=1000-"] * 2
+        assert leftovers(tmp_path) == []
+
+    async def test_slice_without_a_validator_is_joined(
+        self, clock: StepClock, tmp_path: Path
+    ) -> None:
+        """A CDN that names the version on its first answer only (some drop it on 206s):
+        absence proves no change, the slices are joined as before."""
+
+        def answer(request: httpx.Request, n: int) -> httpx.Response:
+            return sliced(SLICED, request, **({"ETag": '"v1"'} if n == 1 else {}))
+
+        cdn = FakeCdn(answer)
+        path = await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert path.read_bytes() == SLICED
+        assert cdn.if_ranges == [None, '"v1"', '"v1"']
+
+    @pytest.mark.parametrize("length", [True, False])
+    async def test_cdn_honouring_if_range_sends_the_new_file(
+        self, clock: StepClock, tmp_path: Path, length: bool
+    ) -> None:
+        """A CDN that honours If-Range answers a resume of a changed file with the whole new
+        version (a 200, its own size, announced or not): that alone is placed, at once."""
+        new = NEW[:2500]
+
+        def answer(request: httpx.Request, n: int) -> httpx.Response:
+            if n == 1:
+                return sliced(SLICED, request, ETag='"v1"')
+            assert request.headers["if-range"] == '"v1"'
+            if length:
+                return httpx.Response(200, headers={"ETag": '"v2"'}, content=new)
+            return httpx.Response(200, headers={"ETag": '"v2"'}, stream=_Pieces([new]))
+
+        cdn = FakeCdn(answer)
+        path = await fetch(clock, cdn, tmp_path / "v.mp4")
+        assert path.read_bytes() == new
+        assert cdn.ranges == [None, "bytes=1000-"]
+        assert clock.sleeps == []
 
 
 class _Pieces(httpx.AsyncByteStream):

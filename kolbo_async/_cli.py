@@ -15,10 +15,12 @@ import argparse
 import asyncio
 import json
 import random
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TextIO
+from types import FrameType
+from typing import Any, TextIO, cast
 
 import anyio
 
@@ -28,9 +30,12 @@ from ._cli_outcome import (
     broken_pipe,
     fail,
     interrupted,
+    is_broken,
     line,
     say,
+    silence,
 )
+from ._cli_streams import Stream
 from ._client import AsyncKolbo
 from ._exceptions import (
     GenerationFailedError,
@@ -132,16 +137,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
     """Run `kolbo` with `argv`; return the exit code."""
-    out = stdout or sys.stdout
-    err = sys.stderr
+    out = cast(TextIO, Stream(stdout or sys.stdout, strict=True))
+    err = cast(TextIO, Stream(sys.stderr, strict=False))
     args = build_parser().parse_args(argv)
     session = Session(as_json=bool(getattr(args, "json", False)))
+    previous = _terminate_like_ctrl_c(session)
     try:
         code = _main(args, session, out, err)
         out.flush()
     except BrokenPipeError:
-        return broken_pipe(session, out, err)
+        code = broken_pipe(session, out, err)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if is_broken(out):
+        silence(out)
     return code
+
+
+def _terminate_like_ctrl_c(session: Session) -> Any:
+    """Make SIGTERM (`timeout`, `kill`, a CI runner) act as Ctrl-C; return the old handler.
+
+    Left to its default, SIGTERM ends the process at once, losing the id of a generation whose
+    POST is on the wire. As Ctrl-C, the first one waits for Kolbo's answer and names the id,
+    and a second one (SIGTERM or SIGINT) quits at once. Exit code 143, as a shell expects.
+    """
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        session.signal = signal.SIGTERM
+        # asyncio's runner installs its own SIGINT handler (cancel first, then quit): use
+        # whichever SIGINT handler is in place now, so both signals count alike.
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):
+            handler = signal.default_int_handler
+        handler(signal.SIGINT, frame)
+
+    try:
+        return signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread (main() called from a worker): leave it be
+        return None
 
 
 def _main(args: argparse.Namespace, session: Session, out: TextIO, err: TextIO) -> int:
@@ -168,6 +202,12 @@ def _main(args: argparse.Namespace, session: Session, out: TextIO, err: TextIO) 
 def _check(args: argparse.Namespace) -> None:
     """Every check of the command line that needs no request: all of it, before any POST."""
     args.target = None
+    # An empty value is a mistake, never "not given": `--image "$URL"` with $URL unset must
+    # not pay for a text-to-video instead.
+    for option in ("base_url", "image", "model", "aspect_ratio"):
+        value = getattr(args, option, None)
+        if value is not None and not value.strip():
+            raise InvalidRequestError("--" + option.replace("_", "-"), "must not be empty")
     if args.command == "generate" and args.download is not None:
         if args.no_wait:
             raise InvalidRequestError("--download", "cannot be used with --no-wait")
@@ -282,7 +322,7 @@ async def _submit(
 
     async def post() -> AsyncGeneration | Exception:
         try:
-            if args.image:
+            if args.image is not None:
                 gen = await client.videos.from_image(args.image, prompt=args.prompt, **options)
             else:
                 gen = await client.videos.generate(args.prompt, **options)
@@ -481,11 +521,14 @@ _COMMANDS: dict[
 def run() -> None:
     """Console-script entry point."""
     try:
-        try:
-            code: int | str | None = main()
-        except SystemExit as stop:  # argparse's --help and usage errors
-            code = stop.code
-        sys.stdout.flush()
+        code: int | str | None = main()
+    except SystemExit as stop:  # argparse's --help and usage errors
+        code = stop.code
+    # argparse writes to sys.stdout itself, which may be closed (None), full or a gone reader;
+    # its buffered text only fails here, at the final flush.
+    out = cast(TextIO, Stream(sys.stdout, strict=True))
+    try:
+        out.flush()
     except BrokenPipeError:  # `kolbo --help | head -1`
-        code = broken_pipe(Session(as_json=False), sys.stdout, sys.stderr)
+        code = broken_pipe(Session(as_json=False), out, cast(TextIO, Stream(None, strict=False)))
     sys.exit(code)

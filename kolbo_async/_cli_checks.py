@@ -11,6 +11,7 @@ import argparse
 import math
 import os
 import re
+import stat
 from pathlib import Path
 
 from ._exceptions import InvalidRequestError
@@ -86,6 +87,7 @@ class DownloadTarget:
             return
         if text.endswith(("/", os.sep)):
             raise InvalidRequestError(option, f"directory {text!r} does not exist")
+        _refuse_special(path, text, option)
         if os.path.lexists(path) and not overwrite:
             raise InvalidRequestError(
                 option, f"{text!r} exists; add --overwrite to replace it"
@@ -110,3 +112,28 @@ class DownloadTarget:
         # The id comes from the server: keep it from naming a path outside the directory.
         name = re.sub(r"[^A-Za-z0-9_-]", "_", generation_id) or "generation"
         return self.directory / f"{name}{suffix}"
+
+
+def _refuse_special(path: Path, text: str, option: str) -> None:
+    """Refuse a target that is there and is not a plain file, even with --overwrite.
+
+    A download replaces its target by renaming a finished temporary file over it: that would
+    swap a device (as root, even /dev/null), a FIFO or a socket for a regular file, and a
+    symbolic link for a copy (the file it points to untouched). None of these is what
+    "overwrite the file" means, so they are refused; a link is refused with where it points,
+    so that the user can name that file instead.
+    """
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return  # nothing there (or unreadable: the parent checks below speak for it)
+    if stat.S_ISLNK(mode):
+        raise InvalidRequestError(
+            option,
+            f"{text!r} is a symbolic link (to {os.readlink(path)!r}); kolbo does not replace "
+            "links: name the file itself",
+        )
+    if not stat.S_ISREG(mode):
+        raise InvalidRequestError(
+            option, f"{text!r} exists and is not a regular file; kolbo only replaces files"
+        )

@@ -7,8 +7,10 @@ and the commands that reach it; nothing here cancels anything at Kolbo.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 from typing import TextIO
 
 from ._models import GenerationStatus
@@ -16,15 +18,21 @@ from ._models import GenerationStatus
 __all__ = [
     "EXIT_BROKEN_PIPE",
     "EXIT_INTERRUPTED",
+    "EXIT_TERMINATED",
     "Session",
     "broken_pipe",
     "fail",
     "interrupted",
+    "is_broken",
     "line",
     "say",
+    "silence",
+    "tell_id",
 ]
 
 EXIT_INTERRUPTED = 130
+#: 128 + SIGTERM, as a shell reports any process ended by `kill` or `timeout`.
+EXIT_TERMINATED = 143
 #: 128 + SIGPIPE, what a shell shows for any tool whose reader went away (`kolbo ... | head`):
 #: `set -o pipefail` scripts see kolbo as they see `grep`, and it is never taken for 1, 2 or 3.
 EXIT_BROKEN_PIPE = 141
@@ -33,7 +41,15 @@ EXIT_BROKEN_PIPE = 141
 class Session:
     """What a run has sent and paid for so far: the messages of a run that ends early use it."""
 
-    __slots__ = ("generation_id", "in_flight", "json", "last", "reported", "submitted")
+    __slots__ = (
+        "generation_id",
+        "in_flight",
+        "json",
+        "last",
+        "reported",
+        "signal",
+        "submitted",
+    )
 
     def __init__(self, *, as_json: bool) -> None:
         #: `--json`: the outcome goes to stdout as a JSON line too.
@@ -48,6 +64,8 @@ class Session:
         self.last: GenerationStatus | None = None
         #: The outcome is on stdout (a URL, a path, or the final JSON line).
         self.reported = False
+        #: The signal that interrupts the run: SIGINT (Ctrl-C), or SIGTERM (`timeout`, `kill`).
+        self.signal: int = signal.SIGINT
 
 
 def line(data: object, out: TextIO) -> None:
@@ -75,33 +93,68 @@ def say(err: TextIO, text: str) -> None:
 def fail(session: Session, exc: Exception, out: TextIO, err: TextIO, code: int) -> int:
     """Report `exc` (and the paid generation it leaves behind, if any); return `code`."""
     gid = session.generation_id
-    if gid and session.json and not session.reported:
-        last = dict(session.last.raw) if session.last else {}
-        line({**last, "generation_id": gid, "error": str(exc)}, out)
+    # stderr first: stdout may be the stream that just failed, and each is written on its own.
     say(err, f"kolbo: error: {exc}\n")
     if gid and session.submitted and not session.reported:
-        say(err, f"kolbo: {_whereabouts(session, gid)}\n")
+        tell_id(f"kolbo: {_whereabouts(session, gid)}\n", out, err, session)
+    if gid and session.json and not session.reported:
+        last = dict(session.last.raw) if session.last else {}
+        _line_if_possible({**last, "generation_id": gid, "error": str(exc)}, out)
     return code
+
+
+def is_broken(stream: TextIO) -> bool:
+    """Whether writes to `stream` (a `Stream`) are known to go nowhere."""
+    return bool(getattr(stream, "broken", False))
+
+
+def tell_id(text: str, out: TextIO, err: TextIO, session: Session) -> None:
+    """Say `text` (which names a paid generation) on stderr, or on stdout if stderr is gone.
+
+    With stderr closed (`2>&-`) the message naming a paid generation would be lost; stdout
+    then carries it (as a JSON line with `--json`), so that the id reaches one of the two.
+    """
+    say(err, text)
+    if not is_broken(err):
+        return
+    data: object = {"generation_id": session.generation_id, "message": text.strip()}
+    try:
+        if session.json:
+            line(data, out)
+        else:
+            out.write(text)
+            out.flush()
+    except BrokenPipeError:
+        pass
+
+
+def _line_if_possible(data: object, out: TextIO) -> None:
+    # stderr has the id already; `main` quiets the interpreter's final flush.
+    with contextlib.suppress(BrokenPipeError):
+        line(data, out)
 
 
 def interrupted(session: Session, out: TextIO, err: TextIO) -> int:
     """Report Ctrl-C: what may have been paid for, and how to reach it; return 130."""
     gid = session.generation_id
+    how = "terminated" if session.signal == signal.SIGTERM else "interrupted"
+    if gid:
+        tell_id(f"kolbo: {how}; {_whereabouts(session, gid)}\n", out, err, session)
     if gid and session.json and not session.reported:
         last = dict(session.last.raw) if session.last else {}
-        line({**last, "generation_id": gid, "error": "interrupted"}, out)
+        _line_if_possible({**last, "generation_id": gid, "error": how}, out)
     if gid:
-        say(err, f"kolbo: interrupted; {_whereabouts(session, gid)}\n")
+        pass  # named above
     elif session.in_flight:
         say(
             err,
-            "kolbo: interrupted before Kolbo answered the generation request: a generation may "
+            f"kolbo: {how} before Kolbo answered the generation request: a generation may "
             "have been created and charged, and its id is unknown (Kolbo has no call to list "
             "generations). Check your balance with `kolbo credits` before you try again.\n",
         )
     else:
-        say(err, "kolbo: interrupted\n")
-    return EXIT_INTERRUPTED
+        say(err, f"kolbo: {how}\n")
+    return 128 + session.signal
 
 
 def _whereabouts(session: Session, gid: str) -> str:
@@ -120,8 +173,19 @@ def _whereabouts(session: Session, gid: str) -> str:
 
 def broken_pipe(session: Session, out: TextIO, err: TextIO) -> int:
     """Whoever read stdout has gone (`kolbo ... | head`): stop quietly, as Unix tools do."""
-    # Point stdout at /dev/null so the interpreter's final flush does not fail again
-    # (the recipe of Python's signal module docs).
+    silence(out)
+    gid = session.generation_id
+    if gid and session.submitted and not (session.last is not None and session.last.done):
+        # The reader left before the generation ended: its id must not be lost with it.
+        say(err, f"kolbo: stdout closed; {_whereabouts(session, gid)}\n")
+    return EXIT_BROKEN_PIPE
+
+
+def silence(out: TextIO) -> None:
+    """Point a failed stdout at /dev/null, so the interpreter's final flush cannot fail again.
+
+    (The recipe of Python's signal module docs.)
+    """
     try:
         fd = out.fileno()
     except (AttributeError, OSError, ValueError):
@@ -130,8 +194,3 @@ def broken_pipe(session: Session, out: TextIO, err: TextIO) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, fd)
         os.close(devnull)
-    gid = session.generation_id
-    if gid and session.submitted and not (session.last is not None and session.last.done):
-        # The reader left before the generation ended: its id must not be lost with it.
-        say(err, f"kolbo: stdout closed; {_whereabouts(session, gid)}\n")
-    return EXIT_BROKEN_PIPE

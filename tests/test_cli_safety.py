@@ -12,6 +12,7 @@ import io
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -342,3 +343,175 @@ class TestCtrlCWhileThePostIsOnTheWire:
         assert proc.returncode == 130, err
         assert "may have been created and charged" in err
         assert "Traceback" not in err
+
+
+def _shell_run(
+    redirect: str, *argv: str, env: dict[str, str], stdout: int | None = subprocess.PIPE
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m kolbo_async ARGV` with a shell redirection such as `2>&-` applied."""
+    return subprocess.run(
+        ["sh", "-c", f'exec "$@" {redirect}', "sh", sys.executable, "-m", "kolbo_async", *argv],
+        stdout=stdout, stderr=subprocess.PIPE, text=True, env=env, timeout=60, check=False,
+    )
+
+
+class TestClosedOrFullStreams:
+    """A closed or full stdout or stderr never costs the id of a paid generation."""
+
+    def test_stderr_closed_still_delivers_the_video(self) -> None:
+        sim = Simulator(speed=300.0)
+        with sim.serve() as base_url:
+            env = dict(os.environ, KOLBO_BASE_URL=base_url, KOLBO_API_KEY=KEY)
+            proc = _shell_run("2>&-", "generate", "a cat", env=env)
+        assert proc.returncode == 0
+        assert proc.stdout.startswith("http")
+        assert len(generation_posts(sim)) == 1
+
+    def test_stderr_closed_and_a_timeout_names_the_id_on_stdout(self) -> None:
+        sim = Simulator(speed=1.0)  # a generation takes far longer than --timeout
+        with sim.serve() as base_url:
+            env = dict(os.environ, KOLBO_BASE_URL=base_url, KOLBO_API_KEY=KEY)
+            proc = _shell_run("2>&-", "generate", "a cat", "--timeout", "0.5", env=env)
+        (gen_id,) = sim.generations
+        assert proc.returncode == 3
+        assert f"kolbo status {gen_id} --wait" in proc.stdout
+        assert len(generation_posts(sim)) == 1
+
+    @pytest.mark.parametrize(
+        ("redirect", "extra"),
+        [(">/dev/full", "--json"), (">&-", "--json"), (">&-", "--no-wait"),
+         (">/dev/full", "--no-wait")],
+    )
+    def test_unusable_stdout_names_the_id_on_stderr(self, redirect: str, extra: str) -> None:
+        if redirect == ">/dev/full" and not os.path.exists("/dev/full"):
+            pytest.skip("no /dev/full")
+        env = dict(os.environ, PYTHONUNBUFFERED="")
+        sim = Simulator(speed=300.0)
+        with sim.serve() as base_url:
+            env.update(KOLBO_BASE_URL=base_url, KOLBO_API_KEY=KEY)
+            proc = _shell_run(redirect, "generate", "a cat", extra, env=env, stdout=None)
+        (gen_id,) = sim.generations
+        assert proc.returncode == EXIT_BROKEN_PIPE, proc.stderr
+        assert f"kolbo status {gen_id} --wait" in proc.stderr
+        assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+        assert len(generation_posts(sim)) == 1
+
+    @pytest.mark.parametrize("argv", [["--sandbox", "models"], ["--help"], ["models", "--help"]])
+    @pytest.mark.parametrize("redirect", [">&-", ">/dev/full"])
+    def test_no_traceback_without_a_generation(self, argv: list[str], redirect: str) -> None:
+        env = dict(os.environ, KOLBO_SANDBOX_SPEED="300", PYTHONUNBUFFERED="")
+        proc = _shell_run(redirect, *argv, env=env, stdout=None)
+        assert proc.returncode in (0, EXIT_BROKEN_PIPE)
+        # With no stdout at all (`>&-`) argparse shows --help on stderr: fine, but nothing else.
+        assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+        if "--help" not in argv:
+            assert proc.stderr == ""
+
+    def test_both_closed_is_quiet(self) -> None:
+        sim = Simulator(speed=300.0)
+        with sim.serve() as base_url:
+            env = dict(os.environ, KOLBO_BASE_URL=base_url, KOLBO_API_KEY=KEY)
+            proc = _shell_run(">&- 2>&-", "generate", "a cat", "--json", env=env, stdout=None)
+        assert proc.returncode == EXIT_BROKEN_PIPE
+
+
+class TestSigtermWhileThePostIsOnTheWire(TestCtrlCWhileThePostIsOnTheWire):
+    """SIGTERM (`timeout`, `kill`, a CI runner) is handled as Ctrl-C is, with exit 143."""
+
+    def test_waits_for_the_answer_and_names_the_id(self) -> None:
+        sim = Simulator(speed=300.0)
+        sim.faults.slow_seconds = 1.0
+        sim.inject("generate", "slow")
+        with sim.serve() as base_url:
+            proc = self._start(sim, base_url, "--json")
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 143, err
+        (gen_id,) = sim.generations
+        assert "terminated" in err
+        assert f"kolbo status {gen_id} --wait" in err
+        assert "Traceback" not in err
+        assert json_lines(out)[-1]["generation_id"] == gen_id
+        assert len(generation_posts(sim)) == 1
+
+    @pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT])
+    def test_second_signal_quits_and_says_it_may_be_charged(self, second: int) -> None:
+        sim = Simulator(speed=300.0)
+        sim.faults.slow_seconds = 15.0
+        sim.inject("generate", "slow")
+        with sim.serve() as base_url:
+            proc = self._start(sim, base_url)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.stderr is not None
+            assert "waiting for Kolbo's answer" in proc.stderr.readline()
+            proc.send_signal(second)
+            _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 143, err
+        assert "may have been created and charged" in err
+        assert "Traceback" not in err
+
+    def test_second_ctrl_c_quits_and_says_it_may_be_charged(self) -> None:
+        pass  # the SIGINT-only case belongs to the parent class
+
+
+class TestEmptyValuesAreMistakes:
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ["generate", "a cat", "--image", ""],
+            ["generate", "a cat", "--image", "  "],
+            ["generate", "a cat", "--model", ""],
+            ["generate", "a cat", "--aspect-ratio", ""],
+            ["--base-url", "", "generate", "a cat"],
+        ],
+    )
+    def test_refused_before_anything_is_sent(self, sim: Simulator, argv: list[str]) -> None:
+        code, _, err = run(*argv)
+        assert code == 2, err
+        assert "must not be empty" in err
+        assert sim.requests == []
+
+
+class TestDownloadTargetsThatAreNotFiles:
+    """--overwrite replaces a file, never a FIFO, a device, a socket or a symbolic link."""
+
+    def _argvs(self, path: Path) -> list[list[str]]:
+        return [
+            ["generate", "a cat", "--download", str(path), "--overwrite"],
+            ["generate", "a cat", "--download", str(path)],
+            ["download", "gen_x", str(path), "--overwrite"],
+        ]
+
+    def _refused(self, sim: Simulator, path: Path, words: str) -> None:
+        for argv in self._argvs(path):
+            code, _, err = run(*argv)
+            assert code == 2, (argv, err)
+            assert words in err
+        assert sim.requests == []
+
+    def test_fifo(self, sim: Simulator, tmp_path: Path) -> None:
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        self._refused(sim, fifo, "not a regular file")
+        assert fifo.is_fifo()
+
+    def test_symlink_to_a_file(self, sim: Simulator, tmp_path: Path) -> None:
+        (tmp_path / "real.mp4").write_bytes(b"mine")
+        link = tmp_path / "link.mp4"
+        link.symlink_to(tmp_path / "real.mp4")
+        self._refused(sim, link, "symbolic link")
+        assert link.is_symlink() and (tmp_path / "real.mp4").read_bytes() == b"mine"
+
+    def test_dangling_symlink(self, sim: Simulator, tmp_path: Path) -> None:
+        link = tmp_path / "link.mp4"
+        link.symlink_to(tmp_path / "nowhere.mp4")
+        self._refused(sim, link, "symbolic link")
+
+    def test_device_node(self, sim: Simulator, tmp_path: Path) -> None:
+        node = tmp_path / "null"
+        try:
+            os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except (PermissionError, OSError):
+            pytest.skip("cannot make a device node here")
+        self._refused(sim, node, "not a regular file")
+        assert stat.S_ISCHR(node.lstat().st_mode)

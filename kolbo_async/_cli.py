@@ -24,10 +24,19 @@ from typing import Any, TextIO, cast
 
 import anyio
 
-from ._cli_checks import DownloadTarget, port, positive_seconds, positive_speed, sandbox_speed
+from ._cli_checks import (
+    DownloadTarget,
+    api_key_is_set,
+    duration_seconds,
+    port,
+    positive_seconds,
+    positive_speed,
+    sandbox_speed,
+)
 from ._cli_outcome import (
     Session,
     broken_pipe,
+    cli_words,
     fail,
     interrupted,
     is_broken,
@@ -77,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt", help="what the video shows (with --image: how it moves)")
     gen.add_argument("--image", metavar="URL", help="animate this image instead")
     gen.add_argument("--model", metavar="ID", help="a model identifier (default: Smart Select)")
-    gen.add_argument("--duration", type=float, metavar="N", help="seconds of video")
+    gen.add_argument(
+        "--duration", type=duration_seconds, metavar="N", help="seconds of video (at least 1)"
+    )
     gen.add_argument("--aspect-ratio", metavar="W:H", help='e.g. "16:9", "9:16", "1:1"')
     gen.add_argument("--no-enhance", action="store_true", help="send the prompt as written")
     gen.add_argument("--no-wait", action="store_true", help="print the id and return at once")
@@ -193,7 +204,7 @@ def _main(args: argparse.Namespace, session: Session, out: TextIO, err: TextIO) 
     except InvalidRequestError as exc:
         return fail(session, exc, out, err, EXIT_USAGE)
     except GenerationFailedError as exc:
-        say(err, f"kolbo: {exc}\n")
+        say(err, f"kolbo: {cli_words(str(exc))}\n")
         return EXIT_FAILED
     except (KolboError, OSError) as exc:
         return fail(session, exc, out, err, EXIT_API)
@@ -237,6 +248,7 @@ async def _run(args: argparse.Namespace, session: Session, out: TextIO, err: Tex
 
 def _client(args: argparse.Namespace) -> AsyncKolbo:
     if not args.sandbox:
+        api_key_is_set()  # a usage error (exit 2), not an API error (3): nothing was sent
         return AsyncKolbo(base_url=args.base_url)
     from .testing import Simulator
 
@@ -524,6 +536,12 @@ def run() -> None:
         code: int | str | None = main()
     except SystemExit as stop:  # argparse's --help and usage errors
         code = stop.code
+    except KeyboardInterrupt:  # Ctrl-C before the run began (parsing): nothing was sent
+        code = interrupted(
+            Session(as_json=False),
+            cast(TextIO, Stream(None, strict=True)),
+            cast(TextIO, Stream(sys.stderr, strict=False)),
+        )
     # argparse writes to sys.stdout itself, which may be closed (None), full or a gone reader;
     # its buffered text only fails here, at the final flush.
     out = cast(TextIO, Stream(sys.stdout, strict=True))

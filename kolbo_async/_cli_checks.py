@@ -16,7 +16,15 @@ from pathlib import Path
 
 from ._exceptions import InvalidRequestError
 
-__all__ = ["DownloadTarget", "port", "positive_seconds", "positive_speed", "sandbox_speed"]
+__all__ = [
+    "DownloadTarget",
+    "api_key_is_set",
+    "duration_seconds",
+    "port",
+    "positive_seconds",
+    "positive_speed",
+    "sandbox_speed",
+]
 
 
 def _positive_finite(text: str, what: str) -> float:
@@ -33,6 +41,28 @@ def _positive_finite(text: str, what: str) -> float:
 def positive_seconds(text: str) -> float:
     """argparse type: a positive, finite number of seconds."""
     return _positive_finite(text, "a positive number of seconds")
+
+
+def duration_seconds(text: str) -> float:
+    """argparse type: a video length of at least 1 s (Kolbo's durations are whole seconds).
+
+    The SDK accepts any positive number; from the command line, `--duration 1e-320` or
+    `0.0001` is a typo, and a generation POSTed with it is charged.
+    """
+    value = _positive_finite(text, "a number of seconds, at least 1")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, at least 1, not {text!r}")
+    return value
+
+
+def api_key_is_set() -> None:
+    """A usage error (exit 2) when ``$KOLBO_API_KEY`` is unset or blank, before any request."""
+    if not os.environ.get("KOLBO_API_KEY", "").strip():
+        raise InvalidRequestError(
+            "KOLBO_API_KEY",
+            "is not set: export KOLBO_API_KEY=kolbo_live_... (from your Kolbo dashboard), "
+            "or try kolbo --sandbox",
+        )
 
 
 def positive_speed(text: str) -> float:
@@ -89,9 +119,7 @@ class DownloadTarget:
             raise InvalidRequestError(option, f"directory {text!r} does not exist")
         _refuse_special(path, text, option)
         if os.path.lexists(path) and not overwrite:
-            raise InvalidRequestError(
-                option, f"{text!r} exists; add --overwrite to replace it"
-            )
+            raise InvalidRequestError(option, f"{text!r} exists; add --overwrite to replace it")
         parent = path.parent
         if not parent.is_dir():
             raise InvalidRequestError(option, f"directory {str(parent)!r} does not exist")

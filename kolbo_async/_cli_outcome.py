@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 from typing import TextIO
 
@@ -21,6 +22,7 @@ __all__ = [
     "EXIT_TERMINATED",
     "Session",
     "broken_pipe",
+    "cli_words",
     "fail",
     "interrupted",
     "is_broken",
@@ -94,13 +96,28 @@ def fail(session: Session, exc: Exception, out: TextIO, err: TextIO, code: int) 
     """Report `exc` (and the paid generation it leaves behind, if any); return `code`."""
     gid = session.generation_id
     # stderr first: stdout may be the stream that just failed, and each is written on its own.
-    say(err, f"kolbo: error: {exc}\n")
+    say(err, f"kolbo: error: {cli_words(str(exc))}\n")
     if gid and session.submitted and not session.reported:
         tell_id(f"kolbo: {_whereabouts(session, gid)}\n", out, err, session)
     if gid and session.json and not session.reported:
         last = dict(session.last.raw) if session.last else {}
         _line_if_possible({**last, "generation_id": gid, "error": str(exc)}, out)
     return code
+
+
+_SDK_WORDS = [
+    # The SDK's messages name Python calls; a command-line user needs the command instead.
+    (re.compile(r"client\.generations\.attach\('([^']*)'\)"), r"kolbo status \1 --wait"),
+    (re.compile(r"pass overwrite=True"), "add --overwrite"),
+    (re.compile(r"pass api_key=\.\.\. or set"), "set"),
+]
+
+
+def cli_words(text: str) -> str:
+    """An SDK message in the command's words (`--overwrite`, not `overwrite=True`)."""
+    for pattern, words in _SDK_WORDS:
+        text = pattern.sub(words, text)
+    return text
 
 
 def is_broken(stream: TextIO) -> bool:

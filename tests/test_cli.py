@@ -107,10 +107,12 @@ class TestInProcess:
         assert info.value.code == 2
 
     def test_missing_key_is_one_clear_line(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Without a key: exit 3 and a line naming KOLBO_API_KEY, no traceback."""
+        """Without a key: a usage error (exit 2), one line naming KOLBO_API_KEY, no SDK words."""
+        monkeypatch.setenv("KOLBO_API_KEY", "  ")
         code, _, err = run("credits")
-        assert code == 3
+        assert code == 2
         assert "KOLBO_API_KEY" in err
+        assert "api_key=" not in err
         assert len(err.strip().splitlines()) == 1
 
 

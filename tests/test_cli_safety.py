@@ -515,3 +515,47 @@ class TestDownloadTargetsThatAreNotFiles:
             pytest.skip("cannot make a device node here")
         self._refused(sim, node, "not a regular file")
         assert stat.S_ISCHR(node.lstat().st_mode)
+
+
+class TestCommandLineWords:
+    """Messages name commands and options, never the SDK's Python calls."""
+
+    @pytest.mark.parametrize("value", ["0.0001", "1e-320", "0.5"])
+    def test_duration_below_one_second(self, sim: Simulator, value: str) -> None:
+        code, _, err = run("generate", "a cat", "--duration", value)
+        assert code == 2
+        assert "--duration" in err
+        assert sim.requests == []
+
+    def test_timeout_names_the_command_to_follow_it(self, sim: Simulator) -> None:
+        code, _, err = run("generate", "a cat", "--timeout", "0.001")
+        (gen_id,) = sim.generations
+        assert code == 3
+        assert "generations.attach" not in err
+        assert f"kolbo status {gen_id} --wait" in err
+
+    def test_existing_file_in_a_directory_target_names_the_option(
+        self, sim: Simulator, tmp_path: Path
+    ) -> None:
+        code, out, err = run("generate", "a cat", "--json")
+        gen_id = json_lines(out)[0]["generation_id"]
+        (tmp_path / f"{gen_id}.mp4").write_bytes(b"mine")
+        code, _, err = run("download", str(gen_id), str(tmp_path))
+        assert code == 2, err
+        assert "overwrite=True" not in err and "--overwrite" in err
+
+    def test_ctrl_c_while_starting_is_one_line(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Ctrl-C before the run began (while parsing): exit 130, no traceback."""
+        from kolbo_async import _cli
+
+        def interrupted_parser() -> object:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(_cli, "build_parser", interrupted_parser)
+        monkeypatch.setattr(sys, "argv", ["kolbo", "credits"])
+        with pytest.raises(SystemExit) as stop:
+            _cli.run()
+        assert stop.value.code == 130
+        assert capsys.readouterr().err == "kolbo: interrupted\n"

@@ -1,7 +1,8 @@
 """The `kolbo` command: models, generate, status, download, cancel, credits, sandbox.
 
 Built on the public SDK only. Exit codes: 0 success, 1 generation failed or cancelled,
-2 usage error, 3 API or network error, 130 interrupted, 141 stdout closed early (`| head`).
+2 usage error (a missing API key too), 3 API or network error, 130 interrupted (Ctrl-C),
+141 stdout closed early (`| head`), closed (`>&-`) or full, 143 terminated (SIGTERM).
 
 Nothing is paid for a mistake in the command line: every argument is checked before the
 generation POST. Once a generation is paid for, its id is never lost: `--json` prints it on a

@@ -28,7 +28,7 @@ from ._convert import structure
 from ._download import Transfers
 from ._exceptions import InvalidRequestError
 from ._handles import AsyncGeneration
-from ._models import Credits, Model, Submission
+from ._models import Credits, Model, Submission, submitted_id
 from ._pacing import Pacer
 from ._pipeline import Call, Pipeline
 from ._poller import Poller
@@ -463,12 +463,11 @@ class AsyncAccount:
 
 
 def _parse_submission(data: dict[str, Any]) -> Submission:
-    generation_id = data.get("generation_id")
-    if isinstance(generation_id, int) and not isinstance(generation_id, bool):
-        # A number is still the id of a generation that was created (and charged).
-        data = {**data, "generation_id": str(generation_id)}
-    elif not isinstance(generation_id, str) or not generation_id:
+    generation_id = submitted_id(data)
+    if generation_id is None:
         raise ValueError("the answer has no 'generation_id'")
+    if generation_id != data["generation_id"]:
+        data = {**data, "generation_id": generation_id}
     return structure(data, Submission)
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "Model",
     "Submission",
     "VideoResult",
+    "submitted_id",
 ]
 
 #: States after which a generation never changes again. Anything else, including a state
@@ -28,6 +29,22 @@ __all__ = [
 TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 
 _EMPTY: Mapping[str, Any] = {}
+
+
+def submitted_id(answer: Mapping[str, Any]) -> str | None:
+    """The id of the generation a POST's answer names: a non-empty string, or a number (still
+    the id of a generation that was created and charged); None when it names none.
+
+    Example:
+        >>> submitted_id({"generation_id": 42}), submitted_id({"generation_id": ""})
+        ('42', None)
+    """
+    generation_id = answer.get("generation_id")
+    if isinstance(generation_id, str):
+        return generation_id or None
+    if isinstance(generation_id, int) and not isinstance(generation_id, bool):
+        return str(generation_id)
+    return None
 
 
 @attrs.frozen

@@ -28,11 +28,12 @@ from ._exceptions import (
     SubmissionOutcomeUnknownError,
     make_status_error,
 )
+from ._models import submitted_id
 from ._pacing import GENERATE, REQUEST, Pacer
 from ._retries import (
-    MAX_RETRY_AFTER,
     Attempt,
     Failure,
+    capped_retry_after,
     parse_retry_after,
     retry_delay,
     waits_too_long,
@@ -228,13 +229,8 @@ class Pipeline:
             except Retryable as failed:
                 error = failed.error
                 attempt = failed.attempt
-                too_long = waits_too_long(attempt.retry_after, now=0.0, deadline=None)
                 if attempt.status_code == 429:
-                    # Capped: a server asking for a day must not freeze every request.
-                    retry_after = attempt.retry_after
-                    if too_long:
-                        retry_after = MAX_RETRY_AFTER
-                    self.pacer.cool_down(bucket, retry_after)
+                    self.pacer.cool_down(bucket, capped_retry_after(attempt.retry_after))
                 delay = retry_delay(
                     attempt,
                     is_generation=call.generation,
@@ -244,7 +240,7 @@ class Pipeline:
                 )
                 if delay is None:
                     raise error from failed.__cause__
-                if too_long:
+                if waits_too_long(attempt.retry_after):
                     raise rate_limited(error, attempt) from None
                 retries_done += 1
                 logger.debug(
@@ -334,7 +330,7 @@ class Pipeline:
         except Retryable as failed:
             attempt = failed.attempt
             if attempt.status_code == 429:
-                self.pacer.cool_down(REQUEST, min_retry_after(attempt.retry_after))
+                self.pacer.cool_down(REQUEST, capped_retry_after(attempt.retry_after))
             raise
 
     async def _attempt(self, call: Call, parse: Callable[[dict[str, Any]], T]) -> T:
@@ -448,19 +444,17 @@ class Pipeline:
         elif 200 <= status < 300:
             refused = body.get("success") is False or body.get("status") is False
             # A paid POST whose answer names a generation created it, whatever else it says.
-            if refused and not (call.generation and _names_generation(body)):
-                raise self._status_error(response, body)
+            if refused and not (call.generation and submitted_id(body) is not None):
+                raise self._status_error(response, body, _retry_after(response))
             return body
         if call.generation and status >= 500 and not _is_envelope(body):
             # A gateway's 502/504/524 page: Kolbo may have created the generation before
             # the gateway gave up on it. Only Kolbo's own error envelope is a refusal.
             raise self._unknown(call, response, "from a gateway, not from Kolbo")
-        error = self._status_error(response, body)
+        retry_after = _retry_after(response)
+        error = self._status_error(response, body, retry_after)
         if status in (408, 425, 429) or status >= 500:
             # Honoured on every retried answer, not only a 429: a 503 asking for 30 s gets it.
-            retry_after = parse_retry_after(
-                response.headers.get("retry-after"), now_epoch=time.time()
-            )
             raise Retryable(Attempt(Failure.STATUS, status, retry_after), error)
         raise error
 
@@ -478,8 +472,9 @@ class Pipeline:
             response=response,
         )
 
-    def _status_error(self, response: httpx.Response, body: object) -> APIStatusError:
-        retry_after = parse_retry_after(response.headers.get("retry-after"), now_epoch=time.time())
+    def _status_error(
+        self, response: httpx.Response, body: object, retry_after: float | None
+    ) -> APIStatusError:
         if isinstance(body, str):
             # Masked before the message cuts it short: a cut key would no longer be found.
             body = self.redact(body)
@@ -533,13 +528,6 @@ def _log_orphan(call: Call, result: object, failure: Exception | None) -> None:
         )
 
 
-def _names_generation(body: dict[str, Any]) -> bool:
-    generation_id = body.get("generation_id")
-    if isinstance(generation_id, str):
-        return generation_id != ""
-    return isinstance(generation_id, int) and not isinstance(generation_id, bool)
-
-
 def _is_envelope(body: object) -> bool:
     """Whether an error answer is Kolbo's own ``{success: false, error, code}`` envelope
     (or its 429 form ``{status: false, message}``), rather than a gateway's page."""
@@ -547,11 +535,6 @@ def _is_envelope(body: object) -> bool:
         return False
     refused = body.get("success") is False or body.get("status") is False
     return refused and any(isinstance(body.get(key), str) for key in ("error", "code", "message"))
-
-
-def min_retry_after(retry_after: float | None) -> float | None:
-    """`retry_after` capped at what the SDK sleeps through, for a shared 429 cooldown."""
-    return None if retry_after is None else min(retry_after, MAX_RETRY_AFTER)
 
 
 def rate_limited(error: KolboError, attempt: Attempt) -> RateLimitError:
@@ -567,6 +550,10 @@ def rate_limited(error: KolboError, attempt: Attempt) -> RateLimitError:
         code=error.code,
         retry_after=attempt.retry_after,
     )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    return parse_retry_after(response.headers.get("retry-after"), now_epoch=time.time())
 
 
 def _redact(request: httpx.Request) -> None:

@@ -364,7 +364,7 @@ class Poller:
             status = await generation._pipeline.once(generation._status, generation._parse_status)
         except Retryable as failed:
             settled = True
-            if waits_too_long(failed.attempt.retry_after, now=0.0, deadline=None):
+            if waits_too_long(failed.attempt.retry_after):
                 # Not slept: every waiter gets the server's answer (and its advice) now.
                 self._finish(entry, rate_limited(failed.error, failed.attempt))
                 return

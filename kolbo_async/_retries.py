@@ -23,6 +23,7 @@ __all__ = [
     "Attempt",
     "Failure",
     "backoff",
+    "capped_retry_after",
     "parse_retry_after",
     "poll_delay",
     "retry_delay",
@@ -102,22 +103,26 @@ def retry_delay(
     return delay
 
 
-def waits_too_long(retry_after: float | None, *, now: float, deadline: float | None) -> bool:
-    """Whether a server's ``Retry-After`` asks for more than the SDK will sleep.
-
-    That is past `MAX_RETRY_AFTER`, or past the caller's `deadline` (None: no deadline).
+def waits_too_long(retry_after: float | None) -> bool:
+    """Whether a server's ``Retry-After`` asks for more than the SDK will sleep
+    (`MAX_RETRY_AFTER`).
 
     Example:
-        >>> waits_too_long(30, now=0, deadline=None), waits_too_long(86400, now=0, deadline=None)
-        (False, True)
-        >>> waits_too_long(30, now=100, deadline=120)
-        True
+        >>> waits_too_long(30), waits_too_long(86400), waits_too_long(None)
+        (False, True, False)
     """
-    if retry_after is None:
-        return False
-    if retry_after > MAX_RETRY_AFTER:
-        return True
-    return deadline is not None and now + retry_after > deadline
+    return retry_after is not None and retry_after > MAX_RETRY_AFTER
+
+
+def capped_retry_after(retry_after: float | None) -> float | None:
+    """`retry_after` capped at what the SDK sleeps through, for a shared 429 cooldown: a
+    server asking for a day must not freeze every request of the bucket.
+
+    Example:
+        >>> capped_retry_after(86400), capped_retry_after(2.5), capped_retry_after(None)
+        (60.0, 2.5, None)
+    """
+    return None if retry_after is None else min(retry_after, MAX_RETRY_AFTER)
 
 
 def backoff(retries_done: int, *, rng: random.Random, cap: float = BACKOFF_CAP) -> float:

@@ -9,8 +9,6 @@ import json
 import logging
 import os
 import sqlite3
-from collections import Counter
-from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -25,38 +23,16 @@ from kolbo_async import AsyncKolbo, TextToVideo
 from kolbo_async._journal import APPLICATION_ID, Journal, request_key
 from kolbo_async.testing import Simulator, VirtualClock
 
+from . import test_batch
+from .test_batch import KEY, collect
+from .test_batch import prompts_posted as posted
+
 pytestmark = pytest.mark.anyio
 
-KEY = "kolbo_live_" + "d4" * 20
-
-
-@pytest.fixture
-def vclock() -> VirtualClock:
-    return VirtualClock()
-
-
-@pytest.fixture
-def sim(vclock: VirtualClock) -> Simulator:
-    return Simulator(clock=vclock)
-
-
-@pytest.fixture
-async def client(sim: Simulator) -> AsyncIterator[AsyncKolbo]:
-    async with sim.client(KEY) as client:
-        yield client
-
-
-def posted(sim: Simulator) -> Counter[str]:
-    """Generation POSTs the simulator received, per prompt."""
-    return Counter(
-        str(r.json.get("prompt"))
-        for r in sim.requests
-        if r.method == "POST" and r.path.startswith("/api/v1/generate/video")
-    )
-
-
-async def collect(batch: Any) -> list[k.BatchOutcome[k.AsyncGeneration]]:
-    return [outcome async for outcome in batch]
+# The batch tests' fixtures: a virtual clock, a simulator on it and a client of it.
+vclock = test_batch.vclock
+sim = test_batch.sim
+client = test_batch.client
 
 
 def prompts(*names: str) -> list[TextToVideo]:

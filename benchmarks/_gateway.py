@@ -27,7 +27,7 @@ import attrs
 import httpx
 import uvicorn
 
-from kolbo_async.testing._asgi import _listen  # TCP_NODELAY: no 40 ms delayed ACKs
+from kolbo_async.testing._asgi import _listen, read_body  # _listen: TCP_NODELAY
 
 __all__ = ["REPLACEMENTS", "Gateway", "GatewayRates", "Passage", "serve_gateway"]
 
@@ -115,12 +115,7 @@ class Gateway:
     ) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         method = scope["method"]
         path = scope["path"]
         query = scope.get("query_string", b"").decode("latin-1")

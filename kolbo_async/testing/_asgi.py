@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 
 from ._records import SimRequest, SimService
 
-__all__ = ["SimulatorApp", "serve"]
+__all__ = ["SimulatorApp", "read_body", "serve"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -36,12 +36,7 @@ class SimulatorApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         server = scope.get("server") or ("", None)
         request = SimRequest(
             method=scope["method"],
@@ -152,3 +147,13 @@ def serve(service: SimService, host: str, port: int) -> Iterator[str]:
         api_sock.close()
         cdn_sock.close()
         service.base_url, service.cdn_url = saved
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole body of an ASGI HTTP request."""
+    body = b""
+    while True:
+        message = await receive()
+        body += bytes(message.get("body", b""))
+        if not message.get("more_body"):
+            return body

@@ -1,4 +1,4 @@
-"""The `kolbo` command: models, generate, status, download, cancel, credits, sandbox.
+"""The `kolbo` command: models, generate, batch, status, download, cancel, credits, sandbox.
 
 Built on the public SDK only. Exit codes: 0 success, 1 generation failed or cancelled,
 2 usage error (a missing API key too), 3 API or network error, 130 interrupted (Ctrl-C),
@@ -14,137 +14,45 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import signal
 import sys
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any, TextIO, cast
 
 import anyio
 
-from ._cli_checks import (
-    DownloadTarget,
-    api_key_is_set,
-    duration_seconds,
-    port,
-    positive_seconds,
-    positive_speed,
-    sandbox_speed,
+from kolbo_async import (
+    AsyncKolbo,
+    GenerationFailedError,
+    InvalidRequestError,
+    KolboError,
+    RateLimits,
 )
+
+from ._cli_batch import batch, check_batch
+from ._cli_checks import DownloadTarget, api_key_is_set, sandbox_speed
+from ._cli_commands import COMMANDS, Command, serve_sandbox
 from ._cli_outcome import (
+    EXIT_API,
+    EXIT_FAILED,
+    EXIT_USAGE,
     Session,
     broken_pipe,
     cli_words,
     fail,
     interrupted,
     is_broken,
-    line,
     say,
     silence,
 )
+from ._cli_parser import SANDBOX_SPEED, build_parser
 from ._cli_streams import Stream
-from ._client import AsyncKolbo
-from ._exceptions import (
-    GenerationFailedError,
-    InvalidRequestError,
-    KolboError,
-)
-from ._handles import AsyncGeneration
-from ._models import GenerationStatus, Model
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_API = 0, 1, 2, 3
-#: Simulated seconds per real second in sandbox mode: a 90 s generation takes 3 s.
-SANDBOX_SPEED = 30.0
 SANDBOX_KEY = "kolbo_live_sandbox"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `kolbo`."""
-    parser = argparse.ArgumentParser(
-        prog="kolbo",
-        description="Generate videos with Kolbo from the command line.",
-        epilog="The API key comes from $KOLBO_API_KEY. Try it with no key: "
-        'kolbo --sandbox generate "A drone over snowy peaks" --download drone.mp4',
-    )
-    parser.add_argument(
-        "--sandbox",
-        action="store_true",
-        help="run against an in-process simulator of Kolbo: no key, no network",
-    )
-    parser.add_argument("--base-url", help="API base URL (default: $KOLBO_BASE_URL or Kolbo's)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    models = commands.add_parser("models", help="list the models you can generate with")
-    models.add_argument("--type", default="video", choices=["video", "video_from_image"])
-    models.add_argument("--json", action="store_true", help="machine-readable output only")
-
-    gen = commands.add_parser("generate", help="generate a video from a prompt (or an image)")
-    gen.add_argument("prompt", help="what the video shows (with --image: how it moves)")
-    gen.add_argument("--image", metavar="URL", help="animate this image instead")
-    gen.add_argument("--model", metavar="ID", help="a model identifier (default: Smart Select)")
-    gen.add_argument(
-        "--duration", type=duration_seconds, metavar="N", help="seconds of video (at least 1)"
-    )
-    gen.add_argument("--aspect-ratio", metavar="W:H", help='e.g. "16:9", "9:16", "1:1"')
-    gen.add_argument("--no-enhance", action="store_true", help="send the prompt as written")
-    gen.add_argument("--no-wait", action="store_true", help="print the id and return at once")
-    gen.add_argument(
-        "--download",
-        metavar="PATH",
-        help="save the video to PATH when done (a directory: saved there as ID.mp4)",
-    )
-    gen.add_argument(
-        "--overwrite", action="store_true", help="let --download replace an existing file"
-    )
-    gen.add_argument(
-        "--timeout",
-        type=positive_seconds,
-        default=1800.0,
-        metavar="N",
-        help="give up waiting after N s (default 1800); the generation goes on at Kolbo",
-    )
-    gen.add_argument(
-        "--json",
-        action="store_true",
-        help="machine-readable output only: a JSON line with the id as soon as Kolbo answers, "
-        "then a JSON line with the outcome",
-    )
-
-    status = commands.add_parser("status", help="show a generation's status")
-    status.add_argument("id", help="the generation id")
-    status.add_argument("--wait", action="store_true", help="follow it until it ends")
-    status.add_argument("--json", action="store_true", help="machine-readable output only")
-
-    download = commands.add_parser("download", help="save a finished generation's video")
-    download.add_argument("id", help="the generation id")
-    download.add_argument("path", help="where to save it (a directory: saved there as ID.mp4)")
-    download.add_argument("--overwrite", action="store_true", help="replace an existing file")
-    download.add_argument("--thumbnail", action="store_true", help="save the thumbnail instead")
-
-    cancel = commands.add_parser("cancel", help="cancel a running generation")
-    cancel.add_argument("id", help="the generation id")
-    cancel.add_argument("--json", action="store_true", help="machine-readable output only")
-
-    credits = commands.add_parser("credits", help="show your credit balance")
-    credits.add_argument("--json", action="store_true", help="machine-readable output only")
-
-    sandbox = commands.add_parser(
-        "sandbox", help="serve the Kolbo simulator over HTTP until Ctrl-C"
-    )
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=port, default=8765)
-    sandbox.add_argument(
-        "--speed",
-        type=positive_speed,
-        help=f"clock speed-up (default $KOLBO_SANDBOX_SPEED, else {SANDBOX_SPEED:g})",
-    )
-    sandbox.add_argument("--require-key", metavar="KEY", help="accept only this API key")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
@@ -152,6 +60,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     out = cast(TextIO, Stream(stdout or sys.stdout, strict=True))
     err = cast(TextIO, Stream(sys.stderr, strict=False))
     args = build_parser().parse_args(argv)
+    # As typed, for the command that resumes an interrupted batch.
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     session = Session(as_json=bool(getattr(args, "json", False)))
     previous = _terminate_like_ctrl_c(session)
     try:
@@ -194,8 +104,9 @@ def _main(args: argparse.Namespace, session: Session, out: TextIO, err: TextIO) 
     try:
         _check(args)
         if args.command == "sandbox":
-            return _serve_sandbox(args, out)
-        return anyio.run(_run, args, session, out, err)
+            return serve_sandbox(args, out)
+        code: int = anyio.run(_run, args, session, out, err)
+        return code
     except BrokenPipeError:
         raise
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -226,6 +137,8 @@ def _check(args: argparse.Namespace) -> None:
         args.target = DownloadTarget(args.download, option="--download", overwrite=args.overwrite)
     elif args.command == "download":
         args.target = DownloadTarget(args.path, option="path", overwrite=args.overwrite)
+    elif args.command == "batch":
+        check_batch(args)
     if args.command == "sandbox" and args.speed is not None:
         args.sandbox_speed = args.speed
     elif args.command == "sandbox" or args.sandbox:
@@ -235,7 +148,7 @@ def _check(args: argparse.Namespace) -> None:
 async def _run(args: argparse.Namespace, session: Session, out: TextIO, err: TextIO) -> int:
     client = _client(args)
     try:
-        code = await _COMMANDS[args.command](client, args, session, out, err)
+        code = await _command(args.command)(client, args, session, out, err)
     except KeyboardInterrupt:
         # A second Ctrl-C means "quit now"; closing the client would wait for a paid POST
         # still on the wire. The process is ending: asyncio's shutdown cancels what is left.
@@ -251,284 +164,22 @@ def _client(args: argparse.Namespace) -> AsyncKolbo:
     if not args.sandbox:
         api_key_is_set()  # a usage error (exit 2), not an API error (3): nothing was sent
         return AsyncKolbo(base_url=args.base_url)
-    from .testing import Simulator
+    from kolbo_async.testing import Simulator
 
     # A fresh seed per run, so generation ids differ from one demo to the next.
-    sim = Simulator(speed=args.sandbox_speed, seed=random.randrange(2**32))
-    return sim.client(SANDBOX_KEY)
-
-
-async def _models(
-    client: AsyncKolbo, args: argparse.Namespace, _: Session, out: TextIO, __: TextIO
-) -> int:
-    models = await client.models.list(type=args.type)
-    if args.json:
-        _dump([dict(m.raw) for m in models], out)
-    else:
-        out.write(_models_table(models))
-    return EXIT_OK
-
-
-def _models_table(models: list[Model]) -> str:
-    def join(values: Sequence[object] | None) -> str:
-        return ", ".join(_num(v) if isinstance(v, float) else str(v) for v in values or ()) or "-"
-
-    rows = [("IDENTIFIER", "NAME", "CREDITS/S", "DURATIONS (S)", "ASPECT RATIOS")]
-    rows += [
-        (
-            m.identifier,
-            (m.name or "-") + (" *" if m.recommended else ""),
-            "-" if m.credit is None else _num(m.credit),
-            join(m.supported_durations),
-            join(m.supported_aspect_ratios),
-        )
-        for m in models
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]
-    lines.append(f"{len(models)} model(s); * recommended. Omit --model to let Kolbo choose.")
-    return "\n".join(lines) + "\n"
-
-
-async def _generate(
-    client: AsyncKolbo, args: argparse.Namespace, session: Session, out: TextIO, err: TextIO
-) -> int:
-    gen = await _submit(client, args, session, err)
-    if args.json:
-        raw = dict(gen.submission.raw) if gen.submission else {}
-        line({**raw, "generation_id": gen.id}, out)
-    if args.no_wait:
-        if not args.json:
-            out.write(f"{gen.id}\n")
-        session.reported = True
-        return EXIT_OK
-    if not args.json:
-        text = f"Generation {gen.id} submitted"
-        if gen.submission and gen.submission.credits_charged is not None:
-            text += f" ({_num(gen.submission.credits_charged)} credits)"
-        err.write(text + "\n")
-        err.flush()
-    return await _follow(gen, args, session, out, err, target=args.target, timeout=args.timeout)
-
-
-async def _submit(
-    client: AsyncKolbo, args: argparse.Namespace, session: Session, err: TextIO
-) -> AsyncGeneration:
-    """Send the generation request, holding off Ctrl-C until Kolbo has answered it.
-
-    Once the POST is on the wire Kolbo may create and charge the generation whatever the
-    client does, and leaving before the answer loses the only copy of its id. So the first
-    Ctrl-C waits for the answer (bounded by the request's own timeout) and a second one quits
-    at once. The command runs on asyncio (`anyio.run`'s default), whose first Ctrl-C is a
-    native cancellation of the main task: an anyio shield in that task would not hold it back,
-    and a task group would hold back the second Ctrl-C too. A separate task behind
-    `asyncio.shield` does neither.
-    """
-    options: dict[str, Any] = {
-        "model": args.model,
-        "duration": args.duration,
-        "aspect_ratio": args.aspect_ratio,
-        "enhance_prompt": False if args.no_enhance else None,
-    }
-
-    async def post() -> AsyncGeneration | Exception:
-        try:
-            if args.image is not None:
-                gen = await client.videos.from_image(args.image, prompt=args.prompt, **options)
-            else:
-                gen = await client.videos.generate(args.prompt, **options)
-        except Exception as exc:
-            # Returned, not raised: a task left behind by a second Ctrl-C must not be logged
-            # with a traceback when asyncio shuts down.
-            return exc
-        session.generation_id = gen.id
-        session.submitted = True
-        return gen
-
-    session.in_flight = True
-    task = asyncio.ensure_future(post())
-    try:
-        answer = await asyncio.shield(task)
-    except asyncio.CancelledError:
-        say(
-            err,
-            "kolbo: interrupted while the generation request is on its way; waiting for "
-            "Kolbo's answer so that its id is not lost (Ctrl-C again to quit now)\n",
-        )
-        await asyncio.wait({task})
-        raise
-    session.in_flight = False
-    if isinstance(answer, Exception):
-        raise answer
-    return answer
-
-
-async def _status(
-    client: AsyncKolbo, args: argparse.Namespace, session: Session, out: TextIO, err: TextIO
-) -> int:
-    gen = client.generations.attach(args.id)
-    if args.wait:
-        session.generation_id = gen.id
-        return await _follow(gen, args, session, out, err, target=None, timeout=None)
-    status = await gen.status()
-    if args.json:
-        _dump(dict(status.raw), out)
-    else:
-        out.write(_describe(status) + "\n")
-    return EXIT_OK if not status.failed else EXIT_FAILED
-
-
-async def _follow(
-    gen: AsyncGeneration,
-    args: argparse.Namespace,
-    session: Session,
-    out: TextIO,
-    err: TextIO,
-    *,
-    target: DownloadTarget | None,
-    timeout: float | None,
-) -> int:
-    from ._cli_progress import reporter
-
-    report = reporter(err, quiet=args.json)
-    path = None
-    try:
-        async with gen.progress(timeout=timeout) as updates:
-            async for status in updates:
-                session.last = status
-                report.status(status)
-        final = session.last
-        assert final is not None
-        report.done()
-        if final.failed:
-            if args.json:
-                line({**dict(final.raw), "generation_id": gen.id}, out)
-            session.reported = True
-            reason = final.error or (final.failure.message if final.failure else None)
-            if final.state == "completed":
-                reason = "completed without any video (a content filter removed it)"
-            raise GenerationFailedError(
-                f"generation {gen.id} {final.state}" + (f": {reason}" if reason else ""),
-                status=final,
-            )
-        if target is not None:
-            path = await gen.download(
-                target.path_for(gen.id, ".mp4"),
-                overwrite=target.overwrite,
-                on_progress=report.bytes,
-                timeout=timeout,
-            )
-    finally:
-        report.done()
-    if args.json:
-        extra = {"path": str(path)} if path else {}
-        line({**dict(final.raw), "generation_id": gen.id, **extra}, out)
-    else:
-        assert final.result is not None
-        out.write(f"{path if path else final.result.url}\n")
-    session.reported = True
-    return EXIT_OK
-
-
-async def _download(
-    client: AsyncKolbo, args: argparse.Namespace, _: Session, out: TextIO, err: TextIO
-) -> int:
-    from ._cli_progress import reporter
-
-    gen = client.generations.attach(args.id)
-    report = reporter(err, quiet=False)
-    method = gen.download_thumbnail if args.thumbnail else gen.download
-    target = args.target.path_for(gen.id, ".jpg" if args.thumbnail else ".mp4")
-    try:
-        path = await method(target, overwrite=args.overwrite, on_progress=report.bytes)
-    finally:
-        report.done()
-    out.write(f"{path}\n")
-    return EXIT_OK
-
-
-async def _cancel(
-    client: AsyncKolbo, args: argparse.Namespace, _: Session, out: TextIO, __: TextIO
-) -> int:
-    status = await client.generations.attach(args.id).cancel()
-    if args.json:
-        _dump(dict(status.raw), out)
-    else:
-        out.write(_describe(status) + "\n")
-    return EXIT_OK
-
-
-async def _credits(
-    client: AsyncKolbo, args: argparse.Namespace, _: Session, out: TextIO, __: TextIO
-) -> int:
-    credits = await client.account.credits()
-    if args.json:
-        _dump(dict(credits.raw), out)
-    else:
-        parts = [
-            ("total", credits.total),
-            ("plan", credits.plan_credits),
-            ("packs", credits.credit_pack),
-            ("redemption", credits.redemption),
-        ]
-        out.write("  ".join(f"{name}: {_num(value)}" for name, value in parts if value is not None))
-        out.write("\n")
-    return EXIT_OK
-
-
-def _serve_sandbox(args: argparse.Namespace, out: TextIO) -> int:
-    from .testing import Simulator
-
     speed = args.sandbox_speed
-    sim = Simulator(speed=speed, api_key=args.require_key, seed=random.randrange(2**32))
-    try:
-        with sim.serve(host=args.host, port=args.port) as base_url:
-            out.write(
-                f"Kolbo sandbox at {base_url} (clock x{_num(speed)}); CDN at {sim.cdn_url}\n"
-                f"  export KOLBO_BASE_URL={base_url} "
-                f"KOLBO_API_KEY={args.require_key or 'kolbo_live_YOUR_API_KEY'}\n"
-                "Ctrl-C to stop.\n"
-            )
-            out.flush()
-            while True:
-                time.sleep(3600)
-    except KeyboardInterrupt:
-        out.write("sandbox stopped\n")
-        return EXIT_OK
-    except (ImportError, OSError) as exc:
-        sys.stderr.write(f"kolbo: error: {exc}\n")
-        return EXIT_API
+    sim = Simulator(speed=speed, seed=random.randrange(2**32))
+    # Kolbo's limits count simulated minutes: a sandbox clock x30 allows 30 times the requests
+    # per real minute (a batch of 50 would otherwise take 5 real minutes to submit).
+    limits = RateLimits(
+        generations_per_minute=max(1, round(10 * speed)),
+        requests_per_minute=max(1, round(300 * speed)),
+    )
+    return sim.client(SANDBOX_KEY, rate_limits=limits)
 
 
-def _describe(status: GenerationStatus) -> str:
-    text = f"{status.generation_id}: {status.state} {status.progress}%"
-    if status.result is not None and status.result.urls:
-        text += "\n" + "\n".join(status.result.urls)
-    if status.error:
-        text += f" ({status.error})"
-    return text
-
-
-def _num(value: float) -> str:
-    return f"{value:g}"
-
-
-def _dump(data: object, out: TextIO) -> None:
-    out.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-_COMMANDS: dict[
-    str, Callable[[AsyncKolbo, argparse.Namespace, Session, TextIO, TextIO], Awaitable[int]]
-] = {
-    "models": _models,
-    "generate": _generate,
-    "status": _status,
-    "download": _download,
-    "cancel": _cancel,
-    "credits": _credits,
-}
+def _command(name: str) -> Command:
+    return batch if name == "batch" else COMMANDS[name]
 
 
 def run() -> None:

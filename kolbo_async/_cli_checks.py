@@ -14,13 +14,17 @@ import re
 import stat
 from pathlib import Path
 
-from ._exceptions import InvalidRequestError
+from kolbo_async import InvalidRequestError
 
 __all__ = [
     "DownloadTarget",
     "api_key_is_set",
     "duration_seconds",
+    "batch_directory",
+    "journal_file",
     "port",
+    "positive_count",
+    "positive_credits",
     "positive_seconds",
     "positive_speed",
     "sandbox_speed",
@@ -63,6 +67,22 @@ def api_key_is_set() -> None:
             "is not set: export KOLBO_API_KEY=kolbo_live_... (from your Kolbo dashboard), "
             "or try kolbo --sandbox",
         )
+
+
+def positive_count(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def positive_credits(text: str) -> float:
+    """argparse type: a positive, finite number of credits."""
+    return _positive_finite(text, "a positive number of credits")
 
 
 def positive_speed(text: str) -> float:
@@ -165,3 +185,50 @@ def _refuse_special(path: Path, text: str, option: str) -> None:
         raise InvalidRequestError(
             option, f"{text!r} exists and is not a regular file; kolbo only replaces files"
         )
+
+
+def journal_file(text: str, option: str = "--journal") -> Path:
+    """A journal path the batch can create or reopen: checked before anything is sent.
+
+    The journal itself (held by another run, another program's database, a corrupt file) is
+    checked by the SDK when the batch starts, still before its first POST.
+    """
+    if not text.strip():
+        raise InvalidRequestError(option, "must not be empty")
+    path = Path(text)
+    if path.is_dir():
+        raise InvalidRequestError(option, f"{text!r} is a directory; name a file")
+    _refuse_special(path, text, option)
+    parent = path.parent
+    if not parent.is_dir():
+        raise InvalidRequestError(option, f"directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        # SQLite writes its journal files beside the database.
+        raise InvalidRequestError(option, f"cannot write in {str(parent)!r}")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise InvalidRequestError(option, f"cannot read and write {text!r}")
+    return path
+
+
+def batch_directory(text: str, *, create: bool, option: str = "--download-dir") -> Path:
+    """The directory a batch saves its videos in; made (one level) when missing and `create`.
+
+    Checked before anything is paid for: a video that cannot be saved is a paid loss.
+    """
+    if not text.strip():
+        raise InvalidRequestError(option, "must not be empty")
+    path = Path(text)
+    if not path.is_dir():
+        if os.path.lexists(path):
+            raise InvalidRequestError(option, f"{text!r} exists and is not a directory")
+        if not path.parent.is_dir():
+            raise InvalidRequestError(option, f"directory {str(path.parent)!r} does not exist")
+        if not create:
+            return path  # a dry run makes nothing
+        try:
+            path.mkdir()
+        except OSError as exc:
+            raise InvalidRequestError(option, f"cannot create {text!r}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InvalidRequestError(option, f"cannot write in {text!r}")
+    return path

@@ -12,14 +12,19 @@ import json
 import os
 import re
 import signal
+from collections.abc import Callable
 from typing import TextIO
 
-from ._models import GenerationStatus
+from kolbo_async import GenerationStatus
 
 __all__ = [
+    "EXIT_API",
     "EXIT_BROKEN_PIPE",
+    "EXIT_FAILED",
     "EXIT_INTERRUPTED",
+    "EXIT_OK",
     "EXIT_TERMINATED",
+    "EXIT_USAGE",
     "Session",
     "broken_pipe",
     "cli_words",
@@ -32,6 +37,7 @@ __all__ = [
     "tell_id",
 ]
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_API = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130
 #: 128 + SIGTERM, as a shell reports any process ended by `kill` or `timeout`.
 EXIT_TERMINATED = 143
@@ -48,6 +54,7 @@ class Session:
         "in_flight",
         "json",
         "last",
+        "note",
         "reported",
         "signal",
         "submitted",
@@ -66,6 +73,9 @@ class Session:
         self.last: GenerationStatus | None = None
         #: The outcome is on stdout (a URL, a path, or the final JSON line).
         self.reported = False
+        #: What an interrupted run says instead of the one-generation message (a batch's
+        #: summary and the command that resumes it), given how it was interrupted.
+        self.note: Callable[[str], str] | None = None
         #: The signal that interrupts the run: SIGINT (Ctrl-C), or SIGTERM (`timeout`, `kill`).
         self.signal: int = signal.SIGINT
 
@@ -155,6 +165,9 @@ def interrupted(session: Session, out: TextIO, err: TextIO) -> int:
     """Report Ctrl-C: what may have been paid for, and how to reach it; return 130."""
     gid = session.generation_id
     how = "terminated" if session.signal == signal.SIGTERM else "interrupted"
+    if session.note is not None:
+        say(err, session.note(how))
+        return 128 + session.signal
     if gid:
         tell_id(f"kolbo: {how}; {_whereabouts(session, gid)}\n", out, err, session)
     if gid and session.json and not session.reported:

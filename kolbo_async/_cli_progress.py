@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol, TextIO
 
-from ._models import GenerationStatus
+from kolbo_async import GenerationStatus
 
 __all__ = ["Reporter", "reporter"]
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+import kolbo_async
 from kolbo_async import KolboError
 from kolbo_async._cli import main
 from kolbo_async._cli_outcome import EXIT_BROKEN_PIPE
@@ -209,7 +210,7 @@ class TestJsonAlwaysNamesThePaidGeneration:
         async def broken(*args: object, **kwargs: object) -> None:
             raise error
 
-        monkeypatch.setattr("kolbo_async._handles.AsyncGeneration.download", broken)
+        monkeypatch.setattr(kolbo_async.AsyncGeneration, "download", broken)
         code, out, err = run("generate", "a cat", "--json", "--download", str(tmp_path))
         assert code == 3
         assert self._ids(out) == set(sim.generations)

@@ -243,16 +243,16 @@ def _memory(count: int) -> Row:
             batch = kolbo_async.as_completed(handles)
             polled = 0
             with anyio.move_on_after(60):
-                poller = client._pipeline.poller
+                poller = client._poller
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(batch.__anext__)
                     while polled < count:
                         await anyio.sleep(0.05)
-                        polled = sum(1 for h in handles if h._entry and h._entry.version)
+                        polled = sum(1 for h in handles if poller.track(h.id).version)
                     tg.cancel_scope.cancel()
             held = tracemalloc.get_traced_memory()[0] - before
             tracemalloc.stop()
-            assert poller.counted == count
+            assert poller.plan.counted == count
             # Stopping the batch warns about the handles left; expected here.
             logging.getLogger("kolbo_async").setLevel(logging.ERROR)
             await batch.aclose()

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from ._batch import BatchOutcome as BatchOutcome
-from ._batch import as_completed as as_completed
 from ._client import AsyncKolbo as AsyncKolbo
 from ._config import RateLimits as RateLimits
 from ._exceptions import (
@@ -92,6 +91,7 @@ from ._requests import ImageToVideo as ImageToVideo
 from ._requests import TextToVideo as TextToVideo
 from ._sync import Generation as Generation
 from ._sync import Kolbo as Kolbo
+from ._sync import as_completed as as_completed
 
 __all__ = [
     "APIConnectionError",

@@ -15,10 +15,10 @@ import os
 import re
 import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -34,22 +34,18 @@ from ._exceptions import (
     KolboError,
     PermissionDeniedError,
     SubmissionOutcomeUnknownError,
+    outcome_error,
 )
-from ._handles import AsyncGeneration, outcome_error
+from ._handles import AsyncGeneration, poller_of
+from ._journal import FINISHED, INTENT, SUBMITTED, ItemKey, Journal, Row, item_keys
 from ._models import GenerationStatus, Model, Submission
-from ._pacing import GENERATE
-from ._poller import Entry, Listener
+from ._poller import Listener, Poller, Track
 from ._requests import BatchRequest, ImageToVideo, TextToVideo
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from ._client import AsyncVideos
-    from ._journal import ItemKey, Journal
-    from ._pipeline import Pipeline
-    from ._sync import Batch, Generation
-
-__all__ = ["AsyncBatch", "BatchOutcome", "as_completed", "journal_path"]
+__all__ = ["AsyncBatch", "BatchOutcome", "Nothing", "Submitter", "completion_batch", "journal_path"]
 
 logger = logging.getLogger("kolbo_async")
 
@@ -88,6 +84,27 @@ class BatchOutcome(Generic[H]):
     error: Exception | None
 
 
+class Submitter(Protocol):
+    """What a batch of requests needs from its client, and nothing more."""
+
+    async def admit(self) -> None:
+        """Wait for the generation window (cancellably) and count one POST in it."""
+
+    async def submit(self, path: str, body: dict[str, Any]) -> AsyncGeneration:
+        """The generation POST, already admitted; run to its answer."""
+
+    def attach(
+        self, generation_id: str, submission: Submission, known: GenerationStatus | None
+    ) -> AsyncGeneration:
+        """A handle on a generation a journal remembers."""
+
+    async def catalog(self) -> list[Model]:
+        """Every model, with its prices (for `max_credits`)."""
+
+    def closed(self) -> bool:
+        """Whether the client is closed (nothing more may be sent)."""
+
+
 class AsyncBatch:
     """The async iterator of `BatchOutcome` that `generate_many` and `as_completed` return.
 
@@ -100,9 +117,9 @@ class AsyncBatch:
 
     def __init__(
         self,
-        pipeline: Pipeline | None,
+        poller: Poller,
         *,
-        videos: AsyncVideos | None = None,
+        submitter: Submitter | None = None,
         items: Sequence[tuple[BatchRequest, str, dict[str, Any]]] = (),
         handles: Sequence[AsyncGeneration] = (),
         concurrency: int = 8,
@@ -110,8 +127,8 @@ class AsyncBatch:
         max_credits: float | None = None,
         resubmit_unknown: bool = False,
     ) -> None:
-        self._pipeline = pipeline
-        self._videos = videos
+        self._poller = poller
+        self._submitter = submitter
         self._items = items
         self._handles = handles
         self._concurrency = concurrency
@@ -120,10 +137,12 @@ class AsyncBatch:
         self._keys: list[ItemKey] = []
         self._max_credits = max_credits
         self._resubmit_unknown = resubmit_unknown
-        self._listener = Listener(terminal_only=True)
+        self._listener = Listener(every=False)
         self._queue: deque[int] = deque()
         self._outcomes: deque[BatchOutcome[AsyncGeneration]] = deque()
-        self._running: dict[Entry, int] = {}
+        # Items per track: two handles on one id (attached twice, or a server answering two
+        # POSTs with one id) share a track, and each still gets its outcome.
+        self._running: dict[Track, list[tuple[int, AsyncGeneration]]] = {}
         self._posting = 0
         self._slot: anyio.Event | None = None
         self._spent = 0.0
@@ -140,7 +159,8 @@ class AsyncBatch:
         Pass them to `kolbo_async.as_completed` to go on waiting after stopping early.
         """
         queued = [outcome.generation for outcome in self._outcomes if outcome.generation]
-        return [entry.generation for entry in self._running] + queued
+        running = [generation for items in self._running.values() for _, generation in items]
+        return running + queued
 
     def __aiter__(self) -> AsyncBatch:
         return self
@@ -164,9 +184,8 @@ class AsyncBatch:
         if self._closed:
             return
         self._closed = True
-        if self._pipeline is not None:
-            for entry in list(self._running):
-                self._pipeline.poller.unwatch(self._listener, entry)
+        for track in list(self._running):
+            self._poller.unwatch(self._listener, track)
         self._warn_unfinished()
         if self._journal is not None:
             with anyio.CancelScope(shield=True):
@@ -184,11 +203,11 @@ class AsyncBatch:
     async def __anext__(self) -> BatchOutcome[AsyncGeneration]:
         if self._outcomes:
             return self._outcomes.popleft()
-        if self._closed or self._pipeline is None:
+        if self._closed:
             raise StopAsyncIteration
         if not self._started:
             await self._start()
-        poller = self._pipeline.poller
+        poller = self._poller
         listener = self._listener
         while not self._outcomes:
             if self._fatal is not None:
@@ -207,7 +226,7 @@ class AsyncBatch:
             async with anyio.create_task_group() as tg:
                 if self._queue and not self._halted:
                     tg.start_soon(_submit_loop, weakref.ref(self), tg, stop)
-                listener.woken = False
+                listener.woken = False  # its own flag: set by `_wake` from the submitter
                 await poller.wait(listener, None)
                 stop.cancel()
             with anyio.CancelScope(shield=True):
@@ -226,12 +245,8 @@ class AsyncBatch:
             raise
 
     async def _resume(self) -> None:
-        assert self._pipeline is not None
         for index, handle in enumerate(self._handles):
             self._track(handle, index, fresh=True)
-        # Imported on first use: most batches keep no journal, and imports are measured.
-        from ._journal import FINISHED, INTENT, SUBMITTED, Journal, Row, item_keys
-
         rows: dict[ItemKey, Row] = {}
         if self._journal_path is not None:
             journal = Journal(self._journal_path)
@@ -256,37 +271,38 @@ class AsyncBatch:
             else:
                 submission = structure(row.submission or {}, Submission)
                 paid.append((index, submission))
-                handle = AsyncGeneration(
-                    row.generation_id, pipeline=self._pipeline, submission=submission
-                )
+                assert self._submitter is not None  # a journal comes with generate_many
                 if row.state == FINISHED and row.status is not None:
-                    handle._final = status = structure(row.status, GenerationStatus)
+                    status = structure(row.status, GenerationStatus)
+                    handle = self._submitter.attach(row.generation_id, submission, status)
                     self._outcomes.append(
                         BatchOutcome(index, request, handle, status, outcome_error(status))
                     )
                 else:
+                    handle = self._submitter.attach(row.generation_id, submission, None)
                     self._track(handle, index, fresh=True)
-        if self._max_credits is not None and self._queue and self._videos is not None:
-            from ._client import AsyncModels
-
-            models = await AsyncModels(self._pipeline).list(type=None)
+        if self._max_credits is not None and self._queue and self._submitter is not None:
+            models = await self._submitter.catalog()
             self._catalog = {model.identifier: model for model in models}
         for index, submission in paid:
             self._account(index, submission)
 
     def _track(self, generation: AsyncGeneration, index: int, *, fresh: bool) -> None:
-        assert self._pipeline is not None
-        poller = self._pipeline.poller
-        entry = poller.entry(generation)
-        if not fresh:  # just submitted: it is pending, so its first poll waits for the hint
-            entry.due = self._pipeline.clock.now() + generation._hint(None)
-        self._running[entry] = index
-        poller.watch(self._listener, entry, fresh=fresh)
+        poller = self._poller
+        hint = None if generation.submission is None else generation.submission.poll_interval_hint
+        track = poller.track(generation.id, fallback_hint=hint)
+        # Just submitted: it is pending, so its first poll waits for the hint.
+        due = None if fresh else poller.clock.now() + track.interval()
+        items = self._running.get(track)
+        if items is not None:
+            items.append((index, generation))
+            return
+        self._running[track] = [(index, generation)]
+        poller.watch(self._listener, track, fresh=fresh, due=due)
 
     # -- submitting ----------------------------------------------------------------------
 
     async def _post(self, index: int) -> None:
-        assert self._pipeline is not None
         journal = self._journal
         key = self._keys[index] if journal is not None else None
         try:
@@ -350,15 +366,14 @@ class AsyncBatch:
             self._yield(BatchOutcome(index, self._items[index][0], None, None, error))
 
     async def _send(self, index: int, journal: Journal | None, key: ItemKey | None) -> None:
-        assert self._pipeline is not None
-        assert self._videos is not None
+        assert self._submitter is not None  # items come with generate_many
         request, path, body = self._items[index]
         if self._client_closed():
             error = KolboError("Not submitted: the client was closed before its POST was sent.")
             await self._take_back(index, journal, key, error)
             return
         try:
-            generation = await self._videos._submit(path, body, admitted=True)
+            generation = await self._submitter.submit(path, body)
         except KolboError as error:
             if type(error) is KolboError and self._client_closed():
                 # The SDK's own refusal of a closed client: no byte of the POST went out (a
@@ -401,8 +416,7 @@ class AsyncBatch:
         self._account(index, generation.submission)
 
     def _client_closed(self) -> bool:
-        assert self._pipeline is not None
-        return self._pipeline.lifecycle.closed
+        return self._submitter is not None and self._submitter.closed()
 
     async def _note(
         self, index: int, journal: Journal | None, key: ItemKey | None, what: str, error: str
@@ -491,41 +505,35 @@ class AsyncBatch:
     # -- outcomes ------------------------------------------------------------------------
 
     async def _collect(self) -> None:
-        assert self._pipeline is not None
-        listener = self._listener
-        while listener.ready:
-            entry = next(iter(listener.ready))
-            if not entry.finished:
-                listener.ready.pop(entry)
+        for track in self._listener.take():
+            if not track.finished:
                 continue
-            self._pipeline.poller.unwatch(listener, entry)
-            index = self._running.pop(entry, None)
-            if index is None:
-                continue
-            status = entry.status
-            request = self._items[index][0] if self._items else None
-            error = entry.error
-            if error is None:
-                assert status is not None
-                error = outcome_error(status)
-                if self._journal is not None:
-                    try:
-                        await self._journal.finished(
-                            self._keys[index], entry.generation.id, status.raw
-                        )
-                    except KolboError as failed:
-                        # Only the end is not recorded: a rerun re-attaches it and asks.
-                        logger.warning("requests[%d]: %s", index, failed)
-            self._outcomes.append(BatchOutcome(index, request, entry.generation, status, error))
-            self._free_slot()
+            self._poller.unwatch(self._listener, track)
+            for index, generation in self._running.pop(track, ()):
+                await self._finished(index, generation, track)
+
+    async def _finished(self, index: int, generation: AsyncGeneration, track: Track) -> None:
+        status = track.status
+        request = self._items[index][0] if self._items else None
+        error = track.error
+        if error is None:
+            assert status is not None
+            error = outcome_error(status)
+            if self._journal is not None:
+                try:
+                    await self._journal.finished(self._keys[index], generation.id, status.raw)
+                except KolboError as failed:
+                    # Only the end is not recorded: a rerun re-attaches it and asks.
+                    logger.warning("requests[%d]: %s", index, failed)
+        self._outcomes.append(BatchOutcome(index, request, generation, status, error))
+        self._free_slot()
 
     def _yield(self, outcome: BatchOutcome[AsyncGeneration]) -> None:
         self._outcomes.append(outcome)
         self._wake()
 
     def _wake(self) -> None:
-        if self._pipeline is not None:
-            self._pipeline.poller.poke(self._listener)
+        self._poller.poke(self._listener)
 
     def _free_slot(self) -> None:
         if self._slot is not None:
@@ -560,20 +568,20 @@ async def _submit(ref: weakref.ref[AsyncBatch], tg: TaskGroup) -> None:
         batch = ref()
         if batch is None or not batch._queue or batch._halted:
             return
-        assert batch._pipeline is not None
+        assert batch._submitter is not None
         wait: anyio.Event | None = None
         one_at_a_time = batch._max_credits is not None and batch._posting > 0
         if one_at_a_time or len(batch._running) + batch._posting >= batch._concurrency:
             batch._slot = wait = anyio.Event()
         elif not batch._affordable(batch._queue[0]):
             return
-        pacer = batch._pipeline.pacer
+        admit = batch._submitter.admit
         del batch
         if wait is not None:
             await wait.wait()
             continue
         # Waited for (and counted) here, cancellably; the POST itself is shielded.
-        await pacer.admit(GENERATE)
+        await admit()
         batch = ref()
         if batch is None:
             return
@@ -690,53 +698,20 @@ def _sqlite_url_path(url: str) -> str:
     return path
 
 
-@overload
-def as_completed(handles: Iterable[AsyncGeneration]) -> AsyncBatch: ...
-@overload
-def as_completed(handles: Iterable[Generation]) -> Batch: ...
-def as_completed(handles: Iterable[AsyncGeneration] | Iterable[Generation]) -> AsyncBatch | Batch:
-    """Wait for many generations; yield a `BatchOutcome` for each as it finishes.
-
-    Handles made by the caller (submitted, attached, or left over by a stopped batch), all
-    from one client. With `AsyncGeneration` handles it is an async iterator; with blocking
-    `Generation` handles a plain one. The client's shared poller polls them within its rate
-    budget; `outcome.index` is the handle's position in `handles`.
-
-    Example:
-        >>> handles = [client.generations.attach(i) for i in ids]          # doctest: +SKIP
-        >>> async for outcome in kolbo_async.as_completed(handles):        # doctest: +SKIP
-        ...     print(outcome.index, outcome.status.state if outcome.status else outcome.error)
-    """
-    from ._sync import Batch, Generation
-
-    items: list[object] = list(handles)
-    if not items:
-        return cast("AsyncBatch", _Nothing())
+def completion_batch(handles: Sequence[AsyncGeneration]) -> AsyncBatch:
+    """The batch `as_completed` returns for async handles (checked: one client, no twice)."""
     seen: set[int] = set()
-    for index, handle in enumerate(items):
+    for index, handle in enumerate(handles):
         if id(handle) in seen:
             raise InvalidRequestError(f"handles[{index}]", "appears twice")
         seen.add(id(handle))
-    if all(isinstance(handle, AsyncGeneration) for handle in items):
-        inner = cast("list[AsyncGeneration]", items)
-        if len({id(handle._pipeline.poller) for handle in inner}) > 1:
-            raise InvalidRequestError("handles", "must all come from one client")
-        return AsyncBatch(inner[0]._pipeline, handles=inner)
-    if all(isinstance(handle, Generation) for handle in items):
-        blocking = cast("list[Generation]", items)
-        runner = blocking[0]._runner
-        if any(handle._runner is not runner for handle in blocking):
-            raise InvalidRequestError("handles", "must all come from one client")
-        batch = AsyncBatch(
-            blocking[0]._inner._pipeline, handles=[handle._inner for handle in blocking]
-        )
-        return Batch(runner, batch, blocking)
-    raise InvalidRequestError(
-        "handles", "must all be AsyncGeneration handles, or all blocking Generation handles"
-    )
+    pollers = {id(poller_of(handle)) for handle in handles}
+    if len(pollers) > 1:
+        raise InvalidRequestError("handles", "must all come from one client")
+    return AsyncBatch(poller_of(handles[0]), handles=handles)
 
 
-class _Nothing:
+class Nothing:
     """What `as_completed([])` returns: empty under ``for`` and ``async for`` alike."""
 
     unfinished: list[Any] = []  # noqa: RUF012 - never mutated
@@ -744,7 +719,7 @@ class _Nothing:
     def __iter__(self) -> Iterator[Any]:
         return iter(())
 
-    def __aiter__(self) -> _Nothing:
+    def __aiter__(self) -> Nothing:
         return self
 
     async def __anext__(self) -> Any:

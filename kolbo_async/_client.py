@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -27,9 +28,9 @@ from ._config import (
 from ._convert import structure
 from ._download import Transfers
 from ._exceptions import InvalidRequestError
-from ._handles import AsyncGeneration
-from ._models import Credits, Model, Submission, submitted_id
-from ._pacing import Pacer
+from ._handles import AsyncGeneration, parse_status, status_call
+from ._models import Credits, GenerationStatus, Model, Submission, submitted_id
+from ._pacing import GENERATE, Pacer
 from ._pipeline import Call, Pipeline
 from ._poller import Poller
 from ._requests import (
@@ -121,7 +122,7 @@ class AsyncKolbo:
         self._rate_limits = rate_limits
         pacer = Pacer(rate_limits, clock)
         rng = random.Random()
-        self._pipeline = Pipeline(
+        self._pipeline = pipeline = Pipeline(
             settings=settings,
             http=http_client,
             pacer=pacer,
@@ -129,26 +130,32 @@ class AsyncKolbo:
             limiter=anyio.Semaphore(max_concurrent_requests, fast_acquire=True),
             clock=clock,
             rng=rng,
-            poller=Poller(
-                clock=clock,
-                pacer=pacer,
-                rate_limits=rate_limits,
-                max_in_flight=max_concurrent_requests,
-                rng=rng,
-            ),
-            transfers=Transfers(
-                limit=max_concurrent_requests,
-                transport=_transport,
-                http_client=None if self._owns_http else http_client,
-            ),
+        )
+        self._poller = Poller(
+            fetch=partial(_fetch_status, pipeline),
+            clock=clock,
+            pacer=pacer,
+            rate_limits=rate_limits,
+            max_in_flight=max_concurrent_requests,
+            rng=rng,
+        )
+        # CDN downloads: their own connections and cap.
+        self._transfers = Transfers(
+            limit=max_concurrent_requests,
+            transport=_transport,
+            http_client=None if self._owns_http else http_client,
         )
         self._bind()
 
     def _bind(self) -> None:
-        self.videos = AsyncVideos(self._pipeline)
-        self.models = AsyncModels(self._pipeline)
-        self.generations = AsyncGenerations(self._pipeline)
-        self.account = AsyncAccount(self._pipeline)
+        pipeline = self._pipeline
+        handle = partial(
+            AsyncGeneration, pipeline=pipeline, poller=self._poller, transfers=self._transfers
+        )
+        self.videos = AsyncVideos(pipeline, self._poller, handle)
+        self.models = AsyncModels(pipeline)
+        self.generations = AsyncGenerations(handle)
+        self.account = AsyncAccount(pipeline)
 
     @property
     def base_url(self) -> httpx.URL:
@@ -193,6 +200,8 @@ class AsyncKolbo:
         copy._owns_http = False
         copy._is_copy = True
         copy._rate_limits = self._rate_limits
+        copy._poller = self._poller
+        copy._transfers = self._transfers
         copy._pipeline = self._pipeline.with_settings(
             attrs.evolve(self._pipeline.settings, **changes)
         )
@@ -210,7 +219,7 @@ class AsyncKolbo:
         if lifecycle.paid_in_flight:
             lifecycle.landed = anyio.Event()
             await lifecycle.landed.wait()
-        await self._pipeline.transfers.aclose()
+        await self._transfers.aclose()
         if self._owns_http:
             await self._pipeline.http.aclose()
 
@@ -236,10 +245,14 @@ class AsyncKolbo:
 class AsyncVideos:
     """``client.videos``: submit generations."""
 
-    __slots__ = ("_pipeline", "_urls")
+    __slots__ = ("_handle", "_pipeline", "_poller", "_urls")
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(
+        self, pipeline: Pipeline, poller: Poller, handle: Callable[..., AsyncGeneration]
+    ) -> None:
         self._pipeline = pipeline
+        self._poller = poller
+        self._handle = handle
         self._urls = {
             path: pipeline.prepared("POST", path).url
             for path in (TEXT_TO_VIDEO_PATH, IMAGE_TO_VIDEO_PATH)
@@ -379,8 +392,8 @@ class AsyncVideos:
             )
         items = [batch_request(index, item) for index, item in enumerate(requests)]
         return AsyncBatch(
-            self._pipeline,
-            videos=self,
+            self._poller,
+            submitter=_Submitter(self),
             items=items,
             concurrency=concurrency,
             journal=journal_path(journal),
@@ -396,9 +409,7 @@ class AsyncVideos:
             _parse_submission,
             admitted=admitted,
         )
-        return AsyncGeneration(
-            submission.generation_id, pipeline=self._pipeline, submission=submission
-        )
+        return self._handle(submission.generation_id, submission=submission)
 
 
 class AsyncModels:
@@ -432,10 +443,10 @@ class AsyncModels:
 class AsyncGenerations:
     """``client.generations``: handles for generations submitted elsewhere or earlier."""
 
-    __slots__ = ("_pipeline",)
+    __slots__ = ("_handle",)
 
-    def __init__(self, pipeline: Pipeline) -> None:
-        self._pipeline = pipeline
+    def __init__(self, handle: Callable[..., AsyncGeneration]) -> None:
+        self._handle = handle
 
     def attach(self, generation_id: str) -> AsyncGeneration:
         """A handle from an id alone; no request is made.
@@ -444,7 +455,7 @@ class AsyncGenerations:
             >>> gen = client.generations.attach("665f1c2e9b1d4a0012345678")  # doctest: +SKIP
             >>> status = await gen.wait()                                     # doctest: +SKIP
         """
-        return AsyncGeneration(validate_generation_id(generation_id), pipeline=self._pipeline)
+        return self._handle(validate_generation_id(generation_id))
 
 
 class AsyncAccount:
@@ -460,6 +471,38 @@ class AsyncAccount:
         return await self._pipeline.call(
             Call("GET", "/api/v1/account/credits"), _parse_credits
         )
+
+
+class _Submitter:
+    """What `generate_many`'s batch may do with the client (`_batch.Submitter`)."""
+
+    __slots__ = ("_videos",)
+
+    def __init__(self, videos: AsyncVideos) -> None:
+        self._videos = videos
+
+    async def admit(self) -> None:
+        await self._videos._pipeline.pacer.admit(GENERATE)
+
+    async def submit(self, path: str, body: dict[str, Any]) -> AsyncGeneration:
+        return await self._videos._submit(path, body, admitted=True)
+
+    def attach(
+        self, generation_id: str, submission: Submission, known: GenerationStatus | None
+    ) -> AsyncGeneration:
+        return self._videos._handle(generation_id, submission=submission, known=known)
+
+    async def catalog(self) -> list[Model]:
+        return await AsyncModels(self._videos._pipeline).list(type=None)
+
+    def closed(self) -> bool:
+        return self._videos._pipeline.lifecycle.closed
+
+
+async def _fetch_status(pipeline: Pipeline, generation_id: str) -> GenerationStatus:
+    """One status poll for the shared poller (paced by it; `Retryable` when worth another)."""
+    call = status_call(pipeline, generation_id)
+    return await pipeline.once(call, partial(parse_status, generation_id))
 
 
 def _parse_submission(data: dict[str, Any]) -> Submission:

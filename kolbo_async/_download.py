@@ -17,7 +17,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 import anyio
 import httpx
@@ -33,6 +33,7 @@ from ._cdn_checks import (
     refused_type,
     undecodable_encoding,
 )
+from ._clock import Clock
 from ._exceptions import (
     APIConnectionError,
     APIResponseValidationError,
@@ -40,17 +41,19 @@ from ._exceptions import (
     KolboError,
     make_status_error,
 )
+from ._pipeline import Pipeline
 from ._retries import Attempt, Failure, retry_delay
 
-if TYPE_CHECKING:
-    from ._clock import Clock
-    from ._pipeline import Pipeline
-
-__all__ = ["TargetExistsError", "Transfers", "download_to"]
+__all__ = ["DeadlineExceeded", "TargetExistsError", "Transfers", "download_to"]
 
 _BINARY = getattr(os, "O_BINARY", 0)  # Windows
 
 logger = logging.getLogger("kolbo_async")
+
+
+class DeadlineExceeded(Exception):
+    """Internal: a download's deadline passed; the handle turns it into
+    `GenerationTimeoutError` with the id to re-attach."""
 
 
 class TargetExistsError(KolboError, FileExistsError):
@@ -122,6 +125,7 @@ class Transfers:
 
 async def download_to(
     pipeline: Pipeline,
+    transfers: Transfers,
     url: str,
     target: Path,
     *,
@@ -137,8 +141,6 @@ async def download_to(
     when the transfer keeps breaking, `KolboError` for a URL that is not http(s) or a disk
     error. Whatever happens, nothing but the finished file is left behind.
     """
-    from ._pipeline import DeadlineExceeded
-
     where = _checked_url(url)
     clock = pipeline.clock
     remaining = None if deadline is None else deadline - clock.now()
@@ -158,7 +160,7 @@ async def download_to(
         # The clock's deadline is checked at every step of the transfer (so time a virtual
         # clock jumps counts); the scope also stops a transfer stuck between steps.
         with anyio.move_on_after(remaining if remaining is not None else float("inf")) as scope:
-            await _fetch(pipeline, where, file, on_progress, deadline)
+            await _fetch(pipeline, transfers, where, file, on_progress, deadline)
         if scope.cancelled_caught:
             raise DeadlineExceeded
         await anyio.to_thread.run_sync(_finish, file)
@@ -334,13 +336,13 @@ class _StartOver(Exception):
 
 async def _fetch(
     pipeline: Pipeline,
+    transfers: Transfers,
     url: httpx.URL,
     file: IO[bytes],
     on_progress: Callable[[int, int | None], object] | None,
     deadline: float | None,
 ) -> None:
     pipeline.ensure_open()
-    transfers = pipeline.transfers
     http = transfers.client()
     clock = pipeline.clock
     shown = url.copy_with(query=None)  # signed URLs carry secrets in their query
@@ -418,8 +420,6 @@ async def _fetch(
                     f"Download of {shown} failed: {exc}", request=request
                 ) from exc
             if deadline is not None and clock.now() + delay >= deadline:
-                from ._pipeline import DeadlineExceeded
-
                 raise DeadlineExceeded from exc  # the retry could not finish in time
             retries_done += 1
             logger.debug(
@@ -620,8 +620,6 @@ def _document_error(
 
 def _check_deadline(clock: Clock, deadline: float | None) -> None:
     if deadline is not None and clock.now() >= deadline:
-        from ._pipeline import DeadlineExceeded
-
         raise DeadlineExceeded
 
 

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from ._models import GenerationStatus
 
 __all__ = [
+    "outcome_error",
+    "rate_limited",
     "APIConnectionError",
     "APIResponseValidationError",
     "APIStatusError",
@@ -289,6 +291,46 @@ def make_status_error(
             message, response=response, body=body, code=code, retry_after=retry_after
         )
     return cls(message, response=response, body=body, code=code)
+
+
+def rate_limited(error: KolboError, retry_after: float | None) -> RateLimitError:
+    """The error for a server asking to wait longer than the SDK sleeps (`retry_after`
+    seconds): raised at once, so the caller decides what to do with an hour's wait."""
+    if isinstance(error, RateLimitError):
+        return error
+    assert isinstance(error, APIStatusError)
+    return RateLimitError(
+        f"{error.message} (Retry-After: {retry_after:g} s, longer than the SDK waits)",
+        response=error.response,
+        body=error.body,
+        code=error.code,
+        retry_after=retry_after,
+    )
+
+
+def outcome_error(status: GenerationStatus) -> GenerationFailedError | None:
+    """Why a terminal `status` gave no video, or None when it did."""
+    if status.state == "cancelled":
+        return GenerationCancelledError(
+            f"Generation {status.generation_id} was cancelled", status=status
+        )
+    if status.state == "failed":
+        return GenerationFailedError(_failure_message(status), status=status)
+    if status.result is None or not status.result.urls:
+        return GenerationFailedError(
+            f"Generation {status.generation_id} completed without any video URL "
+            "(a content filter or an upstream failure removed the output)",
+            status=status,
+        )
+    return None
+
+
+def _failure_message(status: GenerationStatus) -> str:
+    reason = status.error or (status.failure.message if status.failure else None)
+    message = f"Generation {status.generation_id} failed"
+    if status.failure is not None and status.failure.code:
+        message += f" [{status.failure.code}]"
+    return f"{message}: {reason}" if reason else message
 
 
 def _snippet(text: str, limit: int = 200) -> str:

@@ -5,30 +5,28 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import anyio
 
 from ._convert import structure
-from ._download import download_to
+from ._download import DeadlineExceeded, Transfers, download_to
 from ._exceptions import (
     ConflictError,
-    GenerationCancelledError,
-    GenerationFailedError,
     GenerationTimeoutError,
     InvalidRequestError,
     KolboError,
-    RateLimitError,
+    outcome_error,
 )
 from ._models import GenerationStatus, Submission, VideoResult
-from ._pipeline import Call, DeadlineExceeded, Pipeline
-from ._poller import Entry, Listener
-from ._retries import poll_delay
+from ._pipeline import Call, Pipeline
+from ._poller import Poller, Track
+from ._progress import GenerationProgress, check_timeout
 
-__all__ = ["DEFAULT_WAIT", "AsyncGeneration", "GenerationProgress", "outcome_error"]
+__all__ = ["DEFAULT_WAIT", "AsyncGeneration", "parse_status", "poller_of", "status_call"]
 
 logger = logging.getLogger("kolbo_async")
 
@@ -52,37 +50,50 @@ class AsyncGeneration:
         >>> path = await gen.download("drone.mp4")                         # doctest: +SKIP
     """
 
-    __slots__ = ("_entry", "_final", "_pipeline", "_segment", "_status_call", "id", "submission")
+    __slots__ = ("_pipeline", "_poller", "_status_call", "_track", "_transfers", "id",
+                 "submission")  # fmt: skip
 
     def __init__(
-        self, generation_id: str, *, pipeline: Pipeline, submission: Submission | None = None
+        self,
+        generation_id: str,
+        *,
+        pipeline: Pipeline,
+        poller: Poller,
+        transfers: Transfers,
+        submission: Submission | None = None,
+        known: GenerationStatus | None = None,
     ) -> None:
         self.id = generation_id
         self.submission = submission
         self._pipeline = pipeline
-        # A terminal status never changes, so once seen, waiting calls reuse it.
-        self._final: GenerationStatus | None = None
-        # Built from the id, never from `poll_url`: a URL from an answer could point anywhere,
-        # and the key goes only where the SDK itself decides.
-        self._segment = quote(generation_id, safe="")
+        self._poller = poller
+        self._transfers = transfers
         self._status_call: Call | None = None
-        self._entry: Entry | None = None  # the shared poller's record, made on first wait
+        # The shared poller's record, made on first wait; at once for a terminal status
+        # `known` from elsewhere (a batch journal), which then costs no poll.
+        self._track: Track | None = None
+        if known is not None:
+            self._track = poller.track(generation_id, known=known)
 
     @property
     def _status(self) -> Call:
         # Parsed on first use: a handle that is never polled (a batch item) costs no parsing.
         if self._status_call is None:
-            self._status_call = self._pipeline.prepared(
-                "GET", f"/api/v1/generate/{self._segment}/status"
-            )
+            self._status_call = status_call(self._pipeline, self.id)
         return self._status_call
+
+    def _tracked(self) -> Track:
+        if self._track is None:
+            hint = None if self.submission is None else self.submission.poll_interval_hint
+            self._track = self._poller.track(self.id, fallback_hint=hint)
+        return self._track
 
     def __repr__(self) -> str:
         return f"<AsyncGeneration id={self.id!r}>"
 
     async def status(self) -> GenerationStatus:
         """Fetch the current status (one GET, retried on transient failures)."""
-        return await self._pipeline.call(self._status, self._parse_status)
+        return await self._pipeline.call(self._status, partial(parse_status, self.id))
 
     def progress(self, timeout: float | None = DEFAULT_WAIT) -> GenerationProgress:
         """Stream the generation's status, one item per change of state or progress.
@@ -98,7 +109,14 @@ class AsyncGeneration:
             ...     async for update in updates:
             ...         print(update.state, update.progress)
         """
-        return GenerationProgress(self, timeout)
+        return GenerationProgress(
+            poller=self._poller,
+            track=self._tracked,
+            clock=self._pipeline.clock,
+            ensure_open=self._pipeline.ensure_open,
+            timed_out=self._timeout_error,
+            timeout=timeout,
+        )
 
     async def wait(self, timeout: float | None = DEFAULT_WAIT) -> GenerationStatus:
         """Wait for the terminal status.
@@ -183,25 +201,12 @@ class AsyncGeneration:
         """
         try:
             return await self._pipeline.call(
-                Call("POST", f"/api/v1/generate/{self._segment}/cancel", json={}),
-                self._parse_status,
+                Call("POST", f"/api/v1/generate/{quote(self.id, safe='')}/cancel", json={}),
+                partial(parse_status, self.id),
             )
         except ConflictError:
             logger.debug("cancel of %s: already finished (409); fetching its status", self.id)
             return await self.status()
-
-    def _parse_status(self, data: dict[str, Any]) -> GenerationStatus:
-        if not isinstance(data.get("state"), str):
-            raise ValueError("the status has no 'state'")
-        if not isinstance(data.get("generation_id"), str):
-            data = {**data, "generation_id": self.id}
-        return structure(data, GenerationStatus)
-
-    def _hint(self, status: GenerationStatus | None) -> float:
-        hint = None if status is None else status.raw.get("poll_interval_hint")
-        if hint is None and self.submission is not None:
-            hint = self.submission.poll_interval_hint
-        return poll_delay(hint)
 
     def _timeout_error(
         self, timeout: float | None, last: GenerationStatus | None
@@ -228,12 +233,7 @@ class AsyncGeneration:
             raise InvalidRequestError("index", f"must be a non-negative integer, not {index!r}")
         if not isinstance(overwrite, bool):
             raise InvalidRequestError("overwrite", f"must be True or False, not {overwrite!r}")
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
-        ):
-            raise InvalidRequestError(
-                "timeout", f"must be a positive number or None, not {timeout!r}"
-            )
+        check_timeout(timeout)
         try:
             is_dir, exists, parent_ok = await anyio.to_thread.run_sync(
                 lambda: (target.is_dir(), target.exists(), target.parent.is_dir())
@@ -269,6 +269,7 @@ class AsyncGeneration:
         try:
             return await download_to(
                 self._pipeline,
+                self._transfers,
                 url,
                 target,
                 overwrite=overwrite,
@@ -277,98 +278,6 @@ class AsyncGeneration:
             )
         except DeadlineExceeded:
             raise self._timeout_error(timeout, None) from None
-
-
-class GenerationProgress:
-    """The async iterator `AsyncGeneration.progress` returns.
-
-    It holds no background task: the client's shared poller polls while ``__anext__``
-    waits, so ``break``-ing out leaks nothing on asyncio or trio, and the generation leaves
-    the poller's plan. ``aclose()`` (or ``async with``) ends it at once.
-    """
-
-    __slots__ = ("_deadline", "_done", "_generation", "_last", "_listener", "_seen", "_timeout")
-
-    def __init__(self, generation: AsyncGeneration, timeout: float | None) -> None:
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not timeout > 0  # also catches NaN
-        ):
-            raise InvalidRequestError(
-                "timeout", f"must be a positive number or None, not {timeout!r}"
-            )
-        self._generation = generation
-        self._timeout = timeout
-        self._deadline: float | None = None
-        self._last: GenerationStatus | None = None
-        self._seen = -1  # the entry version last looked at; -1 before the first item
-        self._done = False
-        self._listener = Listener(terminal_only=False)
-
-    def __aiter__(self) -> GenerationProgress:
-        return self
-
-    async def __aenter__(self) -> GenerationProgress:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Stop the stream; nothing else is polled."""
-        self._done = True
-
-    async def __anext__(self) -> GenerationStatus:
-        if self._done:
-            raise StopAsyncIteration
-        generation = self._generation
-        pipeline = generation._pipeline
-        pipeline.ensure_open()
-        if self._deadline is None and self._timeout is not None:
-            self._deadline = pipeline.clock.now() + self._timeout
-        poller = pipeline.poller
-        entry = poller.entry(generation)
-        listener = self._listener
-        # Listening only while waiting: between items nobody waits, and the poller drops
-        # the generation from its plan at its next turn.
-        poller.watch(listener, entry, fresh=self._seen < 0)
-        try:
-            while True:
-                if entry.version == self._seen or (self._seen < 0 and not listener.ready):
-                    await poller.wait(listener, self._deadline)
-                listener.ready.clear()
-                if listener.timed_out:
-                    self._done = True
-                    error = entry.last_error
-                    if isinstance(error, RateLimitError) and entry.due >= (self._deadline or 0):
-                        raise error  # the server asked for more time than the caller has
-                    raise generation._timeout_error(self._timeout, self._last) from (
-                        entry.last_error
-                    )
-                if entry.error is not None:
-                    # An API error ends the stream; a cancellation does not, so a caller
-                    # that cancelled a wait may iterate again later.
-                    self._done = True
-                    raise entry.error
-                status = entry.status
-                if status is None or entry.version == self._seen:
-                    continue
-                self._seen = entry.version
-                last = self._last
-                self._last = status
-                if status.done:
-                    self._done = True
-                    return status
-                if last is None or (status.state, status.progress) != (last.state, last.progress):
-                    return status
-        finally:
-            poller.unwatch(listener, entry)
 
 
 def _target_path(path: object) -> Path:
@@ -387,26 +296,24 @@ def _target_path(path: object) -> Path:
     return target
 
 
-def outcome_error(status: GenerationStatus) -> GenerationFailedError | None:
-    """Why a terminal `status` gave no video, or None when it did."""
-    if status.state == "cancelled":
-        return GenerationCancelledError(
-            f"Generation {status.generation_id} was cancelled", status=status
-        )
-    if status.state == "failed":
-        return GenerationFailedError(_failure_message(status), status=status)
-    if status.result is None or not status.result.urls:
-        return GenerationFailedError(
-            f"Generation {status.generation_id} completed without any video URL "
-            "(a content filter or an upstream failure removed the output)",
-            status=status,
-        )
-    return None
+def status_call(pipeline: Pipeline, generation_id: str) -> Call:
+    """The status poll of `generation_id`, its URL parsed once.
+
+    Built from the id, never from `poll_url`: a URL from an answer could point anywhere, and
+    the key goes only where the SDK itself decides.
+    """
+    return pipeline.prepared("GET", f"/api/v1/generate/{quote(generation_id, safe='')}/status")
 
 
-def _failure_message(status: GenerationStatus) -> str:
-    reason = status.error or (status.failure.message if status.failure else None)
-    message = f"Generation {status.generation_id} failed"
-    if status.failure is not None and status.failure.code:
-        message += f" [{status.failure.code}]"
-    return f"{message}: {reason}" if reason else message
+def parse_status(generation_id: str, data: dict[str, Any]) -> GenerationStatus:
+    """A status answer of `generation_id` as a `GenerationStatus` (ValueError if it is none)."""
+    if not isinstance(data.get("state"), str):
+        raise ValueError("the status has no 'state'")
+    if not isinstance(data.get("generation_id"), str):
+        data = {**data, "generation_id": generation_id}
+    return structure(data, GenerationStatus)
+
+
+def poller_of(generation: AsyncGeneration) -> Poller:
+    """The shared poller of the client `generation` came from (for a batch of handles)."""
+    return generation._poller

@@ -11,7 +11,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 import anyio
 import httpx
@@ -24,9 +24,9 @@ from ._exceptions import (
     APIStatusError,
     APITimeoutError,
     KolboError,
-    RateLimitError,
     SubmissionOutcomeUnknownError,
     make_status_error,
+    rate_limited,
 )
 from ._models import submitted_id
 from ._pacing import GENERATE, REQUEST, Pacer
@@ -36,15 +36,12 @@ from ._retries import (
     capped_retry_after,
     parse_retry_after,
     retry_delay,
+    retryable_status,
     waits_too_long,
 )
 from ._runtime import current_loop, forks, running_asyncio
 
-if TYPE_CHECKING:
-    from ._download import Transfers
-    from ._poller import Poller
-
-__all__ = ["Call", "DeadlineExceeded", "Pipeline", "Retryable"]
+__all__ = ["Call", "Lifecycle", "Pipeline", "Retryable"]
 
 logger = logging.getLogger("kolbo_async")
 
@@ -84,11 +81,6 @@ class Call:
         self.params = params
         self.generation = generation
         self.url = url
-
-
-class DeadlineExceeded(Exception):
-    """Internal: a download's deadline passed; the handle turns it into
-    `GenerationTimeoutError` with the id to re-attach."""
 
 
 class Lifecycle:
@@ -133,9 +125,7 @@ class Lifecycle:
 class Pipeline:
     """Sends `Call`s for one client; shared by every handle and `with_options` copy."""
 
-    __slots__ = (
-        "clock", "http", "lifecycle", "limiter", "pacer", "poller", "rng", "settings", "transfers"
-    )
+    __slots__ = ("clock", "http", "lifecycle", "limiter", "pacer", "rng", "settings")
 
     def __init__(
         self,
@@ -146,8 +136,6 @@ class Pipeline:
         limiter: anyio.Semaphore,
         clock: Clock,
         rng: random.Random,
-        poller: Poller,
-        transfers: Transfers,
         lifecycle: Lifecycle | None = None,
     ) -> None:
         self.settings = settings
@@ -156,8 +144,6 @@ class Pipeline:
         self.limiter = limiter
         self.clock = clock
         self.rng = rng
-        self.poller = poller
-        self.transfers = transfers  # CDN downloads: their own connections and cap
         self.lifecycle = lifecycle or Lifecycle()
 
     def with_settings(self, settings: Settings) -> Pipeline:
@@ -169,8 +155,6 @@ class Pipeline:
             limiter=self.limiter,
             clock=self.clock,
             rng=self.rng,
-            poller=self.poller,
-            transfers=self.transfers,
             lifecycle=self.lifecycle,
         )
 
@@ -241,7 +225,7 @@ class Pipeline:
                 if delay is None:
                     raise error from failed.__cause__
                 if waits_too_long(attempt.retry_after):
-                    raise rate_limited(error, attempt) from None
+                    raise rate_limited(error, attempt.retry_after) from None
                 retries_done += 1
                 logger.debug(
                     "retrying %s %s in %.2f s (retry %d) after: %s",
@@ -453,7 +437,7 @@ class Pipeline:
             raise self._unknown(call, response, "from a gateway, not from Kolbo")
         retry_after = _retry_after(response)
         error = self._status_error(response, body, retry_after)
-        if status in (408, 425, 429) or status >= 500:
+        if retryable_status(status):
             # Honoured on every retried answer, not only a 429: a 503 asking for 30 s gets it.
             raise Retryable(Attempt(Failure.STATUS, status, retry_after), error)
         raise error
@@ -535,21 +519,6 @@ def _is_envelope(body: object) -> bool:
         return False
     refused = body.get("success") is False or body.get("status") is False
     return refused and any(isinstance(body.get(key), str) for key in ("error", "code", "message"))
-
-
-def rate_limited(error: KolboError, attempt: Attempt) -> RateLimitError:
-    """The error for a server asking to wait longer than the SDK sleeps: raised at once,
-    with `.retry_after`, so the caller decides what to do with an hour's wait."""
-    if isinstance(error, RateLimitError):
-        return error
-    assert isinstance(error, APIStatusError)
-    return RateLimitError(
-        f"{error.message} (Retry-After: {attempt.retry_after:g} s, longer than the SDK waits)",
-        response=error.response,
-        body=error.body,
-        code=error.code,
-        retry_after=attempt.retry_after,
-    )
 
 
 def _retry_after(response: httpx.Response) -> float | None:

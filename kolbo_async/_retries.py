@@ -27,6 +27,7 @@ __all__ = [
     "parse_retry_after",
     "poll_delay",
     "retry_delay",
+    "retryable_status",
     "waits_too_long",
 ]
 
@@ -67,6 +68,15 @@ class Attempt(NamedTuple):
     retry_after: float | None = None
 
 
+def retryable_status(status_code: int) -> bool:
+    """Whether an answer with `status_code` may be worth another try: 408, 425, 429, 5xx.
+
+    >>> [code for code in (400, 404, 408, 425, 429, 500, 503) if retryable_status(code)]
+    [408, 425, 429, 500, 503]
+    """
+    return status_code in RETRYABLE_STATUSES or status_code >= 500
+
+
 def retry_delay(
     attempt: Attempt,
     *,
@@ -93,7 +103,7 @@ def retry_delay(
         safe = code == 429 or (
             not is_generation
             and code is not None
-            and (code in RETRYABLE_STATUSES or code >= 500)
+            and retryable_status(code)
         )
     if not safe:
         return None

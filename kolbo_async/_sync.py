@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast, overload
 
 import httpx
 
-from ._batch import AsyncBatch, BatchOutcome
+from ._batch import AsyncBatch, BatchOutcome, Nothing, completion_batch
 from ._client import (
     _UNSET,
     DEFAULT_RATE_LIMITS,
@@ -29,12 +29,14 @@ from ._client import (
 )
 from ._clock import Clock
 from ._config import DEFAULT_TIMEOUT, RateLimits
-from ._handles import DEFAULT_WAIT, AsyncGeneration, GenerationProgress, ProgressCallback
+from ._exceptions import InvalidRequestError
+from ._handles import DEFAULT_WAIT, AsyncGeneration, ProgressCallback
 from ._models import Credits, GenerationStatus, Model, Submission, VideoResult
 from ._portal import Runner as _Runner
+from ._progress import GenerationProgress
 from ._requests import ImageToVideo, TextToVideo
 
-__all__ = ["Batch", "Generation", "Kolbo"]
+__all__ = ["Batch", "Generation", "Kolbo", "as_completed"]
 
 
 class Kolbo:
@@ -508,3 +510,37 @@ def _stream(runner: _Runner, updates: GenerationProgress) -> Iterator[Generation
     finally:
         if not runner.closed:  # a closed client has nothing left to release
             runner.call(updates.aclose)
+
+
+@overload
+def as_completed(handles: Iterable[AsyncGeneration]) -> AsyncBatch: ...
+@overload
+def as_completed(handles: Iterable[Generation]) -> Batch: ...
+def as_completed(handles: Iterable[AsyncGeneration] | Iterable[Generation]) -> AsyncBatch | Batch:
+    """Wait for many generations; yield a `BatchOutcome` for each as it finishes.
+
+    Handles made by the caller (submitted, attached, or left over by a stopped batch), all
+    from one client. With `AsyncGeneration` handles it is an async iterator; with blocking
+    `Generation` handles a plain one. The client's shared poller polls them within its rate
+    budget; `outcome.index` is the handle's position in `handles`.
+
+    Example:
+        >>> handles = [client.generations.attach(i) for i in ids]          # doctest: +SKIP
+        >>> async for outcome in kolbo_async.as_completed(handles):        # doctest: +SKIP
+        ...     print(outcome.index, outcome.status.state if outcome.status else outcome.error)
+    """
+    items: list[object] = list(handles)
+    if not items:
+        return cast("AsyncBatch", Nothing())
+    if all(isinstance(handle, AsyncGeneration) for handle in items):
+        return completion_batch(cast("list[AsyncGeneration]", items))
+    if all(isinstance(handle, Generation) for handle in items):
+        blocking = cast("list[Generation]", items)
+        runner = blocking[0]._runner
+        if any(handle._runner is not runner for handle in blocking):
+            raise InvalidRequestError("handles", "must all come from one client")
+        batch = completion_batch([handle._inner for handle in blocking])
+        return Batch(runner, batch, blocking)
+    raise InvalidRequestError(
+        "handles", "must all be AsyncGeneration handles, or all blocking Generation handles"
+    )

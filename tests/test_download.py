@@ -594,14 +594,14 @@ class TestOwnConnections:
     ) -> None:
         """No CDN connections until a download; then its own, closed by aclose()."""
         client = sim.client(KEY, rate_limits=None)
-        transfers = client._pipeline.transfers
+        transfers = client._transfers
         assert transfers._http is None
         gen = await client.videos.generate("a cat")
         await gen.download(tmp_path / "v.mp4")
         cdn_http = transfers._http
         assert cdn_http is not None and cdn_http is not client._pipeline.http
         copy = client.with_options(max_retries=5)
-        assert copy._pipeline.transfers is transfers
+        assert copy._transfers is transfers
         await copy.aclose()
         assert not cdn_http.is_closed
         await client.aclose()
@@ -620,7 +620,7 @@ class TestOwnConnections:
             ) as client:
                 gen = await client.videos.generate("a cat")
                 await gen.download(tmp_path / "v.mp4")
-                assert client._pipeline.transfers.client() is http
+                assert client._transfers.client() is http
             assert not http.is_closed
         assert len(cdn_requests(sim)) == 1
         assert (tmp_path / "v.mp4").stat().st_size == 3_000_000

@@ -32,7 +32,7 @@ import kolbo_async as k
 import kolbo_async._client
 import kolbo_async._sync
 from kolbo_async import AsyncGeneration, AsyncKolbo, Generation, Kolbo
-from kolbo_async._handles import GenerationProgress
+from kolbo_async._progress import GenerationProgress
 from kolbo_async.testing import VirtualClock
 
 KEY = "kolbo_live_" + "9a" * 20

@@ -102,6 +102,11 @@ class Browser:
         finally:
             for fd in (child_in, child_out, log, devnull):
                 os.close(fd)
+        # .ci/run stops a group still listed here when it ends (a test killed mid-way).
+        pids_dir = os.environ.get("KOLBO_BROWSER_PIDS_DIR")
+        self._pid_file = Path(pids_dir) / f"{self.pid}.pgid" if pids_dir else None
+        if self._pid_file is not None:
+            self._pid_file.write_text(str(self.pid))
         self._out = to_chromium[1]
         self._in = from_chromium[0]
         self._ids = iter(range(1, 1 << 30))
@@ -184,6 +189,8 @@ class Browser:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
         os.waitpid(self.pid, 0)
+        if self._pid_file is not None:
+            self._pid_file.unlink(missing_ok=True)
         os.close(self._out)
         self._reader.join(timeout=5)
         os.close(self._in)

@@ -1,6 +1,6 @@
 """`Kolbo` and `Generation`: the blocking client, forwarding to the async core.
 
-Each client owns one event loop (`_portal.Runner`); every method is one call onto it, run in
+Each client owns one event loop (`_runner.Runner`); every method is one call onto it, run in
 the calling thread when nothing else is using the loop. No request, retry, pacing, polling or
 validation logic lives here: an ``if`` in this module would be a second copy of the async
 core.
@@ -32,7 +32,7 @@ from ._config import DEFAULT_TIMEOUT, RateLimits
 from ._exceptions import InvalidRequestError
 from ._handles import DEFAULT_WAIT, AsyncGeneration, ProgressCallback
 from ._models import Credits, GenerationStatus, Model, Submission, VideoResult
-from ._portal import Runner as _Runner
+from ._runner import Runner as _Runner
 from ._progress import GenerationProgress
 from ._requests import ImageToVideo, TextToVideo
 

@@ -79,17 +79,6 @@ class Settings:
     def _generation_timeout(self) -> httpx.Timeout:
         return generation_timeout(self.timeout)
 
-    @property
-    def origin(self) -> tuple[str, str, int | None]:
-        """Scheme, host and port of the API: the only place the key may go."""
-        return origin_of(self.base_url)
-
-
-def origin_of(url: httpx.URL) -> tuple[str, str, int | None]:
-    """`url`'s origin, with default ports made explicit so equal origins compare equal."""
-    port = url.port or {"http": 80, "https": 443}.get(url.scheme)
-    return (url.scheme, url.host.lower(), port)
-
 
 def resolve_api_key(api_key: str | None) -> str:
     """The explicit key, else ``KOLBO_API_KEY``; a `KolboError` naming the variable if neither."""

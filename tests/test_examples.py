@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import ModuleType
@@ -93,7 +93,7 @@ def running(web_app: ModuleType, sim: Simulator, tmp_path: Path) -> Running:
             if message["type"] == "lifespan.startup.complete":
                 started.set()
 
-        async def with_state(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        async def with_state(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
             await app({**scope, "state": dict(state)}, receive, send)
 
         lifespan = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": state}

@@ -1,53 +1,60 @@
 """A batch's crash-safe journal: one SQLite file, written off the event loop, held by one run.
 
-Each item has one row, keyed by a hash of its request and which occurrence of that hash it is
-in the list (0, 1, ...): reordering, prepending or filtering a list finds the same rows, and
-two identical prompts stay two items. The row is written *before* the POST (``intent``), gets
-the generation id the moment the POST answers (``submitted``), and the terminal status when it
-arrives (``finished``); a POST Kolbo refused with a 4xx (nothing charged) is ``rejected`` and
-submitted again by a rerun. Every write is committed with ``synchronous=FULL`` before the batch
-goes on, so a process killed at any instant leaves at most one kind of doubt: an ``intent`` row
-without an id, a POST that may or may not have reached Kolbo.
+Each item has one row (keyed as `_journal_keys` says; the format is `_journal_schema`'s). The
+row is written *before* the POST (``intent``), gets the generation id the moment the POST
+answers (``submitted``), and the terminal status when it arrives (``finished``); a POST Kolbo
+refused with a 4xx (nothing charged) is ``rejected`` and submitted again by a rerun. Every
+write is committed with ``synchronous=FULL`` before the batch goes on, so a process killed at
+any instant leaves at most one kind of doubt: an ``intent`` row without an id, a POST that may
+or may not have reached Kolbo.
 
-The file is marked with SQLite's ``application_id``; a file without the mark is changed only
-when it is empty or a journal of the first schema (keyed by index and hash, migrated in place),
-so another program's database is never touched. A second run is kept out for as long as the
-first one has the journal open, whatever name it reaches the file by (a symlink, a hard
-link, a relative path): within a process by the file's identity, between processes by a
-``flock`` on the database file itself (Linux; taken only once the file's header says it is
-empty, a journal, or an unmarked SQLite file) and by a sidecar ``REALPATH.lock`` that also
-names the holder. The ``flock`` on the file is what makes a hard link, or a deleted
-``.lock``, no way around the rule; where ``flock`` and SQLite's ``fcntl`` locks may conflict
-(the BSDs, macOS) or locks are mandatory (Windows) only the sidecar is used.
-
-Request bodies are hashed in a canonical form: keys sorted, and a float that is a whole
-number written as the integer (``duration=5.0`` is the same request as ``duration=5``).
-Journals of schema 2 were hashed without that rule; opening one re-keys the rows whose body
-holds such a float, so items they recorded still match.
+A second run is kept out for as long as the first one has the journal open, whatever name it
+reaches the file by (a symlink, a hard link, a relative path): within a process by the file's
+identity, between processes by a ``flock`` on the database file itself (Linux; taken only
+once the file's header says it is empty, a journal, or an unmarked SQLite file) and by a
+sidecar ``REALPATH.lock`` that also names the holder. The ``flock`` on the file is what makes
+a hard link, or a deleted ``.lock``, no way around the rule; where ``flock`` and SQLite's
+``fcntl`` locks may conflict (the BSDs, macOS) or locks are mandatory (Windows) only the
+sidecar is used.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from ._exceptions import KolboError
 from ._filelock import FLOCK_BESIDE_SQLITE, FileLock
+from ._journal_keys import ItemKey, item_keys, request_key
+from ._journal_schema import (
+    ALL_COLUMNS,
+    APPLICATION_ID,
+    FINISHED,
+    INTENT,
+    REJECTED,
+    SUBMITTED,
+    NotAJournal,
+    Row,
+    check_header,
+    inspect,
+    load,
+    prepare,
+)
 
 if TYPE_CHECKING:
     import sqlite3
 
 __all__ = [
     "APPLICATION_ID",
+    "BUSY_TIMEOUT",
     "FINISHED",
     "INTENT",
     "REJECTED",
@@ -61,108 +68,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: (request hash, occurrence of that hash in the list): what identifies an item.
-ItemKey = tuple[str, int]
-
-INTENT = "intent"
-SUBMITTED = "submitted"
-FINISHED = "finished"
-REJECTED = "rejected"
-
-#: ``PRAGMA application_id`` of every journal: "KOLB".
-APPLICATION_ID = 0x4B4F4C42
-#: ``PRAGMA user_version``: 3 hashes whole floats as integers; 2 is keyed by (hash,
-#: occurrence) and did not; 1 (unmarked) was keyed by (index, hash).
-SCHEMA_VERSION = 3
-
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 #: Seconds a write waits for another program's lock on the file (``sqlite3 batch.db``, a
 #: browser) before it fails; the batch then sends nothing more without a record.
 BUSY_TIMEOUT = 5.0
-
-_COLUMNS = (
-    "path TEXT NOT NULL, body TEXT NOT NULL, state TEXT NOT NULL, generation_id TEXT, "
-    "submission TEXT, status TEXT, error TEXT, updated_at REAL NOT NULL"
-)
-# `idx` is the item's position in the list of the run that last wrote the row: for people
-# reading the file, never for matching.
-_SCHEMA = f"""
-CREATE TABLE items (
-    request_hash TEXT NOT NULL,
-    occurrence INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    {_COLUMNS},
-    PRIMARY KEY (request_hash, occurrence)
-)
-"""
-_V1_COLUMNS = frozenset(
-    {"idx", "request_hash", "path", "body", "state", "generation_id", "submission", "status",
-     "error", "updated_at"}
-)  # fmt: skip
-# Rows of one hash keep their index order, which is the order a rerun of the same list
-# numbers its occurrences in.
-_MIGRATE_V1 = [
-    "ALTER TABLE items RENAME TO items_v1",
-    _SCHEMA,
-    "INSERT INTO items (request_hash, occurrence, idx, path, body, state, generation_id,"
-    " submission, status, error, updated_at)"
-    " SELECT o.request_hash, (SELECT COUNT(*) FROM items_v1 AS e"
-    "  WHERE e.request_hash = o.request_hash AND e.idx < o.idx),"
-    " o.idx, o.path, o.body, o.state, o.generation_id, o.submission, o.status, o.error,"
-    " o.updated_at FROM items_v1 AS o",
-    "DROP TABLE items_v1",
-]
-
-
-class Row(NamedTuple):
-    """What the journal knows of one item."""
-
-    state: str
-    generation_id: str | None
-    submission: dict[str, Any] | None
-    status: dict[str, Any] | None
-    error: str | None = None
-
-
-def request_key(path: str, body: Mapping[str, Any]) -> str:
-    """A stable hash of one request: endpoint and canonical JSON body.
-
-    Two bodies the API cannot tell apart hash alike: key order does not count, and a float
-    that is a whole number counts as the integer (JSON has one kind of number).
-    """
-    return _digest(path, _canonical(body))
-
-
-def _legacy_key(path: str, body: Mapping[str, Any]) -> str:
-    # Schema 2's hash, which told 5.0 from 5: only for re-keying its rows.
-    return _digest(path, body)
-
-
-def _digest(path: str, body: object) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{path}\n{canonical}".encode()).hexdigest()
-
-
-def _canonical(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, Mapping):
-        return {key: _canonical(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_canonical(item) for item in value]
-    return value
-
-
-def item_keys(requests: list[tuple[str, Mapping[str, Any]]]) -> list[ItemKey]:
-    """Each request's (hash, occurrence): the n-th request with a given hash gets n."""
-    seen: dict[str, int] = {}
-    keys: list[ItemKey] = []
-    for path, body in requests:
-        digest = request_key(path, body)
-        occurrence = seen.get(digest, 0)
-        seen[digest] = occurrence + 1
-        keys.append((digest, occurrence))
-    return keys
 
 
 # Journals this process holds, by resolved path and by file identity (st_dev, st_ino): a
@@ -289,9 +197,9 @@ class Journal:
             self._claim(_identity(file))
         if not fresh:
             # Looked at (read only) before the lock file appears beside another program's file.
-            self._with_db(sqlite3, self._inspect, close=True)
+            self._with_db(sqlite3, inspect, close=True)
         self._lock.acquire()
-        self._db = db = self._with_db(sqlite3, self._prepare, close=False)
+        self._db = db = self._with_db(sqlite3, prepare, close=False)
         self._claim(_identity(file))  # created just now, when it was missing
         try:
             rows = db.execute(
@@ -301,7 +209,7 @@ class Journal:
         except sqlite3.Error as exc:
             raise self._error(f"it cannot be read ({exc})") from None
         return {
-            (digest, occurrence): Row(state, gen_id, _load(submission), _load(status), error)
+            (digest, occurrence): Row(state, gen_id, load(submission), load(status), error)
             for digest, occurrence, state, gen_id, submission, status, error in rows
         }
 
@@ -326,11 +234,10 @@ class Journal:
                 header = file.read(100)
         except OSError as exc:
             raise self._error(f"it cannot be read ({exc.strerror or exc})") from None
-        if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
-            raise self._error("it is not an SQLite database (a corrupt or foreign file)")
-        app_id = int.from_bytes(header[68:72], "big")
-        if app_id not in (0, APPLICATION_ID):
-            raise self._foreign(f"application_id {app_id:#010x}")
+        try:
+            check_header(header)
+        except NotAJournal as exc:
+            raise self._error(str(exc)) from None
 
     def _with_db(self, sqlite3: Any, func: Callable[[Any], object], *, close: bool) -> Any:
         try:
@@ -349,6 +256,9 @@ class Journal:
                     "transaction (an sqlite3 shell, a database browser), then run again"
                 ) from None
             raise self._error(f"it is not a readable journal ({exc})") from None
+        except NotAJournal as exc:
+            db.close()
+            raise self._error(str(exc)) from None
         except BaseException:
             db.close()
             raise
@@ -356,58 +266,8 @@ class Journal:
             db.close()
         return db
 
-    def _prepare(self, db: sqlite3.Connection) -> None:
-        # One write transaction under the lock: the check and the change are one step.
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            kind = self._inspect(db)
-            if kind == "new":
-                db.execute(_SCHEMA)
-            elif kind == "v1":
-                for statement in _MIGRATE_V1:
-                    db.execute(statement)
-            if kind in ("v1", "v2"):
-                _rekey(db)
-            if kind != "current":
-                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-
-    def _inspect(self, db: sqlite3.Connection) -> str:
-        """What the open file is: "new" (empty), "current", "v2" or "v1" (to migrate);
-        else raises."""
-        app_id = db.execute("PRAGMA application_id").fetchone()[0]
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        tables = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        if app_id == APPLICATION_ID:
-            if version > SCHEMA_VERSION:
-                raise self._error(
-                    f"it was written by a newer kolbo-async (schema {version}); upgrade to use it"
-                )
-            return "current" if version == SCHEMA_VERSION else "v2"
-        if app_id != 0:
-            raise self._foreign(f"application_id {app_id:#010x}")
-        if not tables:
-            return "new"
-        if tables == ["items"]:
-            columns = {row[1] for row in db.execute("PRAGMA table_info(items)")}
-            if columns == _V1_COLUMNS:
-                return "v1"
-        raise self._foreign("tables: " + ", ".join(sorted(tables)))
-
     def _error(self, why: str) -> KolboError:
         return KolboError(f"Journal {self.path}: {why}. Nothing was sent.")
-
-    def _foreign(self, what: str) -> KolboError:
-        return self._error(
-            f"it is another program's SQLite database ({what}), not a kolbo-async journal; "
-            "it was left untouched. Name a new file for the journal"
-        )
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -415,7 +275,7 @@ class Journal:
         db = self._open_db()
         with db:
             before = db.execute(
-                f"SELECT {_ALL} FROM items WHERE request_hash = ? AND occurrence = ?", key
+                f"SELECT {ALL_COLUMNS} FROM items WHERE request_hash = ? AND occurrence = ?", key
             ).fetchone()
             db.execute(
                 "INSERT INTO items (request_hash, occurrence, idx, path, body, state,"
@@ -434,7 +294,7 @@ class Journal:
             db.execute("DELETE FROM items WHERE request_hash = ? AND occurrence = ?", key)
             if before is not None:
                 marks = ", ".join("?" * len(before))
-                db.execute(f"INSERT INTO items ({_ALL}) VALUES ({marks})", before)
+                db.execute(f"INSERT INTO items ({ALL_COLUMNS}) VALUES ({marks})", before)
 
     def _update(self, key: ItemKey, state: str, generation_id: str | None,
                 submission: str | None, status: str | None, error: str | None) -> None:  # fmt: skip
@@ -469,53 +329,9 @@ class Journal:
                 _HELD.difference_update(held)
 
 
-_ALL = (
-    "request_hash, occurrence, idx, path, body, state, generation_id, submission, status,"
-    " error, updated_at"
-)
-
-
 def _identity(file: Path) -> tuple[int, int] | None:
     try:
         stat = file.stat()
     except OSError:
         return None
     return (stat.st_dev, stat.st_ino)
-
-
-def _rekey(db: sqlite3.Connection) -> None:
-    """Give rows hashed by schema 2's rule (5.0 apart from 5) their canonical key.
-
-    A moved row takes the next free occurrence of its new hash, in list order, so a rerun
-    of the list that wrote it finds every one of its items again.
-    """
-    rows = db.execute(
-        "SELECT rowid, request_hash, path, body FROM items ORDER BY idx, occurrence"
-    ).fetchall()
-    keys = db.execute("SELECT request_hash, occurrence FROM items").fetchall()
-    next_free: dict[str, int] = {}
-    for digest, occurrence in keys:
-        next_free[digest] = max(next_free.get(digest, 0), occurrence + 1)
-    for rowid, digest, path, text in rows:
-        body = _load(text)
-        if body is None or _legacy_key(path, body) != digest:
-            continue  # not written by schema 2's rule: left as it is
-        new = request_key(path, body)
-        if new == digest:
-            continue
-        occurrence = next_free.get(new, 0)
-        next_free[new] = occurrence + 1
-        db.execute(
-            "UPDATE items SET request_hash = ?, occurrence = ? WHERE rowid = ?",
-            (new, occurrence, rowid),
-        )
-
-
-def _load(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None

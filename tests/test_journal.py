@@ -204,7 +204,8 @@ class TestMatchedByContent:
     ) -> None:
         """A journal written before numbers were canonical (schema 2: ``duration=5.0``
         hashed apart from 5) is re-keyed on opening: a rerun of its list pays nothing."""
-        from kolbo_async._journal import _SCHEMA, _legacy_key
+        from kolbo_async._journal_keys import legacy_key as _legacy_key
+        from kolbo_async._journal_schema import SCHEMA as _SCHEMA
 
         journal = tmp_path / "v2.db"
         requests = [TextToVideo("a", duration=5.0), TextToVideo("a", duration=5)]

@@ -235,6 +235,8 @@ async def _events(
             "completed",
             {"video_url": result.url, "poster_url": result.thumbnail_url, "model": result.model},
         )
+    elif last.state == "completed":  # Kolbo's content filters complete with no video
+        yield _event("failed", {"state": "filtered", "message": "Completed without a video."})
     else:
         message = last.error or (last.failure.message if last.failure else None)
         yield _event("failed", {"state": last.state, "message": message or last.state})

@@ -234,16 +234,20 @@ async def test_an_unknown_submission_outcome_is_never_resubmitted(
 
 
 @pytest.mark.anyio
-async def test_failed_unknown_and_malformed_ids_end_the_stream_with_a_message(
+async def test_failed_filtered_unknown_and_malformed_end_the_stream_with_a_message(
     running: Running,
 ) -> None:
     async with running() as web:
         answer = await web.post("/generations", data={"prompt": "[fail] a cat"})
         failed = await web.get(f"{answer.headers['location']}/events")
+        answer = await web.post("/generations", data={"prompt": "[filtered] a cat"})
+        filtered = await web.get(f"{answer.headers['location']}/events")
         unknown = await web.get(f"/generations/{'0' * 24}/events")
         malformed = await web.get("/generations/not%20an%20id/events")
     name, data = _events(failed.text)[-1]
     assert name == "failed" and data["state"] == "failed" and data["message"]
+    name, data = _events(filtered.text)[-1]
+    assert (name, data["state"]) == ("failed", "filtered")
     name, data = _events(unknown.text)[-1]
     assert name == "gone" and "does not know" in data["message"]
     name, data = _events(malformed.text)[-1]

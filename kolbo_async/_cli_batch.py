@@ -57,7 +57,8 @@ def check_batch(args: argparse.Namespace) -> None:
             "with it. To try resuming, serve a sandbox that lasts (kolbo sandbox) and point "
             "KOLBO_BASE_URL and KOLBO_API_KEY at it; or remove the journal to start over",
         )
-    args.items = read_items(args.file)
+    # Bad lines are reported with those the SDK finds, once the client can check them.
+    args.items, args.bad_lines = read_items(args.file)
     args.directory = None
     if args.download_dir is not None:
         args.directory = batch_directory(args.download_dir, create=False)
@@ -68,7 +69,7 @@ async def batch(
 ) -> int:
     """Run `kolbo batch`; return the exit code."""
     items: list[Item] = args.items
-    _validate(client, items, args.file)
+    _validate(client, items, args.bad_lines, args.file)
     if args.dry_run:
         return await preview(client, items, out, as_json=args.json)
     if args.directory is not None:
@@ -88,14 +89,15 @@ async def batch(
     return run.exit_code()
 
 
-def _validate(client: AsyncKolbo, items: list[Item], name: str) -> None:
-    """The SDK's own checks of every request, reported by line; nothing is sent."""
+def _validate(client: AsyncKolbo, items: list[Item], bad: dict[int, str], name: str) -> None:
+    """The SDK's own checks of every request; every bad line is reported, and nothing sent."""
     try:
         client.videos.generate_many([item.request for item in items])
-        return
+        if not bad:
+            return
     except InvalidRequestError:
         pass
-    lines: dict[int, str] = {}
+    lines = dict(bad)
     for item in items:  # one at a time, so that every bad line is reported
         try:
             client.videos.generate_many([item.request])
@@ -140,6 +142,7 @@ class _Run:
                 outer.cancel_scope.cancel()
         except BaseException:
             self.unfinished = [gen.id for gen in batch.unfinished]
+            self.view.stop(self.tally)
             with anyio.CancelScope(shield=True):
                 await batch.aclose()
             raise

@@ -76,8 +76,12 @@ class BadLines(InvalidRequestError):
         )
 
 
-def read_items(name: str) -> list[Item]:
-    """The requests of file `name` (``-``: stdin), or `InvalidRequestError` / `BadLines`."""
+def read_items(name: str) -> tuple[list[Item], dict[int, str]]:
+    """The requests of file `name` (``-``: stdin), and its bad lines (number -> problem).
+
+    Raises:
+        InvalidRequestError: the file cannot be read, or holds no line at all.
+    """
     text = _read(name)
     lines: dict[int, str] = {}
     items: list[Item] = []
@@ -90,12 +94,9 @@ def read_items(name: str) -> list[Item]:
             items.append(Item(number, route, _build(cls, route, fields)))
         except ValueError as exc:
             lines[number] = str(exc)
-    label = "stdin" if name == "-" else name
-    if lines:
-        raise BadLines(label, lines)
-    if not items:
-        raise InvalidRequestError(label, "holds no requests")
-    return items
+    if not items and not lines:
+        raise InvalidRequestError("stdin" if name == "-" else name, "holds no requests")
+    return items, lines
 
 
 def _read(name: str) -> str:
@@ -127,7 +128,7 @@ def _json_rows(text: str, lines: dict[int, str]) -> Iterator[tuple[int, dict[str
         if not raw.strip():
             continue
         try:
-            value = json.loads(raw, parse_constant=_no_constant)
+            value = json.loads(raw.strip(), parse_constant=_no_constant)
         except ValueError as exc:
             msg = getattr(exc, "msg", str(exc))
             col = getattr(exc, "colno", None)

@@ -153,6 +153,9 @@ class View:
         if not self.as_json:
             say(self.err, summary)
 
+    def stop(self, tally: Tally) -> None:
+        """The batch was stopped (Ctrl-C): leave the screen ready for the message."""
+
 
 class _LiveView(View):
     """A table of items by state, with credits charged, elapsed time and an ETA."""
@@ -184,15 +187,21 @@ class _LiveView(View):
         self._console.print(text.rstrip("\n"), markup=False, highlight=False)
 
     def finish(self, tally: Tally, summary: str) -> None:
-        self.tick(tally)
-        self._live.stop()
+        self.stop(tally)
         self._console.print(summary.rstrip("\n"), markup=False, highlight=False)
 
+    def stop(self, tally: Tally) -> None:
+        if self._live.is_started:
+            self.tick(tally)
+            self._live.stop()
+
     def _table(self, tally: Tally) -> Any:
+        from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
         counts = tally.counts()
-        table = Table(title=self._title, title_justify="left", min_width=40)
+        table = Table(title=self._title, title_justify="left", min_width=30)
         table.add_column("state")
         table.add_column("items", justify="right")
         styles = {"running": "cyan", "downloading": "blue", "completed": "green", "failed": "red"}
@@ -200,12 +209,11 @@ class _LiveView(View):
             table.add_row(state, str(count), style=styles.get(state) if count else "dim")
         eta = tally.eta()
         elapsed = time.monotonic() - tally.start
-        table.caption = (
+        status = (
             f"{tally.finished}/{tally.total} done · {tally.charged():g} credits charged · "
             f"{_clock(elapsed)} elapsed · ETA {_clock(eta) if eta is not None else '--:--'}"
         )
-        table.caption_justify = "left"
-        return table
+        return Group(table, Text(status))
 
 
 def view(out: TextIO, err: TextIO, *, as_json: bool, title: str) -> View:

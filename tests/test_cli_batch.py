@@ -86,14 +86,10 @@ class TestEveryLineCheckedFirst:
         assert "line 4: promt: is not a field of text-to-video" in err
         assert "line 6: route: unknown route 'teleport'" in err
         assert "line 8: must be a JSON object" in err
-        assert "nothing was sent" in err
+        # The SDK's own checks of the lines that parse are in the same report.
+        assert "line 5: duration: must be a positive number of seconds" in err
+        assert "5 lines cannot be sent; nothing was sent" in err
         assert out == ""
-        assert sim.requests == []
-        # Once the file parses, the SDK's own checks name their lines too, still unsent.
-        path.write_text('{"prompt": "fine"}\n\n{"prompt": "negative", "duration": -5}\n')
-        code, _, err = run("batch", str(path))
-        assert code == 2
-        assert "line 3: duration: must be a positive number of seconds" in err
         assert sim.requests == []
 
     def test_bad_csv_cells_are_named_by_line(self, sim: Simulator, tmp_path: Path) -> None:
@@ -286,6 +282,7 @@ class TestDownloadsAndResume:
         paid_first = len(posts(sim))
         assert 3 <= paid_first < n
         assert "Traceback" not in err
+        assert KEY not in out + err
 
         monkeypatch.setattr(View, "outcome", shown)
         code, out, err = run(*argv)
@@ -316,12 +313,16 @@ class TestDownloadsAndResume:
             signal.raise_signal(signal.SIGINT)
 
         monkeypatch.setattr(View, "outcome", outcome_then_ctrl_c)
-        code, _, err = run("batch", jsonl(tmp_path, *prompts(4)))
+        code, out, err = run("batch", jsonl(tmp_path, *prompts(4)), "--json")
         assert code == 130
         assert "kept no journal" in err
         running = [g for g, rec in sim.generations.items() if rec.state != "completed"]
         assert len(running) == 3
         assert all(gen_id in err for gen_id in running)
+        # --json: still one valid object a line, the running ones included.
+        lines = [json.loads(line) for line in out.splitlines()]
+        assert [o["state"] for o in lines] == ["completed"] + ["interrupted"] * 3
+        assert sorted(o["generation_id"] for o in lines[1:]) == sorted(running)
 
 
 class TestExitCodes:

@@ -1,4 +1,5 @@
-"""Measurement helpers: interleaved rounds, medians, ratios, a noise flag, one table."""
+"""Measurement helpers: interleaved rounds, medians, ratios, a noise flag, one table; and the
+time series a scale run records for the charts (only while `recording()`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
 import attrs
 
@@ -31,6 +33,58 @@ class Row:
         if self.ours is None or not self.baseline:
             return None
         return self.ours / self.baseline
+
+
+@attrs.frozen
+class Series:
+    """What a scale run did over time, on its simulated clock, for `benchmarks/plot.py`.
+
+    `rate` counts the requests answered in each of Kolbo's fixed one-minute windows, from the
+    window holding the run's start (`offset`: how far into that window the run started, in
+    simulated seconds); `throttled` the 429s in the same windows. `limits` are the horizontal
+    lines the rate is judged against (label, requests a minute). `lags` are (seconds from the
+    start to a completion, seconds until the client noticed it), judged against `lag_goal`.
+    """
+
+    title: str
+    what: str
+    rate: list[int]
+    throttled: list[int]
+    offset: float = 0.0
+    limits: list[tuple[str, float]] = attrs.Factory(list)
+    lags: list[tuple[float, float]] = attrs.Factory(list)
+    lag_goal: float | None = None
+
+
+_recording: list[list[Series]] = []  # one list for each record_series() block open
+
+
+def recording() -> bool:
+    """Whether a chart will be drawn: scale runs gather their time series only then."""
+    return bool(_recording)
+
+
+def record(series: Series) -> None:
+    """Keep `series` for the charts; nothing happens when not `recording()`."""
+    if _recording:
+        _recording[-1].append(series)
+
+
+@contextmanager
+def record_series() -> Iterator[list[Series]]:
+    """Gather the series the scale runs record inside the block."""
+    _recording.append([])
+    try:
+        yield _recording[-1]
+    finally:
+        _recording.pop()
+
+
+def per_window(counts: dict[str, int], start: float, end: float) -> list[int]:
+    """`counts` (requests keyed by the index of their one-minute window, as text, the way JSON
+    carries them) as a list from the window holding `start` to the one holding `end`."""
+    first = int(start // 60.0)
+    return [counts.get(str(index), 0) for index in range(first, int(end // 60.0) + 1)]
 
 
 def spread(samples: list[float]) -> float:

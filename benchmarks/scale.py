@@ -21,7 +21,7 @@ from typing import Any
 
 import anyio
 import httpx
-from _harness import Row
+from _harness import Row, Series, per_window, record, recording
 
 import kolbo_async
 from kolbo_async import AsyncKolbo, TextToVideo
@@ -58,6 +58,15 @@ with sim.serve() as url:
                 "done": {g.id: g.created_at + g.pending_seconds + g.processing_seconds
                          for g in sim.generations.values()},
             }), flush=True)
+        elif line.strip() == "series":  # asked only when charts are drawn
+            windows = {"status": {}, "post": {}, "429": {}}
+            for r in sim.requests:
+                kind = ("429" if r.status == 429 else "post" if r.method == "POST"
+                        else "status" if r.path.endswith("/status") else None)
+                if kind is not None:
+                    window = windows[kind]
+                    window[int(r.time // 60)] = window.get(int(r.time // 60), 0) + 1
+            print(json.dumps(windows), flush=True)
         elif line.strip() == "nolimits":
             sim._state.rate_limits = False
             print('"ok"', flush=True)
@@ -108,8 +117,10 @@ def pacing(smoke: bool) -> list[Row]:
                 assert not errors, errors[:3]
                 return server.clock.now() - start
 
+        start = server.clock.now()
         total = anyio.run(run)
         stats = server.ask("stats")
+        windows = server.ask("series") if recording() else None
     finally:
         server.close()
     posts = stats["posts"]
@@ -118,6 +129,13 @@ def pacing(smoke: bool) -> list[Row]:
     minimum = (math.ceil(count / gpm) - 1) * 60.0  # the last POST's earliest possible time
     span = posts[-1] - posts[0]
     generation = 3.0 + 20.0
+    if windows is not None:
+        record(Series(
+            f"generate_many: {count} POSTs", "POSTs",
+            per_window(windows["post"], start, start + total),
+            per_window(windows["429"], start, start + total),
+            offset=start % 60.0, limits=[(f"Kolbo's limit, {gpm}/min", float(gpm))],
+        ))
     return [Row(
         f"pacing: {count} POSTs at {gpm}/min", span, minimum, "sim s",
         baseline_name="limit's minimum", goal=1.05,
@@ -174,6 +192,7 @@ def _watch(count: int, smoke: bool) -> list[Row]:
 
         noticed, start, most, cpu, wall = anyio.run(run)
         stats = server.ask("stats")
+        windows = server.ask("series") if recording() else None
         server.ask("nolimits")
         rate = stats["status"] / wall
         raw_cpu = _raw_cpu_per_get(
@@ -186,6 +205,17 @@ def _watch(count: int, smoke: bool) -> list[Row]:
     polls = stats["status"]
     minimum = sum(math.ceil(max(0.0, done[i] - start) / allowed) for i in done)
     name = f"watching {count:,}"
+    if windows is not None:
+        end = max(noticed.values())
+        record(Series(
+            f"as_completed: watching {count:,} generations", "status requests",
+            per_window(windows["status"], start, end), per_window(windows["429"], start, end),
+            offset=start % 60.0,
+            limits=[(f"Kolbo's limit, {RPM}/min", float(RPM)),
+                    (f"poll budget ({POLL_BUDGET_SHARE:.0%})", RPM * POLL_BUDGET_SHARE)],
+            lags=sorted((done[i] - start, noticed[i] - done[i]) for i in noticed),
+            lag_goal=planned,
+        ))
     return [
         Row(f"{name}: status requests", polls, minimum, "requests",
             baseline_name="hints+budget minimum", goal=1.1,

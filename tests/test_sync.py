@@ -157,6 +157,13 @@ def _error(status: int, code: str, message: str) -> httpx.Response:
     return httpx.Response(status, json={"success": False, "error": message, "code": code})
 
 
+def kolbo(fake: FakeKolbo, **options: Any) -> Kolbo:
+    """A blocking client on `fake`, unpaced, on its own `VirtualClock`: polls at the
+    fake's hint take no real time (a waiter whose generation does not move spins through
+    virtual time until its deadline, so those tests give generous deadlines)."""
+    return Kolbo(KEY, _transport=fake.transport, rate_limits=None, _clock=VirtualClock(), **options)
+
+
 @pytest.fixture
 def fake() -> FakeKolbo:
     """A fresh `FakeKolbo`."""
@@ -166,7 +173,7 @@ def fake() -> FakeKolbo:
 @pytest.fixture
 def client(fake: FakeKolbo) -> Iterator[Kolbo]:
     """A blocking client on `fake`, closed afterwards."""
-    with Kolbo(KEY, _transport=fake.transport, rate_limits=None) as client:
+    with kolbo(fake) as client:
         yield client
 
 
@@ -176,13 +183,13 @@ def _loop_threads() -> set[threading.Thread]:
 
 def _threads_end(before: set[threading.Thread]) -> bool:
     """Whether every loop or closing thread started since `before` ends within 5 s."""
-    deadline = time.monotonic() + 5
-    while _loop_threads() - before:
-        if time.monotonic() > deadline:
-            return False
+    for _ in range(50):  # a hang guard, not a measure: a thread that ends returns at once
+        left = _loop_threads() - before
+        if not left:
+            return True
         gc.collect()  # an unclosed client's thread stops when its last holder is collected
-        time.sleep(0.01)
-    return True
+        next(iter(left)).join(timeout=0.1)
+    return False
 
 
 @pytest.fixture(autouse=True)
@@ -338,7 +345,7 @@ class Api:
 
     def another(self, **options: Any) -> Any:
         """One more client of the same kind on the same fake, closed with the rest."""
-        options.update(_transport=self._fake.transport, rate_limits=None)
+        options.update(_transport=self._fake.transport, rate_limits=None, _clock=VirtualClock())
         if self._portal is None:
             return self._stack.enter_context(Kolbo(**options))
 
@@ -611,7 +618,7 @@ class TestClose:
     def test_close_stops_the_thread_and_refuses_calls(self, fake: FakeKolbo) -> None:
         """close() joins the loop thread; a closed client or handle raises KolboError."""
         before = _loop_threads()
-        with Kolbo(KEY, _transport=fake.transport, rate_limits=None) as client:
+        with kolbo(fake) as client:
             assert len(_loop_threads() - before) == 1
             gen = client.videos.generate("a cat")
         assert _loop_threads() == before
@@ -626,14 +633,14 @@ class TestClose:
     def test_a_user_http_client_is_left_open(self, fake: FakeKolbo) -> None:
         """A user's httpx.AsyncClient is used on the wrapper's loop and not closed."""
         http = httpx.AsyncClient(transport=fake.transport)
-        with Kolbo(KEY, http_client=http, rate_limits=None) as client:
+        with Kolbo(KEY, http_client=http, rate_limits=None, _clock=VirtualClock()) as client:
             assert client.account.credits().total == 90
         assert not http.is_closed
         anyio.run(http.aclose)
 
     def test_closing_under_a_running_call(self, fake: FakeKolbo) -> None:
         """A thread waiting when another closes the client gets a clear KolboError."""
-        client = Kolbo(KEY, _transport=fake.transport, rate_limits=None)
+        client = kolbo(fake)
         gen = client.videos.generate("forever")
         errors: list[BaseException] = []
 
@@ -653,7 +660,7 @@ class TestClose:
 
     def test_closing_while_threads_keep_calling(self, fake: FakeKolbo) -> None:
         """Threads calling in a loop while the client closes only ever see KolboError."""
-        client = Kolbo(KEY, _transport=fake.transport, rate_limits=None)
+        client = kolbo(fake)
         errors: list[BaseException] = []
 
         def hammer() -> None:
@@ -678,7 +685,7 @@ class TestClose:
         itself (a deadlock); the running call finishes or raises KolboError, whichever
         comes first, and the client ends up closed."""
         before = _loop_threads()
-        client = Kolbo(KEY, _transport=fake.transport, rate_limits=None)
+        client = kolbo(fake)
         gen = client.videos.generate("a cat")
         target = tmp_path / "v.mp4"
         try:
@@ -700,8 +707,8 @@ class TestClose:
         """A handle or with_options copy keeps the loop alive after the Kolbo is dropped;
         dropping the last of them stops the thread."""
         before = _loop_threads()
-        gen = Kolbo(KEY, _transport=fake.transport, rate_limits=None).videos.generate("a cat")
-        patient = Kolbo(KEY, _transport=fake.transport, rate_limits=None).with_options()
+        gen = kolbo(fake).videos.generate("a cat")
+        patient = kolbo(fake).with_options()
         gc.collect()
         assert gen.wait().state == "completed"
         assert patient.account.credits().total == 90

@@ -23,7 +23,7 @@ import pytest
 
 import kolbo_async as k
 from kolbo_async import Kolbo
-from tests.test_sync import KEY, FakeKolbo
+from tests.test_sync import KEY, FakeKolbo, kolbo
 
 
 class ThreadedFake(FakeKolbo):
@@ -54,8 +54,8 @@ def fake() -> ThreadedFake:
 
 @pytest.fixture
 def client(fake: ThreadedFake) -> Iterator[Kolbo]:
-    """A blocking client on `fake`, closed afterwards."""
-    with Kolbo(KEY, _transport=fake.transport, rate_limits=None) as client:
+    """A blocking client on `fake` and a virtual clock, closed afterwards."""
+    with kolbo(fake) as client:
         yield client
 
 
@@ -121,7 +121,8 @@ def test_overlapping_calls_share_the_loop_then_give_it_back(
 
     def waiter() -> None:
         polling.set()
-        results.append(client.generations.attach(gen.id).wait(timeout=20).state)
+        # A held generation spins through virtual time until the test moves it on.
+        results.append(client.generations.attach(gen.id).wait(timeout=86400).state)
 
     thread = threading.Thread(target=waiter, name="waiter")
     thread.start()
@@ -249,7 +250,7 @@ def test_a_sigint_handler_that_does_not_raise_lets_the_call_go_on(
     fake.handle = handle  # type: ignore[method-assign]
     try:
         firing = _sigint_after(polled)
-        assert gen.wait(timeout=20).state == "completed"
+        assert gen.wait(timeout=86400).state == "completed"  # virtual seconds: held spins
         firing.join(timeout=10)
         assert seen == [signal.SIGINT]
         assert signal.getsignal(signal.SIGINT) is mine

@@ -53,7 +53,7 @@ def posts(sim: Simulator) -> list[Any]:
 
 
 def cdn_gets(sim: Simulator) -> list[Any]:
-    return [r for r in sim.requests if r.method == "GET" and r.path.startswith("/videos/")]
+    return [r for r in sim.requests if r.method == "GET" and r.host == "cdn"]
 
 
 def jsonl(tmp_path: Path, *requests: object, name: str = "batch.jsonl") -> str:
@@ -323,6 +323,25 @@ class TestDownloadsAndResume:
         lines = [json.loads(line) for line in out.splitlines()]
         assert [o["state"] for o in lines] == ["completed"] + ["interrupted"] * 3
         assert sorted(o["generation_id"] for o in lines[1:]) == sorted(running)
+
+
+    def test_a_failed_download_is_3_and_tried_again(self, sim: Simulator, tmp_path: Path) -> None:
+        """A video made but not saved (the CDN keeps failing) is exit 3; a rerun fetches it
+        again, never pays again, and leaves no partial file behind."""
+        sim.inject("cdn", "html_502", times=1000)
+        argv = ["batch", jsonl(tmp_path, *prompts(2)), "--json", "--journal",
+                str(tmp_path / "j.db"), "--download-dir", str(tmp_path / "videos")]  # fmt: skip
+        code, out, _ = run(*argv)
+        assert code == 3
+        outcomes = [json.loads(line) for line in out.splitlines()]
+        assert [(o["state"], o["ok"], o["download_failed"]) for o in outcomes] == [
+            ("completed", False, True)
+        ] * 2
+        assert list((tmp_path / "videos").iterdir()) == []
+        fetched = len(cdn_gets(sim))
+        assert run(*argv)[0] == 3
+        assert len(cdn_gets(sim)) > fetched
+        assert len(posts(sim)) == 2
 
 
 class TestExitCodes:

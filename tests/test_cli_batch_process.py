@@ -29,7 +29,7 @@ def posts(sim: Simulator) -> list[Any]:
 
 
 def cdn_gets(sim: Simulator) -> list[Any]:
-    return [r for r in sim.requests if r.method == "GET" and r.path.startswith("/videos/")]
+    return [r for r in sim.requests if r.method == "GET" and r.host == "cdn"]
 
 
 def test_sigint_then_rerun_pays_once_and_downloads_once(tmp_path: Path) -> None:

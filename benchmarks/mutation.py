@@ -132,6 +132,12 @@ def _snapshot(workdir: Path, only: list[str], ref: str | None) -> None:
         raise SystemExit("pyproject.toml: [tool.mutmut] only_mutate not found")
     pyproject.write_text(text, "utf-8")
     (workdir / "mutants").mkdir(exist_ok=True)
+    # mutmut traces only the functions it mutates and does not notice a new module in the
+    # list: its functions would have no tests. Another list of modules traces afresh.
+    listed_before = workdir / "mutants" / "kolbo-modules.txt"
+    if not listed_before.exists() or listed_before.read_text("utf-8") != "\n".join(only):
+        (workdir / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
+        listed_before.write_text("\n".join(only), "utf-8")
     (workdir / "mutants" / f"{PLUGIN}.py").write_text(PLUGIN_SOURCE, "utf-8")
 
 

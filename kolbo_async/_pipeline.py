@@ -1,8 +1,9 @@
-"""The one async request path: pace, send, classify, retry, decode, log.
+"""The API side of the send path: pace, send, read, retry, and see a paid POST to its answer.
 
-Every API call of every client and handle goes through `Pipeline.call`; nothing else in the
-package awaits httpx for the API or sleeps between attempts. Decisions come from
-`_retries.py` and `_pacing.py`, so this module only acts on them.
+Every API call of every client and handle goes through `Pipeline.call` (a status poll the
+shared poller paces goes through `Pipeline.once`); both send through `_send.send`, the one
+send path, and read the answer with `_answers`. Decisions come from `_retries.py` and
+`_pacing.py`, so this module only acts on them.
 """
 
 from __future__ import annotations
@@ -11,44 +12,26 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn, TypeVar, cast
+from functools import partial
+from typing import Any, TypeVar, cast
 
 import anyio
 import httpx
 
+from ._answers import mask_key, raise_unanswered, read, unreadable
 from ._clock import Clock
 from ._config import Settings
-from ._exceptions import (
-    APIConnectionError,
-    APIResponseValidationError,
-    APIStatusError,
-    APITimeoutError,
-    KolboError,
-    SubmissionOutcomeUnknownError,
-    make_status_error,
-    rate_limited,
-)
-from ._models import submitted_id
+from ._exceptions import APIConnectionError, KolboError, SubmissionOutcomeUnknownError
 from ._pacing import GENERATE, REQUEST, Pacer
-from ._retries import (
-    Attempt,
-    Failure,
-    capped_retry_after,
-    parse_retry_after,
-    retry_delay,
-    retryable_status,
-    waits_too_long,
-)
+from ._retries import Failure
 from ._runtime import current_loop, forks, running_asyncio
+from ._send import CoolDown, Retries, Retryable, Unanswered, send
 
 __all__ = ["Call", "Lifecycle", "Pipeline", "Retryable"]
 
 logger = logging.getLogger("kolbo_async")
 
 T = TypeVar("T")
-
-_REDACTED = "kolbo_live_***"
-_NOT_JSON = object()
 
 
 # Internal classes here are plain slotted classes rather than attrs ones: each attrs class
@@ -125,7 +108,8 @@ class Lifecycle:
 class Pipeline:
     """Sends `Call`s for one client; shared by every handle and `with_options` copy."""
 
-    __slots__ = ("clock", "http", "lifecycle", "limiter", "pacer", "rng", "settings")
+    __slots__ = ("_cool_generate", "_cool_request", "clock", "http", "lifecycle", "limiter",
+                 "pacer", "rng", "settings")  # fmt: skip
 
     def __init__(
         self,
@@ -145,6 +129,9 @@ class Pipeline:
         self.clock = clock
         self.rng = rng
         self.lifecycle = lifecycle or Lifecycle()
+        # What a 429 cools down: the bucket of the call it answered.
+        self._cool_generate: CoolDown = partial(pacer.cool_down, GENERATE)
+        self._cool_request: CoolDown = partial(pacer.cool_down, REQUEST)
 
     def with_settings(self, settings: Settings) -> Pipeline:
         """A pipeline with other settings, sharing pool, pacer, limiter, clock and lifecycle."""
@@ -172,16 +159,6 @@ class Pipeline:
         if loop is not lifecycle.loop or lifecycle.forks != forks():
             lifecycle.bind(loop)
 
-    def redact(self, text: str) -> str:
-        """`text` with the API key masked, for anything that may reach a log or a user."""
-        key = self.settings.api_key
-        return text.replace(key, _REDACTED) if key and key in text else text
-
-    def preview(self, body: object) -> str:
-        """A short, one-line, key-free view of an answer for a message (masked first, then
-        cut, so that a key straddling the cut cannot survive in part)."""
-        return _preview(self.redact(body if isinstance(body, str) else repr(body)))
-
     async def call(
         self,
         call: Call,
@@ -198,8 +175,7 @@ class Pipeline:
                 rate windows, outside the part it cannot let be cancelled (a batch's POST).
         """
         bucket = GENERATE if call.generation else REQUEST
-        max_retries = self.settings.max_retries
-        retries_done = 0
+        retries: Retries | None = None
         while True:
             self.ensure_open()
             if admitted:
@@ -211,33 +187,23 @@ class Pipeline:
                     return await self._paid_attempt(call, parse)
                 return await self._attempt(call, parse)
             except Retryable as failed:
-                error = failed.error
-                attempt = failed.attempt
-                if attempt.status_code == 429:
-                    self.pacer.cool_down(bucket, capped_retry_after(attempt.retry_after))
-                delay = retry_delay(
-                    attempt,
-                    is_generation=call.generation,
-                    retries_done=retries_done,
-                    max_retries=max_retries,
-                    rng=self.rng,
-                )
-                if delay is None:
-                    raise error from failed.__cause__
-                if waits_too_long(attempt.retry_after):
-                    raise rate_limited(error, attempt.retry_after) from None
-                retries_done += 1
+                if retries is None:
+                    retries = Retries(
+                        max_retries=self.settings.max_retries,
+                        rng=self.rng,
+                        clock=self.clock,
+                        generation=call.generation,
+                    )
+                delay = retries.delay(failed)
                 logger.debug(
                     "retrying %s %s in %.2f s (retry %d) after: %s",
                     call.method,
                     call.path,
                     delay,
-                    retries_done,
-                    error,
+                    retries.done,
+                    failed.error,
                 )
-                # A 429's cooldown is waited out by the pacer before the next attempt.
-                if attempt.status_code != 429:
-                    await self.clock.sleep(delay)
+                await retries.wait(failed, delay)
 
     async def _paid_attempt(self, call: Call, parse: Callable[[dict[str, Any]], T]) -> T:
         """One attempt at a generation POST, run to its answer whatever the caller does.
@@ -309,17 +275,11 @@ class Pipeline:
         its cooldown by then): the poller, not this call, decides when to try again.
         """
         self.ensure_open()
-        try:
-            return await self._attempt(call, parse)
-        except Retryable as failed:
-            attempt = failed.attempt
-            if attempt.status_code == 429:
-                self.pacer.cool_down(REQUEST, capped_retry_after(attempt.retry_after))
-            raise
+        return await self._attempt(call, parse)
 
     async def _attempt(self, call: Call, parse: Callable[[dict[str, Any]], T]) -> T:
         settings = self.settings
-        timeout = settings.generation_timeout if call.generation else settings.timeout
+        generation = call.generation
         # The key goes straight into the request (whose repr hides headers), never into a
         # local of its own: tools that show a traceback's locals (Sentry, pytest -l, rich)
         # would print it.
@@ -329,18 +289,20 @@ class Pipeline:
             json=call.json,
             params=call.params,
             headers={"X-API-Key": settings.api_key, "Accept": "application/json"},
-            timeout=timeout,
+            timeout=settings.generation_timeout if generation else settings.timeout,
         )
         started = time.perf_counter()
         try:
-            async with self.limiter:
-                # Not streamed: httpx reads the whole (small) answer and closes it.
-                response = await self.http.send(request, follow_redirects=False)
-        except httpx.HTTPError as exc:
-            _redact(request)
-            self._raise_transport(exc, call, request)
-        except RuntimeError as exc:  # httpx's "client has been closed"
-            raise KolboError(f"The HTTP client is closed: {exc}") from None
+            # Not streamed: the whole (small) answer is read and closed.
+            answer = await send(
+                self.http,
+                request,
+                self.limiter,
+                self._cool_generate if generation else self._cool_request,
+            )
+        except Unanswered as lost:
+            raise_unanswered(lost, request, generation=generation, settings=settings)
+        response = answer.response
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s %s -> %d (%.3f s)",
@@ -350,137 +312,17 @@ class Pipeline:
                 time.perf_counter() - started,
             )
         try:
-            body = self._decode(response, call)
+            body = read(answer, generation=generation, settings=settings)
             try:
                 return parse(body)
             except (ValueError, RecursionError) as exc:
-                if call.generation:
-                    raise self._unknown(
-                        call, response, f"with a body the SDK cannot read ({exc})"
-                    ) from None
-                raise APIResponseValidationError(
-                    f"{call.method} {request.url.path} answered {response.status_code} with a "
-                    f"body the SDK cannot read ({exc}): {self.preview(body)}",
-                    response=response,
-                    body=body,
+                raise unreadable(
+                    response, body, exc, generation=generation, settings=settings
                 ) from None
         except Exception:
             # The error keeps the response, and the response its request: not the key.
-            _redact(request)
+            mask_key(request)
             raise
-
-    def _raise_transport(
-        self, exc: httpx.HTTPError, call: Call, request: httpx.Request
-    ) -> NoReturn:
-        what = f"{call.method} {request.url.path}"
-        detail = self.redact(str(exc) or type(exc).__name__)
-        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
-            # The connection was never made: the server cannot have seen the request.
-            cls: type[APIConnectionError] = (
-                APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
-            )
-            error: KolboError = cls(f"{what} could not connect: {detail}", request=request)
-            raise Retryable(Attempt(Failure.NOT_SENT), error) from self._safe_cause(exc)
-        if call.generation:
-            error = SubmissionOutcomeUnknownError(
-                f"{what} failed after the request may have reached Kolbo ({detail}). "
-                "The generation may have been created and charged; it was NOT resubmitted. "
-                "Check your Kolbo dashboard before submitting it again.",
-                request=request,
-            )
-        elif isinstance(exc, httpx.TimeoutException):
-            error = APITimeoutError(f"{what} timed out: {detail}", request=request)
-        else:
-            error = APIConnectionError(f"{what} failed: {detail}", request=request)
-        raise Retryable(Attempt(Failure.LOST), error) from self._safe_cause(exc)
-
-    def _safe_cause(self, exc: BaseException) -> BaseException | None:
-        """`exc` to chain from, or None when its text holds the key: a traceback prints the
-        cause, and a transport's error may quote the request's headers."""
-        key = self.settings.api_key
-        if key in str(exc) or key in repr(exc.args):
-            return None
-        return exc
-
-    def _decode(self, response: httpx.Response, call: Call) -> dict[str, Any]:
-        status = response.status_code
-        body: object
-        try:
-            body = response.json()
-        # Not JSON, not UTF-8 (a proxy's page, a truncated answer), or nested deeper than
-        # the parser's recursion limit (a hostile or broken server).
-        except (ValueError, RecursionError):
-            body = _NOT_JSON
-        if not isinstance(body, dict):
-            # Only an object is the API's envelope; anything else is kept as the raw text
-            # (a parsed `null` or `42` would lose what the server actually said).
-            if 200 <= status < 300:
-                what = "a non-JSON body" if body is _NOT_JSON else "JSON that is not an object"
-                if call.generation:
-                    raise self._unknown(call, response, f"with {what}")
-                raise APIResponseValidationError(
-                    f"{call.method} {response.request.url.path} answered {status} with "
-                    f"{what}: {self.preview(response.text)}",
-                    response=response,
-                    body=response.text,
-                )
-            body = response.text
-        elif 200 <= status < 300:
-            refused = body.get("success") is False or body.get("status") is False
-            # A paid POST whose answer names a generation created it, whatever else it says.
-            if refused and not (call.generation and submitted_id(body) is not None):
-                raise self._status_error(response, body, _retry_after(response))
-            return body
-        if call.generation and status >= 500 and not _is_envelope(body):
-            # A gateway's 502/504/524 page: Kolbo may have created the generation before
-            # the gateway gave up on it. Only Kolbo's own error envelope is a refusal.
-            raise self._unknown(call, response, "from a gateway, not from Kolbo")
-        retry_after = _retry_after(response)
-        error = self._status_error(response, body, retry_after)
-        if retryable_status(status):
-            # Honoured on every retried answer, not only a 429: a 503 asking for 30 s gets it.
-            raise Retryable(Attempt(Failure.STATUS, status, retry_after), error)
-        raise error
-
-    def _unknown(
-        self, call: Call, response: httpx.Response, how: str
-    ) -> SubmissionOutcomeUnknownError:
-        request = response.request
-        _redact(request)
-        return SubmissionOutcomeUnknownError(
-            f"{call.method} {request.url.path} was answered {response.status_code} {how}: "
-            f"{self.preview(response.text)}. The generation may have been created "
-            "and charged; it was NOT resubmitted. Check your Kolbo dashboard before "
-            "submitting it again.",
-            request=request,
-            response=response,
-        )
-
-    def _status_error(
-        self, response: httpx.Response, body: object, retry_after: float | None
-    ) -> APIStatusError:
-        if isinstance(body, str):
-            # Masked before the message cuts it short: a cut key would no longer be found.
-            body = self.redact(body)
-        error = make_status_error(response, body, retry_after=retry_after)
-        if 300 <= response.status_code < 400:
-            location = response.headers.get("location", "?")
-            error.message = f"{error.message}: redirect to {location} not followed"
-        redacted = self.redact(error.message)
-        if redacted != error.message:
-            error.message = redacted
-        error.args = (error.message,)
-        return error
-
-
-class Retryable(Exception):
-    """Internal: a failed attempt that the retry rule gets to judge (the pipeline's, or the
-    shared poller's for a status poll)."""
-
-    def __init__(self, attempt: Attempt, error: KolboError) -> None:
-        super().__init__(str(error))
-        self.attempt = attempt
-        self.error = error
 
 
 _CUT_SHORT = SubmissionOutcomeUnknownError("the event loop stopped while it was on the wire")
@@ -510,27 +352,3 @@ def _log_orphan(call: Call, result: object, failure: Exception | None) -> None:
             call.path,
             error,
         )
-
-
-def _is_envelope(body: object) -> bool:
-    """Whether an error answer is Kolbo's own ``{success: false, error, code}`` envelope
-    (or its 429 form ``{status: false, message}``), rather than a gateway's page."""
-    if not isinstance(body, dict):
-        return False
-    refused = body.get("success") is False or body.get("status") is False
-    return refused and any(isinstance(body.get(key), str) for key in ("error", "code", "message"))
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    return parse_retry_after(response.headers.get("retry-after"), now_epoch=time.time())
-
-
-def _redact(request: httpx.Request) -> None:
-    if "X-API-Key" in request.headers:
-        request.headers["X-API-Key"] = _REDACTED
-
-
-def _preview(body: object, limit: int = 120) -> str:
-    text = body if isinstance(body, str) else repr(body)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

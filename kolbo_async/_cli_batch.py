@@ -37,7 +37,7 @@ from ._cli_batch_input import BadLines, Item, read_items
 from ._cli_batch_price import preview
 from ._cli_batch_view import Done, Tally, View, view
 from ._cli_checks import batch_directory, journal_file
-from ._cli_outcome import EXIT_API, EXIT_FAILED, EXIT_OK, Session, cli_words, line
+from ._cli_outcome import EXIT_API, EXIT_FAILED, EXIT_OK, Session, cli_words, line, say
 
 __all__ = ["batch", "check_batch"]
 
@@ -119,6 +119,8 @@ class _Run:
         self.done: list[Done] = []
         self.batch: Any = None
         self.unfinished: list[str] = []
+        self.failure: Exception | None = None
+        self.scope: anyio.CancelScope | None = None
         self.limiter = anyio.CapacityLimiter(_DOWNLOADS_AT_ONCE)
 
     async def go(self, client: AsyncKolbo) -> None:
@@ -134,17 +136,28 @@ class _Run:
         self.view.start(self.tally)
         try:
             async with anyio.create_task_group() as outer:
+                self.scope = outer.cancel_scope
                 if self.view.live:
                     outer.start_soon(self._redraw)
                 async with anyio.create_task_group() as downloads:
-                    async for outcome in batch:
-                        self._outcome(outcome, downloads)
+                    try:
+                        async for outcome in batch:
+                            self._outcome(outcome, downloads)
+                    except Exception as error:
+                        self._failed(error)
                 outer.cancel_scope.cancel()
-        except BaseException:
+            if self.failure is not None:
+                raise self.failure
+        except BaseException as exc:
             self.unfinished = [gen.id for gen in batch.unfinished]
             self.view.stop(self.tally)
             with anyio.CancelScope(shield=True):
                 await batch.aclose()
+            stopped = not isinstance(exc, (anyio.get_cancelled_exc_class(), KeyboardInterrupt))
+            if stopped and self.unfinished:
+                # Not Ctrl-C (whose message comes from `session.note`): a closed stdout or an
+                # error of the SDK's own. The paid generations still running are named here.
+                say(self.view.err, self.interrupted("stopped"))
             raise
         self.view.finish(self.tally, self.summary())
 
@@ -176,7 +189,17 @@ class _Run:
             done.download_failed = True
         finally:
             self.tally.downloading -= 1
-        self._report(done)
+        try:
+            self._report(done)
+        except Exception as error:
+            self._failed(error)
+
+    def _failed(self, error: Exception) -> None:
+        """Stop the run on `error` (a closed stdout, ...), raised as itself by `go`, never
+        inside an exception group."""
+        self.failure = self.failure or error
+        if self.scope is not None:
+            self.scope.cancel()
 
     def _report(self, done: Done) -> None:
         self.done.append(done)
@@ -210,7 +233,7 @@ class _Run:
             "(already paid for; nothing was cancelled).\n"
         )
         args = self.args
-        if args.json:
+        if args.json and how != "stopped":
             for gid in self.unfinished:
                 with contextlib.suppress(BrokenPipeError):
                     line({"generation_id": gid, "state": "interrupted", "ok": False}, self.view.out)

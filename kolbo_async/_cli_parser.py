@@ -117,8 +117,8 @@ def _batch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "image_url) or CSV with a header row of the same names. Every line is checked before "
         "anything is sent. With --journal, an interrupted batch resumes when the same "
         "command is run again: nothing is paid for twice.",
-        epilog='Example: kolbo --sandbox batch prompts.jsonl --journal prompts.db '
-        "--download-dir videos",
+        epilog="Example: kolbo batch prompts.jsonl --journal prompts.db --download-dir videos "
+        "(with no key: kolbo --sandbox batch prompts.jsonl --download-dir videos)",
     )
     batch.add_argument("file", metavar="FILE", help="the requests (.jsonl or .csv; - for stdin)")
     batch.add_argument(

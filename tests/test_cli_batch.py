@@ -344,6 +344,32 @@ class TestDownloadsAndResume:
         assert len(posts(sim)) == 2
 
 
+    def test_closed_stdout_still_names_the_running_generations(
+        self, sim: Simulator, tmp_path: Path
+    ) -> None:
+        """A reader that goes away (`| head -1`) ends the run (141), and the generations still
+        running, already paid for, are named on stderr with the command that resumes."""
+
+        class Gone(io.StringIO):
+            def write(self, text: str) -> int:
+                raise BrokenPipeError(32, "Broken pipe")
+
+        sim.plan(processing_seconds=10)
+        sim.plan(processing_seconds=900, times=3)
+        argv = ["batch", jsonl(tmp_path, *prompts(4)), "--journal", str(tmp_path / "j.db")]
+        err = io.StringIO()
+        old, sys.stderr = sys.stderr, err
+        try:
+            code = main(argv, stdout=Gone())
+        finally:
+            sys.stderr = old
+        assert code == 141
+        running = [g for g, rec in sim.generations.items() if rec.state != "completed"]
+        assert len(running) == 3
+        assert "3 still running at Kolbo" in err.getvalue()
+        assert "kolbo " + " ".join(argv) in err.getvalue()
+
+
 class TestExitCodes:
     def test_all_succeeded_is_0(self, sim: Simulator, tmp_path: Path) -> None:
         assert run("batch", jsonl(tmp_path, *prompts(2)))[0] == 0

@@ -98,11 +98,23 @@ def pytest_runtest_protocol(item, nextitem):
         _current[0] = None
 
 
+def _refused(error, seen=()):
+    # The refusal itself, or an error caused by it (chained, in a group, a shared fixture's).
+    if error is None or id(error) in seen:
+        return False
+    if isinstance(error, ProcessRefused):
+        return True
+    seen = (*seen, id(error))
+    inner = [error.__cause__, error.__context__, *getattr(error, "exceptions", ())]
+    return any(_refused(e, seen) for e in inner)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if item.nodeid in _crossed and report.failed:
+    refused = call.excinfo is not None and _refused(call.excinfo.value)
+    if (refused or item.nodeid in _crossed) and report.failed:
         report.outcome = "skipped"
         report.longrepr = (str(item.path), item.location[1] or 0, "Skipped: " + REASON)
 '''

@@ -18,6 +18,7 @@ import pytest
 
 import kolbo_async as k
 from kolbo_async import AsyncKolbo, Kolbo
+from kolbo_async.testing import VirtualClock
 
 KEY = "kolbo_live_" + "c3" * 20
 
@@ -85,10 +86,15 @@ async def test_scrubbed_from_the_error(
 ) -> None:
     """str, repr, args, the kept request and the retry log: no key, with or without retries."""
     caplog.set_level(logging.DEBUG, logger="kolbo_async")
-    async with AsyncKolbo(KEY, _transport=_transport(raise_), rate_limits=None) as client:
+    clock = VirtualClock()  # the retry's backoff takes no real time
+    async with AsyncKolbo(
+        KEY, _transport=_transport(raise_), rate_limits=None, _clock=clock
+    ) as client:
         with pytest.raises(cls) as info:
             await _call(client.with_options(max_retries=1), which)
     error = info.value
+    # A GET was retried once (a backoff waited, a retry logged); a paid POST never is.
+    assert (clock.now() > 0) == (which == "credits")
     assert "kolbo_live_***" in str(error)  # the transport's words are kept, masked
     for text in _surfaced(error):
         assert KEY not in text

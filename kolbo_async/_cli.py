@@ -143,6 +143,23 @@ def _check(args: argparse.Namespace) -> None:
         args.sandbox_speed = args.speed
     elif args.command == "sandbox" or args.sandbox:
         args.sandbox_speed = sandbox_speed(SANDBOX_SPEED)
+    args.rate_limits = _rate_limits(args)
+
+
+def _rate_limits(args: argparse.Namespace) -> RateLimits:
+    """The client's pacing: Kolbo's documented limits, in simulated minutes in the sandbox.
+
+    A sandbox clock x30 allows 30 times the requests per real minute (a batch of 50 would
+    otherwise take 5 real minutes to submit).
+    """
+    limits = RateLimits()
+    if not args.sandbox:
+        return limits
+    speed = args.sandbox_speed
+    return RateLimits(
+        generations_per_minute=max(1, round(limits.generations_per_minute * speed)),
+        requests_per_minute=max(1, round(limits.requests_per_minute * speed)),
+    )
 
 
 async def _run(args: argparse.Namespace, session: Session, out: TextIO, err: TextIO) -> int:
@@ -167,15 +184,8 @@ def _client(args: argparse.Namespace) -> AsyncKolbo:
     from kolbo_async.testing import Simulator
 
     # A fresh seed per run, so generation ids differ from one demo to the next.
-    speed = args.sandbox_speed
-    sim = Simulator(speed=speed, seed=random.randrange(2**32))
-    # Kolbo's limits count simulated minutes: a sandbox clock x30 allows 30 times the requests
-    # per real minute (a batch of 50 would otherwise take 5 real minutes to submit).
-    limits = RateLimits(
-        generations_per_minute=max(1, round(10 * speed)),
-        requests_per_minute=max(1, round(300 * speed)),
-    )
-    return sim.client(SANDBOX_KEY, rate_limits=limits)
+    sim = Simulator(speed=args.sandbox_speed, seed=random.randrange(2**32))
+    return sim.client(SANDBOX_KEY, rate_limits=args.rate_limits)
 
 
 def _command(name: str) -> Command:

@@ -115,7 +115,7 @@ class _Run:
         self.items = items
         self.args = args
         self.view = shown
-        self.tally = Tally(len(items))
+        self.tally = Tally(len(items), per_minute=args.rate_limits.generations_per_minute)
         self.done: list[Done] = []
         self.batch: Any = None
         self.unfinished: list[str] = []

@@ -62,6 +62,8 @@ class Tally:
     """The batch so far, for the table and the summary."""
 
     total: int
+    #: Generation POSTs the client sends a minute at most (its pacing), for the ETA.
+    per_minute: float = 10.0
     #: Handles submitted (or re-attached) whose outcome has not come yet (`batch.unfinished`).
     running: Callable[[], list[Any]] = lambda: []
     states: dict[str, int] = attrs.field(factory=dict)
@@ -112,12 +114,14 @@ class Tally:
         return self.credits + running
 
     def eta(self) -> float | None:
-        """Seconds until every item has an outcome, at the pace seen so far (None: unknown)."""
+        """Seconds until every item has an outcome, at the pace seen so far (None: unknown),
+        and never sooner than the rate limit lets the queued items be sent."""
         elapsed = time.monotonic() - self.start
         left = self.total - self.finished
         if left == 0 or self.timed == 0:
             return None
-        return elapsed / self.timed * left
+        paced = self.counts()["queued"] * 60.0 / self.per_minute
+        return max(elapsed / self.timed * left, paced)
 
 
 class View:
@@ -213,6 +217,8 @@ class _LiveView(View):
             f"{tally.finished}/{tally.total} done · {tally.charged():g} credits charged · "
             f"{_clock(elapsed)} elapsed · ETA {_clock(eta) if eta is not None else '--:--'}"
         )
+        if counts["queued"] and tally.per_minute <= 60:
+            status += f"\nsending at most {tally.per_minute:g} a minute (Kolbo's rate limit)"
         return Group(table, Text(status))
 
 

@@ -12,13 +12,14 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kolbo_async._cli import main
-from kolbo_async._cli_batch_view import View
+from kolbo_async._cli_batch_view import Tally, View
 from kolbo_async.testing import Simulator, VirtualClock
 
 KEY = "kolbo_live_" + "b7" * 20
@@ -396,6 +397,19 @@ class TestExitCodes:
 
     def test_usage_error_is_2(self, sim: Simulator, tmp_path: Path) -> None:
         assert run("batch", jsonl(tmp_path, *prompts(1)), "--concurrency", "x")[0] == 2
+
+
+def test_eta_counts_the_rate_limit() -> None:
+    """40 items still to send at 10 a minute take 4 minutes, however fast the first 10 were."""
+    tally = Tally(50, per_minute=10, start=time.monotonic() - 10)
+    tally.states["completed"] = tally.timed = 10
+    eta = tally.eta()
+    assert eta is not None
+    assert 239 < eta <= 240
+    tally.per_minute = 1000  # the sandbox: the pace seen so far rules
+    eta = tally.eta()
+    assert eta is not None
+    assert 39 < eta < 42
 
 
 def test_rich_is_not_imported_with_the_sdk() -> None:

@@ -399,6 +399,42 @@ class TestExitCodes:
         assert run("batch", jsonl(tmp_path, *prompts(1)), "--concurrency", "x")[0] == 2
 
 
+#: The README's example file ("Batches from the command line"), verbatim.
+README_SHOTS = """\
+{"prompt": "A drone over snowy peaks", "duration": 5, "aspect_ratio": "16:9"}
+{"prompt": "A fox in tall grass at dawn", "model": "seedance-2-fast", "duration": 10}
+{"route": "image-to-video", "image_url": "https://example.com/still.jpg", "prompt": "Slow zoom in"}
+"""
+README_CSV = """\
+prompt,duration,aspect_ratio
+A drone over snowy peaks,5,16:9
+A paper boat in the rain,10,9:16
+"""
+
+
+def test_readme_example(sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's commands, as shown: preview, run, run again (nothing paid or fetched)."""
+    monkeypatch.chdir(tmp_path)
+    Path("shots.jsonl").write_text(README_SHOTS)
+    Path("shots.csv").write_text(README_CSV)
+    code, out, _ = run("batch", "shots.jsonl", "--dry-run")
+    assert code == 0
+    assert "1 with a named model: 120 credits" in out
+    assert "2 with Smart Select" in out
+    argv = ["batch", "shots.jsonl", "--journal", "shots.db", "--download-dir", "videos"]
+    code, out, err = run(*argv)
+    assert code == 0, err
+    assert sorted(p.name.split("-")[0] for p in Path("videos").iterdir()) == ["0", "1", "2"]
+    assert "3 completed, 0 failed" in err
+    code, out, err = run(*argv)
+    assert code == 0
+    assert out.count("(already there)") == 3
+    assert (len(posts(sim)), len(cdn_gets(sim))) == (3, 3)
+    code, out, _ = run("batch", "shots.csv", "--json")
+    assert code == 0
+    assert [json.loads(line)["ok"] for line in out.splitlines()] == [True, True]
+
+
 def test_eta_counts_the_rate_limit() -> None:
     """40 items still to send at 10 a minute take 4 minutes, however fast the first 10 were."""
     tally = Tally(50, per_minute=10, start=time.monotonic() - 10)

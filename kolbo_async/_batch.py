@@ -1,4 +1,4 @@
-"""Batches: `AsyncBatch` (what `generate_many` and `as_completed` return) and `BatchOutcome`.
+"""Batches: `AsyncBatch`, what `generate_many` and `as_completed` return.
 
 A batch is an iterator object, not an async generator: an async generator cannot safely hold
 a task group across ``yield``. Each ``__anext__`` opens one, in which the submitter POSTs
@@ -10,99 +10,42 @@ closes it again before returning an outcome. Between items nothing runs.
 from __future__ import annotations
 
 import logging
-import math
-import os
-import re
 import weakref
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.lowlevel
-import attrs
 
-from ._convert import structure
+from ._batch_journal import BatchJournal
+from ._batch_send import Created, Fault, post
+from ._batch_types import BatchOutcome, Nothing, Submitter
+from ._budget import Budget
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
-    AuthenticationError,
-    InsufficientCreditsError,
     InvalidRequestError,
     KolboError,
-    PermissionDeniedError,
     SubmissionOutcomeUnknownError,
     outcome_error,
 )
 from ._handles import AsyncGeneration, poller_of
-from ._journal import FINISHED, INTENT, SUBMITTED, ItemKey, Journal, Row, item_keys
-from ._models import GenerationStatus, Model, Submission
+from ._journal import Journal, item_keys
+from ._journal_path import journal_path
+from ._models import Submission
 from ._poller import Listener, Poller, Track
-from ._requests import BatchRequest, ImageToVideo, TextToVideo
+from ._requests import BatchRequest
+from ._rerun import Ended, Send, Step, Unknown, plan, unknown_error
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
+# Defined beside it, and imported from here by the client and the blocking wrapper.
 __all__ = ["AsyncBatch", "BatchOutcome", "Nothing", "Submitter", "completion_batch", "journal_path"]
 
 logger = logging.getLogger("kolbo_async")
-
-H = TypeVar("H")
-
-#: Errors after which no later POST of the batch can succeed: the rest are not sent.
-_ACCOUNT_ERRORS = (InsufficientCreditsError, AuthenticationError, PermissionDeniedError)
-
-
-@attrs.frozen
-class BatchOutcome(Generic[H]):
-    """How one item of a batch ended; `generate_many` and `as_completed` yield one per item.
-
-    Attributes:
-        index: the item's position in the requests (or handles) given.
-        request: its `TextToVideo` / `ImageToVideo` (None from `as_completed`).
-        generation: its handle, or None when no generation was created: the POST was
-            refused, its outcome is unknown, or the batch stopped before sending it.
-        status: the terminal `GenerationStatus`, or None when none was learnt.
-        error: None when the video is ready. Otherwise why not: `GenerationFailedError`
-            (`GenerationCancelledError`, or a completion without any URL), the API error of
-            the POST or of polling, `SubmissionOutcomeUnknownError` (it may have been
-            charged: check before sending it again), or a `KolboError` saying that the
-            budget or an account error held it back unsent.
-
-    Example:
-        >>> async for outcome in client.videos.generate_many(requests):   # doctest: +SKIP
-        ...     if outcome.error is None:
-        ...         await outcome.generation.download(f"{outcome.index}.mp4")
-    """
-
-    index: int
-    request: TextToVideo | ImageToVideo | None
-    generation: H | None
-    status: GenerationStatus | None
-    error: Exception | None
-
-
-class Submitter(Protocol):
-    """What a batch of requests needs from its client, and nothing more."""
-
-    async def admit(self) -> None:
-        """Wait for the generation window (cancellably) and count one POST in it."""
-
-    async def submit(self, path: str, body: dict[str, Any]) -> AsyncGeneration:
-        """The generation POST, already admitted; run to its answer."""
-
-    def attach(
-        self, generation_id: str, submission: Submission, known: GenerationStatus | None
-    ) -> AsyncGeneration:
-        """A handle on a generation a journal remembers."""
-
-    async def catalog(self) -> list[Model]:
-        """Every model, with its prices (for `max_credits`)."""
-
-    def closed(self) -> bool:
-        """Whether the client is closed (nothing more may be sent)."""
 
 
 class AsyncBatch:
@@ -133,9 +76,8 @@ class AsyncBatch:
         self._handles = handles
         self._concurrency = concurrency
         self._journal_path = journal
-        self._journal: Journal | None = None
-        self._keys: list[ItemKey] = []
-        self._max_credits = max_credits
+        self._journal = BatchJournal()  # the real one once opened
+        self._budget = Budget(max_credits)
         self._resubmit_unknown = resubmit_unknown
         self._listener = Listener(every=False)
         self._queue: deque[int] = deque()
@@ -145,9 +87,7 @@ class AsyncBatch:
         self._running: dict[Track, list[tuple[int, AsyncGeneration]]] = {}
         self._posting = 0
         self._slot: anyio.Event | None = None
-        self._spent = 0.0
         self._halted = False
-        self._catalog: dict[str, Model] = {}
         self._fatal: BaseException | None = None
         self._started = False
         self._closed = False
@@ -187,9 +127,8 @@ class AsyncBatch:
         for track in list(self._running):
             self._poller.unwatch(self._listener, track)
         self._warn_unfinished()
-        if self._journal is not None:
-            with anyio.CancelScope(shield=True):
-                await self._journal.close()
+        with anyio.CancelScope(shield=True):
+            await self._journal.close()
 
     def __del__(self) -> None:
         # `break` out of `async for` calls nothing, but CPython collects the batch at once.
@@ -225,7 +164,7 @@ class AsyncBatch:
             stop = anyio.CancelScope()
             async with anyio.create_task_group() as tg:
                 if self._queue and not self._halted:
-                    tg.start_soon(_submit_loop, weakref.ref(self), tg, stop)
+                    tg.start_soon(AsyncBatch._submit_loop, weakref.ref(self), tg, stop)
                 listener.woken = False  # its own flag: set by `_wake` from the submitter
                 await poller.wait(listener, None)
                 stop.cancel()
@@ -247,43 +186,35 @@ class AsyncBatch:
     async def _resume(self) -> None:
         for index, handle in enumerate(self._handles):
             self._track(handle, index, fresh=True)
-        rows: dict[ItemKey, Row] = {}
+        steps: list[Step] = [Send()] * len(self._items)
         if self._journal_path is not None:
             journal = Journal(self._journal_path)
             rows = await journal.open()  # locked and checked before anything is sent
-            self._journal = journal
-            self._keys = item_keys([(path, body) for _, path, body in self._items])
+            keys = item_keys([(path, body) for _, path, body in self._items])
+            self._journal = BatchJournal(journal, keys)
+            steps = plan(keys, rows, resubmit_unknown=self._resubmit_unknown)
         paid: list[tuple[int, Submission]] = []
-        for index, (request, _, _) in enumerate(self._items):
-            row = rows.get(self._keys[index]) if rows else None
-            if row is None or row.state not in (INTENT, SUBMITTED, FINISHED):
-                self._queue.append(index)  # new, or refused with a 4xx last time
-            elif row.state == INTENT:
-                if self._resubmit_unknown:
-                    self._queue.append(index)
-                else:
-                    error = _unknown(index, row.error)
-                    self._outcomes.append(BatchOutcome(index, request, None, None, error))
-            elif row.generation_id is None:  # written by hand, or by a broken disk
-                self._outcomes.append(
-                    BatchOutcome(index, request, None, None, _unknown(index, row.error))
-                )
+        for index, ((request, _, _), step) in enumerate(zip(self._items, steps, strict=True)):
+            if isinstance(step, Send):
+                self._queue.append(index)
+            elif isinstance(step, Unknown):
+                error = unknown_error(index, step.detail)
+                self._outcomes.append(BatchOutcome(index, request, None, None, error))
             else:
-                submission = structure(row.submission or {}, Submission)
-                paid.append((index, submission))
+                paid.append((index, step.submission))
                 assert self._submitter is not None  # a journal comes with generate_many
-                if row.state == FINISHED and row.status is not None:
-                    status = structure(row.status, GenerationStatus)
-                    handle = self._submitter.attach(row.generation_id, submission, status)
+                if isinstance(step, Ended):
+                    status = step.status
+                    handle = self._submitter.attach(step.generation_id, step.submission, status)
                     self._outcomes.append(
                         BatchOutcome(index, request, handle, status, outcome_error(status))
                     )
                 else:
-                    handle = self._submitter.attach(row.generation_id, submission, None)
+                    handle = self._submitter.attach(step.generation_id, step.submission, None)
                     self._track(handle, index, fresh=True)
-        if self._max_credits is not None and self._queue and self._submitter is not None:
+        if self._budget.limit is not None and self._queue and self._submitter is not None:
             models = await self._submitter.catalog()
-            self._catalog = {model.identifier: model for model in models}
+            self._budget.catalog = {model.identifier: model for model in models}
         for index, submission in paid:
             self._account(index, submission)
 
@@ -302,197 +233,87 @@ class AsyncBatch:
 
     # -- submitting ----------------------------------------------------------------------
 
-    async def _post(self, index: int) -> None:
-        journal = self._journal
-        key = self._keys[index] if journal is not None else None
-        try:
-            if journal is not None and key is not None:
-                with anyio.CancelScope(shield=True):  # a write that started is finished
-                    if not await self._intend(index, journal, key):
-                        return
-            try:
-                # The POST has not left yet: a cancellation that came meanwhile (Ctrl-C, a
-                # timeout) sends nothing, and the item goes back to be sent later.
-                await anyio.lowlevel.checkpoint_if_cancelled()
-            except anyio.get_cancelled_exc_class():
-                with anyio.CancelScope(shield=True):
-                    await self._take_back(index, journal, key, None)
-                raise
-            # Shielded from here to the answer's record: once the POST may be on the wire,
-            # a cancellation must not lose the id Kolbo charged for.
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self._send(index, journal, key)
-                except Exception as exc:  # the SDK's own fault: stop, never an ExceptionGroup
-                    self._fatal = self._fatal or exc
-                    self._wake()
-        finally:
-            self._posting -= 1
-            self._free_slot()
+    @staticmethod
+    async def _submit_loop(
+        ref: weakref.ref[AsyncBatch], tg: TaskGroup, stop: anyio.CancelScope
+    ) -> None:
+        # Holds the batch only between awaits (see `__anext__`).
+        with stop:
+            while True:
+                batch = ref()
+                if batch is None:
+                    return
+                ready = batch._ready()
+                admit = batch._submitter.admit if batch._submitter is not None else None
+                del batch
+                if ready is False or admit is None:
+                    return
+                if isinstance(ready, anyio.Event):
+                    await ready.wait()
+                    continue
+                # Waited for (and counted) here, cancellably; the POST itself is shielded.
+                await admit()
+                batch = ref()
+                if batch is None:
+                    return
+                batch._launch(tg)
+                del batch
 
-    async def _intend(self, index: int, journal: Journal, key: ItemKey) -> bool:
-        """Record the intent; when it cannot be, send neither this item nor the rest."""
-        request, path, body = self._items[index]
-        try:
-            await journal.intent(index, key, path, body)
-        except KolboError as error:
-            stop = KolboError(
-                f"Not submitted: {error} Nothing is sent without its record in the journal; "
-                "run the batch again with it once the journal can be written."
-            )
-            self._yield(BatchOutcome(index, request, None, None, stop))
-            self._halt(stop)
+    def _ready(self) -> anyio.Event | bool:
+        """Whether the next item may be admitted now (True), once a slot frees (the event
+        to wait for), or not at all (False: nothing to send, or the batch halted)."""
+        if not self._queue or self._halted:
+            return False
+        one_at_a_time = self._budget.limit is not None and self._posting > 0
+        if one_at_a_time or len(self._running) + self._posting >= self._concurrency:
+            self._slot = wait = anyio.Event()
+            return wait
+        refusal = self._budget.refusal(self._items[self._queue[0]][2])
+        if refusal is not None:
+            self._halt(refusal)
             return False
         return True
 
-    async def _take_back(
-        self, index: int, journal: Journal | None, key: ItemKey | None, error: KolboError | None
-    ) -> None:
-        """Item `index` was certainly not sent: its intent is taken back, and it is queued
-        again (`error` None: the batch was cancelled) or ends with `error`."""
-        if journal is not None and key is not None:
-            try:
-                await journal.unsent(key)
-            except KolboError as failed:
-                logger.warning(
-                    "requests[%d] was not sent, but %s A rerun with this journal reports it "
-                    "as outcome-unknown: pass resubmit_unknown=True to send it.",
-                    index,
-                    failed,
-                )
-        if error is None:
-            self._queue.appendleft(index)
-        else:
-            self._yield(BatchOutcome(index, self._items[index][0], None, None, error))
+    def _launch(self, tg: TaskGroup) -> None:
+        """POST the next item (admitted in the generation window)."""
+        if not self._queue or self._halted:
+            return  # halted while it was being admitted
+        index = self._queue.popleft()
+        self._posting += 1
+        tg.start_soon(self._post, index)
 
-    async def _send(self, index: int, journal: Journal | None, key: ItemKey | None) -> None:
-        assert self._submitter is not None  # items come with generate_many
+    async def _post(self, index: int) -> None:
         request, path, body = self._items[index]
-        if self._client_closed():
-            error = KolboError("Not submitted: the client was closed before its POST was sent.")
-            await self._take_back(index, journal, key, error)
-            return
+        assert self._submitter is not None  # items come with generate_many
         try:
-            generation = await self._submitter.submit(path, body)
-        except KolboError as error:
-            if type(error) is KolboError and self._client_closed():
-                # The SDK's own refusal of a closed client: no byte of the POST went out (a
-                # POST on the wire keeps the client's connections open until it lands).
-                await self._take_back(index, journal, key, error)
-                return
-            if _refused(error):
-                await self._note(index, journal, key, "rejected", str(error))
-                outcome_error: KolboError = error
-            else:
-                # It may have reached Kolbo: the journal keeps the intent, so a rerun
-                # reports it instead of paying for it again.
-                await self._note(index, journal, key, "unknown", f"{type(error).__name__}: {error}")
-                outcome_error = _outcome_unknown(index, error, journal is not None)
-            self._yield(BatchOutcome(index, request, None, None, outcome_error))
-            if isinstance(error, _ACCOUNT_ERRORS):
-                self._halt(error)
+            # `_refused` is read here, each time: it is this module's rule (and tests swap it).
+            answer = await post(index, path, body, self._submitter, self._journal, _refused)
+        except anyio.get_cancelled_exc_class():
+            self._queue.appendleft(index)  # not sent: it goes back to be sent later
+            raise
+        finally:
+            self._posting -= 1
+            self._free_slot()
+        if isinstance(answer, Fault):
+            self._fatal = self._fatal or answer.error
+            self._wake()
             return
-        assert generation.submission is not None
-        self._track(generation, index, fresh=False)
-        if journal is not None and key is not None:
-            try:
-                await journal.submitted(key, generation.id, generation.submission.raw)
-            except KolboError as failed:
-                # The handle is kept (and yielded when it ends); the journal's intent row
-                # makes a rerun report it rather than pay for it again.
-                logger.error(
-                    "Generation %s (requests[%d]) was created and charged, but %s Keep its id:"
-                    " re-attach it with client.generations.attach(%r); a rerun with this "
-                    "journal reports it as outcome-unknown.",
-                    generation.id,
-                    index,
-                    failed,
-                    generation.id,
-                )
-                self._halt(KolboError(
-                    f"Not submitted: {failed} Nothing more is sent without its record in the "
-                    "journal; run the batch again with it once the journal can be written."
-                ))  # fmt: skip
-        self._account(index, generation.submission)
-
-    def _client_closed(self) -> bool:
-        return self._submitter is not None and self._submitter.closed()
-
-    async def _note(
-        self, index: int, journal: Journal | None, key: ItemKey | None, what: str, error: str
-    ) -> None:
-        """Record a POST's failure; a journal that cannot take it keeps the intent row (a
-        rerun then reports the item as outcome-unknown, never pays for it blindly)."""
-        if journal is None or key is None:
-            return
-        try:
-            await (journal.rejected if what == "rejected" else journal.unknown)(key, error)
-        except KolboError as failed:
-            logger.warning("requests[%d]: %s", index, failed)
+        submission = None
+        if isinstance(answer, Created):
+            submission = answer.generation.submission
+            self._track(answer.generation, index, fresh=False)
+        else:
+            self._yield(BatchOutcome(index, request, None, None, answer.error))
+        if answer.halt is not None:
+            self._halt(answer.halt)
+        if submission is not None:
+            self._account(index, submission)
 
     def _account(self, index: int, submission: Submission) -> None:
-        """Add what item `index` was charged; with a budget, an unknown charge stops the rest."""
-        charge = _stated(submission.credits_charged)
-        limit = self._max_credits
-        if limit is not None:
-            # The dearer of what the answer states and what the catalog says: a stated 0 or
-            # an understated charge must not let the rest of the budget through.
-            estimate = self._price(index, submission)
-            charge = estimate if charge is None else max(charge, estimate or 0.0)
-            if charge is None:
-                # Fail closed: an unknown charge may already have used up the budget.
-                self._halt(KolboError(
-                    f"Not submitted: Kolbo's answer to requests[{index}] (generation "
-                    f"{submission.generation_id}) did not state what it charged, and its "
-                    "price cannot be worked out from the model catalog, so "
-                    f"max_credits={limit:g} could be overspent. Check the "
-                    "charge on your Kolbo dashboard, then send the rest without max_credits "
-                    "or with requests that name their model and duration."
-                ))  # fmt: skip
-                return
-        self._spent += charge or 0.0
-
-    def _price(self, index: int, submission: Submission | None = None) -> float | None:
-        """What the catalog says item `index` costs, or None when that is not known.
-
-        Read from the body sent, not the request's own fields: a model, duration or
-        resolution given through `extra_body` is what Kolbo charges for. With a
-        `submission`, the model Kolbo picked (Smart Select) counts too.
-        """
-        body = self._items[index][2]
-        named = body.get("model")
-        if named is None and submission is not None:
-            named = submission.model
-        resolution = body.get("resolution")
-        if not isinstance(named, str) or not (resolution is None or isinstance(resolution, str)):
-            return None
-        model = self._catalog.get(named)
-        if model is None:
-            return None
-        duration = _seconds(body.get("duration"))
-        if duration is None and "duration" not in body and model.supported_durations:
-            # Kolbo picks the duration: budget for the dearest it could pick (fail closed).
-            duration = max(model.supported_durations)
-        return None if duration is None else _stated(model.cost(duration, resolution))
-
-    def _affordable(self, index: int) -> bool:
-        limit = self._max_credits
-        if limit is None:
-            return True
-        estimate = self._price(index)  # None: Smart Select, its price unknown until charged
-        if estimate is None:
-            if self._spent < limit:
-                return True
-            reason = f"the batch has spent {self._spent:g} credits, reaching max_credits={limit:g}"
-        else:
-            if self._spent + estimate <= limit:
-                return True
-            reason = (
-                f"its estimated cost ({estimate:g} credits) would take the batch past "
-                f"max_credits={limit:g} ({self._spent:g} spent)"
-            )
-        self._halt(KolboError(f"Not submitted: {reason}."))
-        return False
+        """Count what item `index` was charged; an unknown charge under a budget halts."""
+        stop = self._budget.charge(index, self._items[index][2], submission)
+        if stop is not None:
+            self._halt(stop)
 
     def _halt(self, error: KolboError) -> None:
         """Send nothing more: every item not yet sent ends with `error`."""
@@ -519,12 +340,7 @@ class AsyncBatch:
         if error is None:
             assert status is not None
             error = outcome_error(status)
-            if self._journal is not None:
-                try:
-                    await self._journal.finished(self._keys[index], generation.id, status.raw)
-                except KolboError as failed:
-                    # Only the end is not recorded: a rerun re-attaches it and asks.
-                    logger.warning("requests[%d]: %s", index, failed)
+            await self._journal.finished(index, generation.id, status.raw)
         self._outcomes.append(BatchOutcome(index, request, generation, status, error))
         self._free_slot()
 
@@ -556,41 +372,6 @@ class AsyncBatch:
         )
 
 
-async def _submit_loop(
-    ref: weakref.ref[AsyncBatch], tg: TaskGroup, stop: anyio.CancelScope
-) -> None:
-    with stop:
-        await _submit(ref, tg)
-
-
-async def _submit(ref: weakref.ref[AsyncBatch], tg: TaskGroup) -> None:
-    while True:
-        batch = ref()
-        if batch is None or not batch._queue or batch._halted:
-            return
-        assert batch._submitter is not None
-        wait: anyio.Event | None = None
-        one_at_a_time = batch._max_credits is not None and batch._posting > 0
-        if one_at_a_time or len(batch._running) + batch._posting >= batch._concurrency:
-            batch._slot = wait = anyio.Event()
-        elif not batch._affordable(batch._queue[0]):
-            return
-        admit = batch._submitter.admit
-        del batch
-        if wait is not None:
-            await wait.wait()
-            continue
-        # Waited for (and counted) here, cancellably; the POST itself is shielded.
-        await admit()
-        batch = ref()
-        if batch is None:
-            return
-        index = batch._queue.popleft()
-        batch._posting += 1
-        tg.start_soon(batch._post, index)
-        del batch
-
-
 def _refused(error: KolboError) -> bool:
     """Whether the POST certainly created nothing: Kolbo refused it (a 4xx), or the
     connection was never made (the send path raises a plain `APIConnectionError` only then;
@@ -604,100 +385,6 @@ def _refused(error: KolboError) -> bool:
     return isinstance(error, APIStatusError) and 400 <= error.status_code < 500
 
 
-def _seconds(value: object) -> float | None:
-    """A duration as Kolbo would read it (a number, or a numeric string), or None."""
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) and value > 0 else None
-
-
-def _stated(value: object) -> float | None:
-    """A charge as a number of credits, or None when it is missing or not a usable one."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) and value >= 0 else None
-
-
-def _outcome_unknown(index: int, error: KolboError, journal: bool) -> SubmissionOutcomeUnknownError:
-    if isinstance(error, SubmissionOutcomeUnknownError):
-        return error
-    rerun = (
-        " A rerun with this journal reports it instead of sending it (resubmit_unknown=True "
-        "sends it)."
-        if journal
-        else ""
-    )
-    unknown = SubmissionOutcomeUnknownError(
-        f"requests[{index}]: the POST failed without Kolbo refusing it ({type(error).__name__}: "
-        f"{error}); Kolbo may have created (and charged for) the generation. Check your Kolbo "
-        f"dashboard before sending it again.{rerun}"
-    )
-    unknown.__cause__ = error
-    return unknown
-
-
-def _unknown(index: int, detail: str | None) -> SubmissionOutcomeUnknownError:
-    why = f" ({detail})" if detail else ""
-    return SubmissionOutcomeUnknownError(
-        f"requests[{index}]: a previous run sent this POST but never learnt whether Kolbo "
-        f"created it{why}; Kolbo may have created (and charged for) the generation. It was "
-        "NOT sent again: check your Kolbo dashboard, then pass resubmit_unknown=True to send "
-        "it anyway."
-    )
-
-
-def journal_path(journal: str | os.PathLike[str] | None) -> Path | None:
-    """The journal argument as a path (None: no journal).
-
-    A string may be an SQLite URL as SQLAlchemy writes them: ``sqlite:///batch.db`` is
-    relative, ``sqlite:////var/batch.db`` absolute. Any other URL is refused here, before
-    anything is sent or created.
-    """
-    if journal is None:
-        return None
-    if not isinstance(journal, (str, os.PathLike)):
-        raise InvalidRequestError(
-            "journal", f"must be a path or None, not {type(journal).__name__}"
-        )
-    if isinstance(journal, str) and _URL.match(journal):
-        journal = _sqlite_url_path(journal)
-    path = Path(journal)
-    if path.is_dir():
-        raise InvalidRequestError("journal", f"{str(path)!r} is a directory; name a file")
-    return path
-
-
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-_SQLITE = "sqlite:///"
-
-
-def _sqlite_url_path(url: str) -> str:
-    scheme = url.partition("://")[0].lower()
-    if scheme != "sqlite":
-        raise InvalidRequestError(
-            "journal",
-            f"{scheme}:// journals are not supported; give a file path, or sqlite:///PATH "
-            "(relative) or sqlite:////PATH (absolute)",
-        )
-    if not url.lower().startswith(_SQLITE) or len(url) == len(_SQLITE):
-        raise InvalidRequestError(
-            "journal",
-            "an SQLite URL names a local file: sqlite:///relative.db or "
-            "sqlite:////absolute/path.db (no host, and not in memory)",
-        )
-    path = url[len(_SQLITE) :]
-    if "?" in path:
-        raise InvalidRequestError(
-            "journal", "an SQLite URL with query parameters is not supported; name the file only"
-        )
-    return path
-
-
 def completion_batch(handles: Sequence[AsyncGeneration]) -> AsyncBatch:
     """The batch `as_completed` returns for async handles (checked: one client, no twice)."""
     seen: set[int] = set()
@@ -709,24 +396,3 @@ def completion_batch(handles: Sequence[AsyncGeneration]) -> AsyncBatch:
     if len(pollers) > 1:
         raise InvalidRequestError("handles", "must all come from one client")
     return AsyncBatch(poller_of(handles[0]), handles=handles)
-
-
-class Nothing:
-    """What `as_completed([])` returns: empty under ``for`` and ``async for`` alike."""
-
-    unfinished: list[Any] = []  # noqa: RUF012 - never mutated
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(())
-
-    def __aiter__(self) -> Nothing:
-        return self
-
-    async def __anext__(self) -> Any:
-        raise StopAsyncIteration
-
-    def close(self) -> None:
-        """Nothing to close."""
-
-    async def aclose(self) -> None:
-        """Nothing to close."""

@@ -1,0 +1,88 @@
+"""What a batch hands out and takes in: `BatchOutcome` (one per item), `Nothing` (the batch
+`as_completed([])` returns) and `Submitter` (what a batch of requests needs from its client).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+import attrs
+
+from ._batch_send import Sender
+from ._models import GenerationStatus, Model, Submission
+from ._requests import ImageToVideo, TextToVideo
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from ._handles import AsyncGeneration
+
+__all__ = ["BatchOutcome", "Nothing", "Submitter"]
+
+H = TypeVar("H")
+
+
+@attrs.frozen
+class BatchOutcome(Generic[H]):
+    """How one item of a batch ended; `generate_many` and `as_completed` yield one per item.
+
+    Attributes:
+        index: the item's position in the requests (or handles) given.
+        request: its `TextToVideo` / `ImageToVideo` (None from `as_completed`).
+        generation: its handle, or None when no generation was created: the POST was
+            refused, its outcome is unknown, or the batch stopped before sending it.
+        status: the terminal `GenerationStatus`, or None when none was learnt.
+        error: None when the video is ready. Otherwise why not: `GenerationFailedError`
+            (`GenerationCancelledError`, or a completion without any URL), the API error of
+            the POST or of polling, `SubmissionOutcomeUnknownError` (it may have been
+            charged: check before sending it again), or a `KolboError` saying that the
+            budget or an account error held it back unsent.
+
+    Example:
+        >>> async for outcome in client.videos.generate_many(requests):   # doctest: +SKIP
+        ...     if outcome.error is None:
+        ...         await outcome.generation.download(f"{outcome.index}.mp4")
+    """
+
+    index: int
+    request: TextToVideo | ImageToVideo | None
+    generation: H | None
+    status: GenerationStatus | None
+    error: Exception | None
+
+
+class Submitter(Sender, Protocol):
+    """What a batch of requests needs from its client, and nothing more: a `Sender` (the
+    POST, and whether the client is closed), and:"""
+
+    async def admit(self) -> None:
+        """Wait for the generation window (cancellably) and count one POST in it."""
+
+    def attach(
+        self, generation_id: str, submission: Submission, known: GenerationStatus | None
+    ) -> AsyncGeneration:
+        """A handle on a generation a journal remembers."""
+
+    async def catalog(self) -> list[Model]:
+        """Every model, with its prices (for `max_credits`)."""
+
+
+class Nothing:
+    """What `as_completed([])` returns: empty under ``for`` and ``async for`` alike."""
+
+    unfinished: list[Any] = []  # noqa: RUF012 - never mutated
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def __aiter__(self) -> Nothing:
+        return self
+
+    async def __anext__(self) -> Any:
+        raise StopAsyncIteration
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    async def aclose(self) -> None:
+        """Nothing to close."""

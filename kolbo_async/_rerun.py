@@ -61,7 +61,10 @@ def step(row: Row | None, *, resubmit_unknown: bool) -> Step:
         return Send() if resubmit_unknown else Unknown(row.error)
     if row.generation_id is None:  # written by hand, or by a broken disk
         return Unknown(row.error)
-    submission = structure(row.submission or {}, Submission)
+    # Only the id, when the answer's write failed and the end's (which writes it too) did not.
+    answer = dict(row.submission or {})
+    answer.setdefault("generation_id", row.generation_id)
+    submission = structure(answer, Submission)
     if row.state == FINISHED and row.status is not None:
         status = structure(row.status, GenerationStatus)
         return Ended(row.generation_id, submission, status)

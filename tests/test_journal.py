@@ -549,6 +549,45 @@ class TestAnotherProgramHoldsTheJournal:
         assert isinstance({o.index: o for o in again}[0].error, k.SubmissionOutcomeUnknownError)
         assert posted(sim) == {"a": 1, "b": 1, "c": 1}
 
+    async def test_an_id_written_only_with_the_end_is_enough_for_a_rerun(
+        self, sim: Simulator, vclock: VirtualClock, tmp_path: Path
+    ) -> None:
+        """The answer's write fails and the lock goes before the generation ends: the end's
+        write records the id and status without the answer. A rerun yields that outcome
+        (it used to stop with a ValueError reading the missing answer) and pays nothing."""
+        journal = tmp_path / "batch.db"
+        proxy = _Rewrite(sim)
+        holder: list[sqlite3.Connection] = []
+
+        def lock_the_journal() -> None:
+            holder.append(sqlite3.connect(journal, timeout=0, isolation_level=None))
+            holder[0].execute("BEGIN EXCLUSIVE")
+
+        class Unlock(logging.Handler):  # the answer's write has failed: let the end's through
+            def emit(self, record: logging.LogRecord) -> None:
+                if record.levelno == logging.ERROR and holder:
+                    holder[0].execute("ROLLBACK")
+                    holder.pop().close()
+
+        proxy.on_post = lock_the_journal
+        unlock = Unlock()
+        logging.getLogger("kolbo_async").addHandler(unlock)
+        async with AsyncKolbo(KEY, _transport=proxy, _clock=vclock, rate_limits=None) as client:  # type: ignore[arg-type]
+            try:
+                (first,) = await collect(client.videos.generate_many(prompts("a"), journal=journal))
+            finally:
+                logging.getLogger("kolbo_async").removeHandler(unlock)
+            assert first.error is None and first.generation is not None
+            with closing(sqlite3.connect(journal)) as db:
+                assert db.execute(
+                    "SELECT state, generation_id, submission FROM items"
+                ).fetchall() == [("finished", first.generation.id, None)]
+            proxy.on_post = None
+            (again,) = await collect(client.videos.generate_many(prompts("a"), journal=journal))
+        assert again.error is None
+        assert again.generation is not None and again.generation.id == first.generation.id
+        assert posted(sim) == {"a": 1}
+
 
 class TestCancelledBeforeThePost:
     """A cancellation (Ctrl-C, a timeout) landing while the intent is written, before the

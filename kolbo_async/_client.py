@@ -120,7 +120,7 @@ class AsyncKolbo:
             )
         clock = _clock or SYSTEM_CLOCK
         self._rate_limits = rate_limits
-        pacer = Pacer(rate_limits, clock)
+        pacer = Pacer(rate_limits, clock, api_key=settings.api_key)
         rng = random.Random()
         self._pipeline = pipeline = Pipeline(
             settings=settings,

@@ -9,6 +9,7 @@ import attrs
 import httpx
 
 from ._exceptions import InvalidRequestError, KolboError
+from ._rate_store import check_store, redact_store
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -37,18 +38,29 @@ class RateLimits:
     `requests_per_minute`, CDN downloads against neither. Pass ``rate_limits=None`` to the
     client to turn pacing off.
 
+    `store` says where the windows live: None keeps them in the process;
+    ``"sqlite:///PATH"`` shares them between the processes of one machine (a file they can
+    all write), ``"redis://HOST:PORT/DB"`` (or ``rediss://``) between machines (needs
+    ``kolbo-async[redis]``). Every client of one API key on one store shares one budget.
+
     Example:
         >>> RateLimits(generations_per_minute=10, requests_per_minute=300)
-        RateLimits(generations_per_minute=10, requests_per_minute=300)
+        RateLimits(generations_per_minute=10, requests_per_minute=300, store=None)
     """
 
     generations_per_minute: int = attrs.field(default=10)
     requests_per_minute: int = attrs.field(default=300)
+    # The repr hides a password the URL may carry.
+    store: str | None = attrs.field(default=None, repr=lambda url: repr(redact_store(url)))
 
     @generations_per_minute.validator
     @requests_per_minute.validator
     def _positive(self, attribute: attrs.Attribute[int], value: int) -> None:
         positive_int(attribute.name, value)
+
+    @store.validator
+    def _store(self, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+        check_store(value)
 
 
 def positive_int(field: str, value: object) -> int:

@@ -5,7 +5,10 @@ while it drains, so it lets nearly 2N requests into one minute, and Kolbo counts
 one-minute windows. With a sliding window no trailing 60 s ever holds more than N, so any
 fixed window the server uses holds no more than N either.
 
-`Window` is pure (it takes `now`); `Pacer` is the only part that waits.
+`Window` is pure (it takes `now`); `Pacer` is the only part that waits. With
+``RateLimits(store=...)`` the windows live in a store shared between processes
+(`_rate_store`): the pacer then asks the store, and keeps only a 429's cooldown locally, so
+that the process that saw it holds at once.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import anyio
 
 from ._clock import Clock
 from ._config import RateLimits
+from ._rate_store import RateStore, SharedBudget, budget_name, open_store
 
 __all__ = ["GENERATE", "REQUEST", "Pacer", "Window"]
 
@@ -81,14 +85,41 @@ class Pacer:
     rather than stampeding when a slot frees.
     """
 
-    def __init__(self, limits: RateLimits | None, clock: Clock) -> None:
+    def __init__(
+        self,
+        limits: RateLimits | None,
+        clock: Clock,
+        api_key: str | None = None,
+        *,
+        store: RateStore | None = None,
+        budget: str | None = None,
+        window: float = PERIOD + SLACK,
+    ) -> None:
+        """`api_key` names the budget in a shared store (only its hash is kept, see
+        `budget_name`; `budget` gives the name directly). `store` overrides
+        ``limits.store``; `window` is the windows' length (tests shorten it)."""
         self._clock = clock
         # With pacing off the windows have no limit but still carry 429 cooldowns, so a
         # storm is waited out together rather than by each request on its own.
         self.paced = limits is not None
+        self.shared: SharedBudget | None = None
+        if limits is not None and (store is not None or limits.store is not None):
+            if budget is None:
+                if api_key is None:
+                    raise ValueError("a shared rate budget is named after the API key")
+                budget = budget_name(api_key)
+            gen, req = limits.generations_per_minute, limits.requests_per_minute
+            self.shared = SharedBudget(
+                store if store is not None else open_store(str(limits.store)),
+                budget,
+                needs={GENERATE: ((GENERATE, gen), (REQUEST, req)), REQUEST: ((REQUEST, req),)},
+                window=window,
+                clock=clock,
+            )
+            limits = None  # the store counts; the local windows only carry cooldowns
         self.windows = {
-            GENERATE: Window(limits.generations_per_minute if limits else None, PERIOD + SLACK),
-            REQUEST: Window(limits.requests_per_minute if limits else None, PERIOD + SLACK),
+            GENERATE: Window(limits.generations_per_minute if limits else None, window),
+            REQUEST: Window(limits.requests_per_minute if limits else None, window),
         }
         self._locks = {
             GENERATE: anyio.Lock(fast_acquire=True),
@@ -101,6 +132,8 @@ class Pacer:
         wait = self.windows[REQUEST].delay(now)
         if bucket == GENERATE:
             wait = max(wait, self.windows[GENERATE].delay(now))
+        if self.shared is not None:
+            wait = max(wait, self.shared.held(bucket))
         return wait
 
     async def admit(self, bucket: str) -> None:
@@ -112,7 +145,9 @@ class Pacer:
                 logger.debug("pacing: waiting %.2f s for a 429 cooldown", wait)
                 await self._clock.sleep(wait)
             return
-        if bucket == GENERATE:
+        if self.shared is not None:
+            await self._admit_shared(self.shared, bucket)
+        elif bucket == GENERATE:
             async with self._locks[GENERATE]:
                 await self._wait_for(self.windows[GENERATE], GENERATE)
                 # Holding the generation lock keeps that window from filling meanwhile.
@@ -132,8 +167,24 @@ class Pacer:
             return wait
         if self._locks[REQUEST].locked():  # others are already queued for the window
             return 0.01
+        if self.shared is not None:
+            # Never a store round trip on the loop: the store is asked from a thread and
+            # the poller checks back for the answer a moment later.
+            return self.shared.try_admit(REQUEST)
         self.windows[REQUEST].record(self._clock.now())
         return 0.0
+
+    async def _admit_shared(self, shared: SharedBudget, bucket: str) -> None:
+        """Ask the store until it admits: one atomic call counts every bucket or none."""
+        async with self._locks[bucket]:
+            while True:
+                wait = self.delay(bucket)  # a local 429 cooldown, or the store's last answer
+                if wait <= 0:
+                    wait = await shared.admit(bucket)
+                    if wait <= 0:
+                        return
+                logger.debug("pacing: waiting %.2f s for the shared %s budget", wait, bucket)
+                await self._clock.sleep(wait)
 
     async def _admit_request(self) -> None:
         async with self._locks[REQUEST]:
@@ -151,5 +202,7 @@ class Pacer:
     def cool_down(self, bucket: str, retry_after: float | None) -> float:
         """Start `bucket`'s cooldown after a 429; every request of that bucket waits it out."""
         seconds = self.windows[bucket].cool_down(self._clock.now(), retry_after)
+        if self.shared is not None:
+            self.shared.cool_down(bucket, retry_after)
         logger.debug("pacing: %s bucket cooling down for %.2f s after a 429", bucket, seconds)
         return seconds

@@ -97,8 +97,10 @@ class _Server:
 
     def close(self) -> None:
         assert self.process.stdin is not None
+        assert self.process.stdout is not None
         self.process.stdin.close()
         self.process.wait(timeout=30)
+        self.process.stdout.close()
 
 
 def pacing(smoke: bool) -> list[Row]:
@@ -108,17 +110,16 @@ def pacing(smoke: bool) -> list[Row]:
     gpm = 10
     server = _Server(speed, 0, 20.0, 20.0)
     try:
-        async def run() -> float:
+        async def run() -> tuple[float, float]:
             async with AsyncKolbo(KEY, base_url=server.url, _clock=server.clock) as client:
                 start = server.clock.now()
                 requests = [TextToVideo(f"prompt {i}") for i in range(count)]
                 outcomes = [o async for o in client.videos.generate_many(requests, concurrency=50)]
                 errors = [repr(o.error) for o in outcomes if o.error is not None]
                 assert not errors, errors[:3]
-                return server.clock.now() - start
+                return start, server.clock.now() - start
 
-        start = server.clock.now()
-        total = anyio.run(run)
+        start, total = anyio.run(run)
         stats = server.ask("stats")
         windows = server.ask("series") if recording() else None
     finally:

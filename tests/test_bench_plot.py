@@ -137,3 +137,28 @@ def test_plot_without_scale_runs(run_module: object, tmp_path: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmarks.png", "ratios.png"]
     for path in tmp_path.iterdir():
         _png_size(path)
+
+
+def test_per_window() -> None:
+    """Counts keyed by Kolbo's fixed minute (as JSON keys) become a list from the window
+    holding the start to the one holding the end, empty minutes as zeros."""
+    assert _harness.per_window({"10": 4, "12": 7, "15": 1}, 10 * 60 + 30, 13 * 60 + 2) == [
+        4, 0, 7, 0
+    ]
+
+
+def test_pacing_records_its_series() -> None:
+    """The pacing scale run (smoke size: 60 POSTs, the simulator in its own process) records
+    its POSTs a minute while recording: every POST counted once, none over Kolbo's 10 a minute,
+    its 429s the ones its row reports; outside record_series() it records nothing."""
+    import scale
+
+    with _harness.record_series() as series:
+        (row,) = scale.pacing(True)
+    (item,) = series
+    assert sum(item.rate) == 60
+    assert max(item.rate) <= 10
+    assert f"{sum(item.throttled)} x 429" in row.note
+    assert item.limits == [("Kolbo's limit, 10/min", 10.0)]
+    assert 0 <= item.offset < 60
+    assert not _harness.recording()

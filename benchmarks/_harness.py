@@ -44,6 +44,7 @@ class Series:
     simulated seconds); `throttled` the 429s in the same windows. `limits` are the horizontal
     lines the rate is judged against (label, requests a minute). `lags` are (seconds from the
     start to a completion, seconds until the client noticed it), judged against `lag_goal`.
+    `note` says in a few words how the run went (its clock, its pace, its 429s).
     """
 
     title: str
@@ -54,6 +55,7 @@ class Series:
     limits: list[tuple[str, float]] = attrs.Factory(list)
     lags: list[tuple[float, float]] = attrs.Factory(list)
     lag_goal: float | None = None
+    note: str = ""
 
 
 _recording: list[list[Series]] = []  # one list for each record_series() block open

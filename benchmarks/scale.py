@@ -136,6 +136,7 @@ def pacing(smoke: bool) -> list[Row]:
             per_window(windows["post"], start, start + total),
             per_window(windows["429"], start, start + total),
             offset=start % 60.0, limits=[(f"Kolbo's limit, {gpm}/min", float(gpm))],
+            note=f"simulated clock x{speed:.0f}; {stats['429']} x 429",
         ))
     return [Row(
         f"pacing: {count} POSTs at {gpm}/min", span, minimum, "sim s",
@@ -216,6 +217,8 @@ def _watch(count: int, smoke: bool) -> list[Row]:
                     (f"poll budget ({POLL_BUDGET_SHARE:.0%})", RPM * POLL_BUDGET_SHARE)],
             lags=sorted((done[i] - start, noticed[i] - done[i]) for i in noticed),
             lag_goal=planned,
+            note=f"simulated clock x{speed:.0f}: {rate:.0f} polls a real second; "
+            f"{stats['429']} x 429",
         ))
     return [
         Row(f"{name}: status requests", polls, minimum, "requests",

@@ -49,6 +49,7 @@ def _watching() -> Series:
     return Series(
         "as_completed: watching 200 generations", "status requests",
         rate=[120, 270, 268, 250, 180, 90, 30], throttled=[0, 0, 3, 0, 0, 0, 0], offset=17.0,
+        note="simulated clock x60: 250 polls a real second; 3 x 429",
         limits=[("Kolbo's limit, 300/min", 300.0), ("poll budget (90%)", 270.0)],
         lags=[(60.0 + i, 20.0 + (i * 7) % 25) for i in range(200)], lag_goal=44.0,
     )

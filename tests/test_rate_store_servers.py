@@ -139,7 +139,16 @@ def _redis_binary() -> str:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One server for the session (each test uses budgets of its own)."""
+    """One server for the session (each test uses budgets of its own): the one CI started
+    (``$KOLBO_TEST_REDIS_URL``, see .ci/services.sh), else one of our own."""
+    url = os.environ.get("KOLBO_TEST_REDIS_URL")
+    if url:
+        from urllib.parse import urlsplit
+
+        shared = RedisServer("redis-server", tmp_path_factory.mktemp("redis"))
+        shared.url, shared.port = url, urlsplit(url).port or 6379
+        yield shared
+        return
     server = RedisServer(_redis_binary(), tmp_path_factory.mktemp("redis"))
     server.start()
     try:

@@ -125,8 +125,13 @@ async def send(
 
     Raises `Unanswered` when no answer came, `KolboError` when `http` is closed.
     """
-    async with limiter:
-        response = await _send(http, request, stream=False)
+    try:
+        async with limiter:
+            response = await http.send(request, follow_redirects=False)
+    except httpx.HTTPError as exc:
+        raise _unanswered(exc) from exc
+    except RuntimeError as exc:  # httpx's "client has been closed"
+        raise _closed(exc) from None
     return _classified(response, cool_down)
 
 
@@ -148,7 +153,7 @@ async def stream(
     """
     async with limiter:
         for _ in range(http.max_redirects + 1):
-            response = await _send(http, request, stream=True)
+            response = await _send_streamed(http, request)
             following = response.next_request
             if following is None:
                 break
@@ -161,18 +166,26 @@ async def stream(
         try:
             return await receive(_classified(response, cool_down))
         except httpx.HTTPError as exc:
-            raise Unanswered(Attempt(failure_of(exc)), exc) from exc
+            raise _unanswered(exc) from exc
         finally:
             await response.aclose()
 
 
-async def _send(http: httpx.AsyncClient, request: httpx.Request, *, stream: bool) -> httpx.Response:
+async def _send_streamed(http: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
     try:
-        return await http.send(request, stream=stream, follow_redirects=False)
+        return await http.send(request, stream=True, follow_redirects=False)
     except httpx.HTTPError as exc:
-        raise Unanswered(Attempt(failure_of(exc)), exc) from exc
+        raise _unanswered(exc) from exc
     except RuntimeError as exc:  # httpx's "client has been closed"
-        raise KolboError(f"The HTTP client is closed: {exc}") from None
+        raise _closed(exc) from None
+
+
+def _unanswered(exc: httpx.HTTPError) -> Unanswered:
+    return Unanswered(Attempt(failure_of(exc)), exc)
+
+
+def _closed(exc: RuntimeError) -> KolboError:
+    return KolboError(f"The HTTP client is closed: {exc}")
 
 
 def _classified(response: httpx.Response, cool_down: CoolDown) -> Answer:

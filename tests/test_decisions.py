@@ -220,6 +220,17 @@ class TestWindow:
         assert other.cool_down(100.0, None) == pytest.approx(50.0)
         assert Window(10).cool_down(0.0, None) == 1.0
 
+    def test_cooldown_counts_from_the_oldest_event_still_in_the_window(self) -> None:
+        """An event exactly a period old has left the window: a 429 without Retry-After on
+        the request admitted at that instant holds until the next oldest leaves (not 1 s)."""
+        window = Window(2, period=60.0)
+        window.record(0.0)
+        window.record(10.0)
+        assert window.delay(60.0) == 0  # the first left at 60 s exactly
+        window.record(60.0)
+        assert window.cool_down(60.0, None) == pytest.approx(10.0)  # until 10 s leaves
+        assert window.delay(60.0) == pytest.approx(10.0)
+
     def test_unlimited_window_only_honours_cooldowns(self) -> None:
         """With pacing off, only a 429 cooldown makes anyone wait."""
         window = Window(None)

@@ -82,11 +82,13 @@ class TestPacerEdges:
         pacer = Pacer(RateLimits(generations_per_minute=1, requests_per_minute=1), clock)
         await pacer.admit(GENERATE)
         await pacer.admit(GENERATE)
+        await pacer.admit(REQUEST)
         unpaced = Pacer(None, clock)
         unpaced.cool_down(REQUEST, 2.5)
         await unpaced.admit(REQUEST)
         messages = [r.getMessage() for r in caplog.records]
         assert "pacing: waiting 61.00 s for the generate window" in messages
+        assert "pacing: waiting 61.00 s for the request window" in messages
         assert "pacing: request bucket cooling down for 2.50 s after a 429" in messages
         assert "pacing: waiting 2.50 s for a 429 cooldown" in messages
 

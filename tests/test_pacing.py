@@ -14,6 +14,7 @@ import logging
 from collections import defaultdict
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 
@@ -124,6 +125,24 @@ class TestPacerEdges:
         assert pacer.delay(REQUEST) == pytest.approx(61.0)
         clock.time += 60.5
         assert pacer.try_admit() == pytest.approx(0.5)  # not sent half a second early
+
+    async def test_a_poll_behind_a_queued_request_checks_back_at_once(
+        self, clock: StepClock
+    ) -> None:
+        """When the window frees while a request is queued for it, the poll lets the queued
+        request have the slot (it is not counted ahead of it) and checks back a moment
+        later, not a second later."""
+        pacer = Pacer(RateLimits(requests_per_minute=1), clock)
+        await pacer.admit(REQUEST)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pacer.admit, REQUEST)  # queued: holds the window's turn, asleep
+            for _ in range(10):
+                await anyio.lowlevel.checkpoint()
+            assert pacer.delay(REQUEST) == pytest.approx(61.0)
+            clock.time += 61.0  # the window frees; the queued request has not woken yet
+            wait = pacer.try_admit()
+            assert 0 < wait <= 0.05
+        assert pacer.try_admit() == pytest.approx(61.0)  # the queued request took the slot
 
 
 class TestCooldown:

@@ -1,10 +1,10 @@
 """Request shapes: one declaration of each route's fields, read by everything else.
 
 A route is a frozen attrs class: its path, and one line per field holding the type the calls
-show (their signatures are the class's, through `arguments_of`, for mypy and IDEs alike), the
-check run before any byte goes out (raising `InvalidRequestError` naming the field) and so the
-JSON body. Fields left as None are not sent, so Kolbo's own defaults (Smart Select when
-`model` is omitted) apply. Adding a field to a route is one line here; a new route is one
+show (their signatures are the class's, through `arguments_of`, for mypy and IDEs alike) and
+the check run before any byte goes out (raising `InvalidRequestError` naming the field), which
+makes the JSON body. Fields left as None are not sent, so Kolbo's own defaults (Smart Select
+when `model` is omitted) apply. Adding a field to a route is one line here; a new route is one
 class (its path and fields, on `Route` or a family such as `VideoRoute`) and its two calls.
 """
 
@@ -157,24 +157,12 @@ def _show(value: object, limit: int = 60) -> str:
 
 def checked(check: Check, rule: Rule | None = None) -> dict[str, Any]:
     """A field's metadata: `check` makes its JSON value; `rule(request, value)` may refuse it
-    for what other fields hold (run right after the check, so errors keep the field order)."""
-    return {_CHECK: check, _RULE: rule}
+    for what other fields hold (run right after the check, so errors keep the field order).
 
-
-def option(
-    check: Check,
-    *,
-    converter: Callable[[Any], Any] | None = None,
-    rule: Rule | None = None,
-) -> Any:
-    """A keyword-only field, None (not sent) unless given, checked by `check`.
-
-    Only in a class declared ``kw_only=True``, which is what tells mypy it is keyword-only;
-    a route's own fields use ``attrs.field(..., metadata=checked(...))``.
+    A field is ``attrs.field(metadata=checked(...))``, with ``default=None`` when it may be
+    left out (then it is not sent): what mypy, IDEs and attrs all read as the same thing.
     """
-    return attrs.field(
-        default=None, kw_only=True, converter=converter, metadata=checked(check, rule)
-    )
+    return {_CHECK: check, _RULE: rule}
 
 
 def _tuple_or_none(value: Sequence[str] | None) -> Sequence[str] | None:
@@ -212,7 +200,7 @@ class Route:
     """What every route has: its path, `extra_body`, `body()` and a repr of what was set."""
 
     _path: ClassVar[str]
-    extra_body: Mapping[str, Any] | None = attrs.field(default=None, kw_only=True, hash=False)
+    extra_body: Mapping[str, Any] | None = attrs.field(default=None, hash=False)
 
     def body(self) -> tuple[str, dict[str, Any]]:
         """The endpoint path and validated JSON body (raises `InvalidRequestError`)."""
@@ -238,18 +226,20 @@ class Route:
 
 @attrs.frozen(kw_only=True, repr=False, field_transformer=route_order)
 class VideoRoute(Route):
-    """The options of every video route."""
+    """The options of every video route (keyword-only: the class is ``kw_only``)."""
 
-    model: str | None = option(_text)
-    aspect_ratio: str | None = option(_aspect_ratio)
-    duration: float | None = option(_duration)
-    enhance_prompt: bool | None = option(_flag)
-    visual_dna_ids: Sequence[str] | None = option(
-        _each(_text), converter=_tuple_or_none, rule=_smart_select
+    model: str | None = attrs.field(default=None, metadata=checked(_text))
+    aspect_ratio: str | None = attrs.field(default=None, metadata=checked(_aspect_ratio))
+    duration: float | None = attrs.field(default=None, metadata=checked(_duration))
+    enhance_prompt: bool | None = attrs.field(default=None, metadata=checked(_flag))
+    visual_dna_ids: Sequence[str] | None = attrs.field(
+        default=None, converter=_tuple_or_none, metadata=checked(_each(_text), _smart_select)
     )
-    reference_images: Sequence[str] | None = option(_each(_url), converter=_tuple_or_none)
-    resolution: str | None = option(_text)
-    sound_enabled: bool | None = option(_flag)
+    reference_images: Sequence[str] | None = attrs.field(
+        default=None, converter=_tuple_or_none, metadata=checked(_each(_url))
+    )
+    resolution: str | None = attrs.field(default=None, metadata=checked(_text))
+    sound_enabled: bool | None = attrs.field(default=None, metadata=checked(_flag))
 
 
 @attrs.frozen(repr=False, field_transformer=route_order)

@@ -15,7 +15,7 @@ import respx
 import kolbo_async as k
 import kolbo_async._requests as requests_module
 from kolbo_async import AsyncKolbo, ImageToVideo, Kolbo, TextToVideo
-from kolbo_async._requests import VideoRoute, arguments_of, checked, option, route_order
+from kolbo_async._requests import VideoRoute, arguments_of, checked, route_order
 
 KEY = "kolbo_live_" + "a1" * 20
 API = "https://api.kolbo.ai/api/v1/generate"
@@ -138,7 +138,7 @@ def _seed(field: str, value: object) -> int:
 class _SeededVideo(VideoRoute):
     """A family with one more option, as issue 14's routes will declare theirs."""
 
-    seed: int | None = option(_seed)
+    seed: int | None = attrs.field(default=None, metadata=checked(_seed))
 
 
 @attrs.frozen(repr=False, field_transformer=route_order)

@@ -172,7 +172,7 @@ def _tuple_or_none(value: Sequence[str] | None) -> Sequence[str] | None:
 
 
 def route_order(cls: type, fields: list[attrs.Attribute[Any]]) -> list[attrs.Attribute[Any]]:
-    # A route's own fields first (its positional ones lead), then its family's, extra_body
+    # A route's own fields first (its positional ones lead), then its families', extra_body
     # last: the order of the call's parameters, of the repr, of the checks and of the body.
     own = inspect.get_annotations(cls)
     return sorted(fields, key=lambda field: (field.name == "extra_body", field.name not in own))
@@ -195,12 +195,19 @@ def _checks(cls: type[Route]) -> tuple[tuple[str, Check, Rule | None, bool], ...
 _CHECKS: dict[type[Route], tuple[tuple[str, Check, Rule | None, bool], ...]] = {}
 
 
-@attrs.frozen(kw_only=True, repr=False, field_transformer=route_order)
 class Route:
-    """What every route has: its path, `extra_body`, `body()` and a repr of what was set."""
+    """What every route has: its path, `extra_body`, `body()` and a repr of what was set.
 
+    A route is an attrs class (frozen, ``field_transformer=route_order``) deriving from this
+    one through a family such as `VideoRoute`, which declares the options its routes share
+    and `extra_body` last. This class adds no attrs field of its own, so a route's
+    parameters read in their call order everywhere, IDEs included.
+    """
+
+    __slots__ = ()
+    __attrs_attrs__: ClassVar[Any]  # a route is an attrs class
     _path: ClassVar[str]
-    extra_body: Mapping[str, Any] | None = attrs.field(default=None, hash=False)
+    extra_body: Mapping[str, Any] | None
 
     def body(self) -> tuple[str, dict[str, Any]]:
         """The endpoint path and validated JSON body (raises `InvalidRequestError`)."""
@@ -224,9 +231,13 @@ class Route:
         return f"{type(self).__name__}({', '.join(shown)})"
 
 
-@attrs.frozen(kw_only=True, repr=False, field_transformer=route_order)
+@attrs.frozen(kw_only=True, init=False, eq=False, repr=False)
 class VideoRoute(Route):
-    """The options of every video route (keyword-only: the class is ``kw_only``)."""
+    """The options every video route takes, keyword-only, `extra_body` last.
+
+    A family, never made itself: no ``__init__`` or ``__eq__`` of its own, its routes have
+    theirs (``init=False, eq=False`` also spare the import the building of them).
+    """
 
     model: str | None = attrs.field(default=None, metadata=checked(_text))
     aspect_ratio: str | None = attrs.field(default=None, metadata=checked(_aspect_ratio))
@@ -240,6 +251,7 @@ class VideoRoute(Route):
     )
     resolution: str | None = attrs.field(default=None, metadata=checked(_text))
     sound_enabled: bool | None = attrs.field(default=None, metadata=checked(_flag))
+    extra_body: Mapping[str, Any] | None = attrs.field(default=None, hash=False)
 
 
 @attrs.frozen(repr=False, field_transformer=route_order)

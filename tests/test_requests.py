@@ -99,6 +99,7 @@ class TestBodies:
         """No field is declared and then silently dropped: each one, set, is in the body
         under its own name (extra_body merged in), in declaration order."""
         values = _every_field(cls)
+        assert list(values)[-1] == "extra_body"
         path, body = cls(**values).body()
         extra = values.pop("extra_body")
         assert list(body) == list(values) + list(extra)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from types import TracebackType
 from typing import Any
@@ -38,9 +38,8 @@ from ._requests import (
     TEXT_TO_VIDEO_PATH,
     ImageToVideo,
     TextToVideo,
+    arguments_of,
     batch_request,
-    image_to_video_body,
-    text_to_video_body,
     validate_generation_id,
 )
 
@@ -258,25 +257,15 @@ class AsyncVideos:
             for path in (TEXT_TO_VIDEO_PATH, IMAGE_TO_VIDEO_PATH)
         }
 
-    async def generate(
-        self,
-        prompt: str,
-        *,
-        model: str | None = None,
-        aspect_ratio: str | None = None,
-        duration: float | None = None,
-        enhance_prompt: bool | None = None,
-        visual_dna_ids: Sequence[str] | None = None,
-        reference_images: Sequence[str] | None = None,
-        resolution: str | None = None,
-        sound_enabled: bool | None = None,
-        extra_body: dict[str, Any] | None = None,
-    ) -> AsyncGeneration:
+    @arguments_of(TextToVideo)
+    async def generate(self, *args: Any, **kwargs: Any) -> AsyncGeneration:
         """Submit a text-to-video generation and return its handle.
 
-        Credits are charged now. Omit `model` to let Kolbo choose (Smart Select, the
-        recommended default). Fields left as None are not sent; `extra_body` adds fields the
-        SDK does not know yet. The POST is never retried once it may have reached Kolbo.
+        Takes the fields of `TextToVideo`: ``generate(prompt, *, model=None,
+        aspect_ratio=None, duration=None, ..., extra_body=None)``. Credits are charged now.
+        Omit `model` to let Kolbo choose (Smart Select, the recommended default). Fields left
+        as None are not sent; `extra_body` adds fields the SDK does not know yet. The POST is
+        never retried once it may have reached Kolbo.
 
         Raises:
             InvalidRequestError: bad input, before anything is sent.
@@ -287,57 +276,20 @@ class AsyncVideos:
             >>> gen = await client.videos.generate(                           # doctest: +SKIP
             ...     "A drone over snowy peaks", duration=5, aspect_ratio="16:9")
         """
-        body = text_to_video_body(
-            prompt,
-            model=model,
-            aspect_ratio=aspect_ratio,
-            duration=duration,
-            enhance_prompt=enhance_prompt,
-            visual_dna_ids=visual_dna_ids,
-            reference_images=reference_images,
-            resolution=resolution,
-            sound_enabled=sound_enabled,
-            extra_body=extra_body,
-        )
-        return await self._submit(TEXT_TO_VIDEO_PATH, body)
+        return await self._submit(*TextToVideo(*args, **kwargs).body())
 
-    async def from_image(
-        self,
-        image_url: str,
-        *,
-        prompt: str | None = None,
-        model: str | None = None,
-        aspect_ratio: str | None = None,
-        duration: float | None = None,
-        enhance_prompt: bool | None = None,
-        visual_dna_ids: Sequence[str] | None = None,
-        reference_images: Sequence[str] | None = None,
-        resolution: str | None = None,
-        sound_enabled: bool | None = None,
-        extra_body: dict[str, Any] | None = None,
-    ) -> AsyncGeneration:
+    @arguments_of(ImageToVideo)
+    async def from_image(self, *args: Any, **kwargs: Any) -> AsyncGeneration:
         """Submit an image-to-video generation (animate `image_url`) and return its handle.
 
-        Same rules as `generate`; `prompt` describes the motion and is optional.
+        Takes the fields of `ImageToVideo`; same rules as `generate`. `prompt` describes the
+        motion and is optional.
 
         Example:
             >>> gen = await client.videos.from_image(                         # doctest: +SKIP
             ...     "https://example.com/photo.jpg", prompt="Slow zoom in")
         """
-        body = image_to_video_body(
-            image_url,
-            prompt=prompt,
-            model=model,
-            aspect_ratio=aspect_ratio,
-            duration=duration,
-            enhance_prompt=enhance_prompt,
-            visual_dna_ids=visual_dna_ids,
-            reference_images=reference_images,
-            resolution=resolution,
-            sound_enabled=sound_enabled,
-            extra_body=extra_body,
-        )
-        return await self._submit(IMAGE_TO_VIDEO_PATH, body)
+        return await self._submit(*ImageToVideo(*args, **kwargs).body())
 
     def generate_many(
         self,

@@ -1,17 +1,21 @@
-"""Pure validation and JSON-body building for the generation calls.
+"""Request shapes: one declaration of each route's fields, read by everything else.
 
-Everything here runs before any byte goes out, and raises `InvalidRequestError` naming the
-field. Fields left as None are not sent, so Kolbo's own defaults (Smart Select when `model`
-is omitted) apply.
+A route is a frozen attrs class: its path, and one line per field holding the type the calls
+show (their signatures are the class's, through `arguments_of`, for mypy and IDEs alike) and
+the check run before any byte goes out (raising `InvalidRequestError` naming the field), which
+makes the JSON body. Fields left as None are not sent, so Kolbo's own defaults (Smart Select
+when `model` is omitted) apply. Adding a field to a route is one line here; a new route is one
+class (its path and fields, on `Route` or a family such as `VideoRoute`) and its two calls.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar, cast
 
 import attrs
 import httpx
@@ -23,6 +27,7 @@ __all__ = [
     "BatchRequest",
     "ImageToVideo",
     "TextToVideo",
+    "arguments_of",
     "batch_request",
     "IMAGE_TO_VIDEO_PATH",
     "MAX_VISUAL_DNA_SMART_SELECT",
@@ -38,133 +43,18 @@ MAX_VISUAL_DNA_SMART_SELECT = 3
 
 _ASPECT_RATIO = re.compile(r"[1-9][0-9]{0,4}:[1-9][0-9]{0,4}")
 
-
-def text_to_video_body(
-    prompt: object,
-    *,
-    model: object = None,
-    aspect_ratio: object = None,
-    duration: object = None,
-    enhance_prompt: object = None,
-    visual_dna_ids: object = None,
-    reference_images: object = None,
-    resolution: object = None,
-    sound_enabled: object = None,
-    extra_body: object = None,
-) -> dict[str, Any]:
-    """The validated JSON body of ``POST /api/v1/generate/video``.
-
-    Example:
-        >>> text_to_video_body("A drone over snowy peaks", duration=5)
-        {'prompt': 'A drone over snowy peaks', 'duration': 5}
-    """
-    body: dict[str, Any] = {"prompt": _text("prompt", prompt)}
-    _common(
-        body,
-        model=model,
-        aspect_ratio=aspect_ratio,
-        duration=duration,
-        enhance_prompt=enhance_prompt,
-        visual_dna_ids=visual_dna_ids,
-        reference_images=reference_images,
-        resolution=resolution,
-        sound_enabled=sound_enabled,
-    )
-    return _merge_extra(body, extra_body)
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+#: A field's check: (field name, value given) -> the value to send, or InvalidRequestError.
+Check = Callable[[str, Any], Any]
+#: A field's rule: (request, checked value) -> None, or InvalidRequestError.
+Rule = Callable[[Any, Any], None]
+#: Field metadata keys: its check, and a rule on the checked value that needs the request.
+_CHECK = "kolbo_async.check"
+_RULE = "kolbo_async.rule"
 
 
-def image_to_video_body(
-    image_url: object,
-    *,
-    prompt: object = None,
-    model: object = None,
-    aspect_ratio: object = None,
-    duration: object = None,
-    enhance_prompt: object = None,
-    visual_dna_ids: object = None,
-    reference_images: object = None,
-    resolution: object = None,
-    sound_enabled: object = None,
-    extra_body: object = None,
-) -> dict[str, Any]:
-    """The validated JSON body of ``POST /api/v1/generate/video/from-image``."""
-    body: dict[str, Any] = {"image_url": _url("image_url", image_url)}
-    if prompt is not None:
-        body["prompt"] = _text("prompt", prompt)
-    _common(
-        body,
-        model=model,
-        aspect_ratio=aspect_ratio,
-        duration=duration,
-        enhance_prompt=enhance_prompt,
-        visual_dna_ids=visual_dna_ids,
-        reference_images=reference_images,
-        resolution=resolution,
-        sound_enabled=sound_enabled,
-    )
-    return _merge_extra(body, extra_body)
-
-
-def validate_generation_id(generation_id: object) -> str:
-    """A generation id as given, if it is a non-blank string without control characters."""
-    if not isinstance(generation_id, str):
-        raise InvalidRequestError(
-            "generation_id", f"must be a string, not {type(generation_id).__name__}"
-        )
-    if not generation_id.strip():
-        raise InvalidRequestError("generation_id", "must not be empty")
-    if len(generation_id) > 256:
-        raise InvalidRequestError("generation_id", f"is too long ({len(generation_id)} chars)")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in generation_id):
-        raise InvalidRequestError("generation_id", "contains a control character")
-    return generation_id
-
-
-def _common(
-    body: dict[str, Any],
-    *,
-    model: object,
-    aspect_ratio: object,
-    duration: object,
-    enhance_prompt: object,
-    visual_dna_ids: object,
-    reference_images: object,
-    resolution: object,
-    sound_enabled: object,
-) -> None:
-    if model is not None:
-        body["model"] = _text("model", model)
-    if aspect_ratio is not None:
-        if not isinstance(aspect_ratio, str) or not _ASPECT_RATIO.fullmatch(aspect_ratio):
-            raise InvalidRequestError(
-                "aspect_ratio", f"must look like '16:9' (W:H), not {_show(aspect_ratio)}"
-            )
-        body["aspect_ratio"] = aspect_ratio
-    if duration is not None:
-        body["duration"] = _duration(duration)
-    if enhance_prompt is not None:
-        body["enhance_prompt"] = _flag("enhance_prompt", enhance_prompt)
-    if visual_dna_ids is not None:
-        ids = [
-            _text(f"visual_dna_ids[{i}]", item)
-            for i, item in enumerate(_sequence("visual_dna_ids", visual_dna_ids))
-        ]
-        if model is None and len(ids) > MAX_VISUAL_DNA_SMART_SELECT:
-            raise InvalidRequestError(
-                "visual_dna_ids",
-                f"Smart Select takes at most {MAX_VISUAL_DNA_SMART_SELECT} ids, got {len(ids)}; "
-                "name a model that allows more (see Model.max_visual_dna)",
-            )
-        body["visual_dna_ids"] = ids
-    if reference_images is not None:
-        body["reference_images"] = [
-            _url(f"reference_images[{i}]", url)
-            for i, url in enumerate(_sequence("reference_images", reference_images))
-        ]
-    if resolution is not None:
-        body["resolution"] = _text("resolution", resolution)
-    if sound_enabled is not None:
-        body["sound_enabled"] = _flag("sound_enabled", sound_enabled)
+# --- Checks: (field name, value given) -> the value to send ------------------------------------
 
 
 def _text(field: str, value: object) -> str:
@@ -188,13 +78,19 @@ def _url(field: str, value: object) -> str:
     return text.strip()
 
 
-def _duration(value: object) -> int | float:
+def _aspect_ratio(field: str, value: object) -> str:
+    if not isinstance(value, str) or not _ASPECT_RATIO.fullmatch(value):
+        raise InvalidRequestError(field, f"must look like '16:9' (W:H), not {_show(value)}")
+    return value
+
+
+def _duration(field: str, value: object) -> int | float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidRequestError(
-            "duration", f"must be a number of seconds, not {type(value).__name__}"
+            field, f"must be a number of seconds, not {type(value).__name__}"
         )
     if not math.isfinite(value) or value <= 0:
-        raise InvalidRequestError("duration", f"must be a positive number of seconds, not {value}")
+        raise InvalidRequestError(field, f"must be a positive number of seconds, not {value}")
     return value
 
 
@@ -208,6 +104,24 @@ def _sequence(field: str, value: object) -> Sequence[object]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise InvalidRequestError(field, f"must be a list, not {type(value).__name__}")
     return value
+
+
+def _each(check: Check) -> Check:
+    """A list whose items pass `check`; an error names the item, as in ``field[2]``."""
+
+    def check_items(field: str, value: object) -> list[Any]:
+        return [check(f"{field}[{i}]", item) for i, item in enumerate(_sequence(field, value))]
+
+    return check_items
+
+
+def _smart_select(request: Any, ids: Sequence[str]) -> None:
+    if request.model is None and len(ids) > MAX_VISUAL_DNA_SMART_SELECT:
+        raise InvalidRequestError(
+            "visual_dna_ids",
+            f"Smart Select takes at most {MAX_VISUAL_DNA_SMART_SELECT} ids, got {len(ids)}; "
+            "name a model that allows more (see Model.max_visual_dna)",
+        )
 
 
 def _merge_extra(body: dict[str, Any], extra_body: object) -> dict[str, Any]:
@@ -238,78 +152,188 @@ def _show(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _tuple_or_none(value: object) -> object:
+# --- The declaration: a route is a class of checked fields ---------------------------------------
+
+
+def checked(check: Check, rule: Rule | None = None) -> dict[str, Any]:
+    """A field's metadata: `check` makes its JSON value; `rule(request, value)` may refuse it
+    for what other fields hold (run right after the check, so errors keep the field order).
+
+    A field is ``attrs.field(metadata=checked(...))``, with ``default=None`` when it may be
+    left out (then it is not sent): what mypy, IDEs and attrs all read as the same thing.
+    """
+    return {_CHECK: check, _RULE: rule}
+
+
+def _tuple_or_none(value: Sequence[str] | None) -> Sequence[str] | None:
     # Lists become tuples so a request stays hashable and immutable; anything else is left
     # for validation to name.
     return tuple(value) if isinstance(value, list) else value
 
 
-def _field(**kwargs: Any) -> Any:
-    return attrs.field(default=None, kw_only=True, **kwargs)
+def route_order(cls: type, fields: list[attrs.Attribute[Any]]) -> list[attrs.Attribute[Any]]:
+    # A route's own fields first (its positional ones lead), then its families', extra_body
+    # last: the order of the call's parameters, of the repr, of the checks and of the body.
+    own = inspect.get_annotations(cls)
+    return sorted(fields, key=lambda field: (field.name == "extra_body", field.name not in own))
 
 
-@attrs.frozen
-class TextToVideo:
-    """One text-to-video request of a batch: the arguments of `client.videos.generate`.
+def _checks(cls: type[Route]) -> tuple[tuple[str, Check, Rule | None, bool], ...]:
+    # Each checked field of a route, in order: (name, check, rule, may be left out). Read
+    # once per class, so building a body costs a loop, not a walk through attrs' metadata.
+    try:
+        return _CHECKS[cls]
+    except KeyError:
+        checks = _CHECKS[cls] = tuple(
+            (field.name, field.metadata[_CHECK], field.metadata[_RULE], field.default is None)
+            for field in attrs.fields(cls)
+            if _CHECK in field.metadata  # not extra_body, which is merged last
+        )
+        return checks
 
-    Validated by `generate_many` before anything is sent; fields left as None are not sent.
+
+_CHECKS: dict[type[Route], tuple[tuple[str, Check, Rule | None, bool], ...]] = {}
+
+
+class Route:
+    """What every route has: its path, `extra_body`, `body()` and a repr of what was set.
+
+    A route is an attrs class (frozen, ``field_transformer=route_order``) deriving from this
+    one through a family such as `VideoRoute`, which declares the options its routes share
+    and `extra_body` last. This class adds no attrs field of its own, so a route's
+    parameters read in their call order everywhere, IDEs included.
+    """
+
+    __slots__ = ()
+    __attrs_attrs__: ClassVar[Any]  # a route is an attrs class
+    _path: ClassVar[str]
+    extra_body: Mapping[str, Any] | None
+
+    def body(self) -> tuple[str, dict[str, Any]]:
+        """The endpoint path and validated JSON body (raises `InvalidRequestError`)."""
+        body: dict[str, Any] = {}
+        for name, check, rule, optional in _checks(type(self)):
+            value = getattr(self, name)
+            if value is None and optional:
+                continue  # left out: Kolbo's default applies
+            body[name] = check(name, value)
+            if rule is not None:
+                rule(self, body[name])
+        return self._path, _merge_extra(body, self.extra_body)
+
+    def __repr__(self) -> str:
+        # Only the fields that were set: a batch of 500 requests prints readably.
+        shown = [
+            f"{field.name}={value!r}"
+            for field in attrs.fields(type(self))
+            if (value := getattr(self, field.name)) is not None
+        ]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+
+@attrs.frozen(kw_only=True, init=False, eq=False, repr=False)
+class VideoRoute(Route):
+    """The options every video route takes, keyword-only, `extra_body` last.
+
+    A family, never made itself: no ``__init__`` or ``__eq__`` of its own, its routes have
+    theirs (``init=False, eq=False`` also spare the import the building of them).
+    """
+
+    model: str | None = attrs.field(default=None, metadata=checked(_text))
+    aspect_ratio: str | None = attrs.field(default=None, metadata=checked(_aspect_ratio))
+    duration: float | None = attrs.field(default=None, metadata=checked(_duration))
+    enhance_prompt: bool | None = attrs.field(default=None, metadata=checked(_flag))
+    visual_dna_ids: Sequence[str] | None = attrs.field(
+        default=None, converter=_tuple_or_none, metadata=checked(_each(_text), _smart_select)
+    )
+    reference_images: Sequence[str] | None = attrs.field(
+        default=None, converter=_tuple_or_none, metadata=checked(_each(_url))
+    )
+    resolution: str | None = attrs.field(default=None, metadata=checked(_text))
+    sound_enabled: bool | None = attrs.field(default=None, metadata=checked(_flag))
+    extra_body: Mapping[str, Any] | None = attrs.field(default=None, hash=False)
+
+
+@attrs.frozen(repr=False, field_transformer=route_order)
+class TextToVideo(VideoRoute):
+    """One text-to-video request: the arguments of `client.videos.generate`.
+
+    A batch item of `generate_many`, validated before anything is sent; fields left as None
+    are not sent.
 
     Example:
         >>> TextToVideo("A drone over snowy peaks", duration=5)
         TextToVideo(prompt='A drone over snowy peaks', duration=5)
     """
 
-    prompt: str
-    model: str | None = _field()
-    aspect_ratio: str | None = _field()
-    duration: float | None = _field()
-    enhance_prompt: bool | None = _field()
-    visual_dna_ids: Sequence[str] | None = _field(converter=_tuple_or_none)
-    reference_images: Sequence[str] | None = _field(converter=_tuple_or_none)
-    resolution: str | None = _field()
-    sound_enabled: bool | None = _field()
-    extra_body: Mapping[str, Any] | None = _field(hash=False)
-
-    def __repr__(self) -> str:
-        return _repr(self)
-
-    def body(self) -> tuple[str, dict[str, Any]]:
-        """The endpoint path and validated JSON body (raises `InvalidRequestError`)."""
-        fields = attrs.asdict(self, recurse=False)
-        return TEXT_TO_VIDEO_PATH, text_to_video_body(fields.pop("prompt"), **fields)
+    _path: ClassVar[str] = TEXT_TO_VIDEO_PATH
+    prompt: str = attrs.field(metadata=checked(_text))
 
 
-@attrs.frozen
-class ImageToVideo:
-    """One image-to-video request of a batch: the arguments of `client.videos.from_image`.
+@attrs.frozen(repr=False, field_transformer=route_order)
+class ImageToVideo(VideoRoute):
+    """One image-to-video request: the arguments of `client.videos.from_image`.
 
     Example:
         >>> ImageToVideo("https://example.com/photo.jpg", prompt="Slow zoom in")
         ImageToVideo(image_url='https://example.com/photo.jpg', prompt='Slow zoom in')
     """
 
-    image_url: str
-    prompt: str | None = _field()
-    model: str | None = _field()
-    aspect_ratio: str | None = _field()
-    duration: float | None = _field()
-    enhance_prompt: bool | None = _field()
-    visual_dna_ids: Sequence[str] | None = _field(converter=_tuple_or_none)
-    reference_images: Sequence[str] | None = _field(converter=_tuple_or_none)
-    resolution: str | None = _field()
-    sound_enabled: bool | None = _field()
-    extra_body: Mapping[str, Any] | None = _field(hash=False)
-
-    def __repr__(self) -> str:
-        return _repr(self)
-
-    def body(self) -> tuple[str, dict[str, Any]]:
-        """The endpoint path and validated JSON body (raises `InvalidRequestError`)."""
-        fields = attrs.asdict(self, recurse=False)
-        return IMAGE_TO_VIDEO_PATH, image_to_video_body(fields.pop("image_url"), **fields)
+    _path: ClassVar[str] = IMAGE_TO_VIDEO_PATH
+    image_url: str = attrs.field(metadata=checked(_url))
+    prompt: str | None = attrs.field(default=None, kw_only=True, metadata=checked(_text))
 
 
 BatchRequest = TextToVideo | ImageToVideo
+
+
+def arguments_of(
+    request: Callable[_P, object],
+) -> Callable[[Callable[..., _T]], Callable[Concatenate[Any, _P], _T]]:
+    """Give a method ``(self, *args, **kwargs)`` the parameters of a route class.
+
+    The class stays the one declaration of a call's parameters: mypy and IDEs read them from
+    its typed ``__init__`` (attrs'), `inspect.signature` and `help()` from the
+    ``__signature__`` set here. The method is returned as it is, with no wrapper.
+    """
+
+    def declare(method: Callable[..., _T]) -> Callable[Concatenate[Any, _P], _T]:
+        init = inspect.signature(cast(Any, request).__init__)  # (self, ...) -> None
+        returns = method.__annotations__.get("return", inspect.Signature.empty)
+        cast(Any, method).__signature__ = init.replace(return_annotation=returns)
+        return method
+
+    return declare
+
+
+def text_to_video_body(prompt: Any, **options: Any) -> dict[str, Any]:
+    """The validated JSON body of ``POST /api/v1/generate/video``.
+
+    Example:
+        >>> text_to_video_body("A drone over snowy peaks", duration=5)
+        {'prompt': 'A drone over snowy peaks', 'duration': 5}
+    """
+    return TextToVideo(prompt, **options).body()[1]
+
+
+def image_to_video_body(image_url: Any, **options: Any) -> dict[str, Any]:
+    """The validated JSON body of ``POST /api/v1/generate/video/from-image``."""
+    return ImageToVideo(image_url, **options).body()[1]
+
+
+def validate_generation_id(generation_id: object) -> str:
+    """A generation id as given, if it is a non-blank string without control characters."""
+    if not isinstance(generation_id, str):
+        raise InvalidRequestError(
+            "generation_id", f"must be a string, not {type(generation_id).__name__}"
+        )
+    if not generation_id.strip():
+        raise InvalidRequestError("generation_id", "must not be empty")
+    if len(generation_id) > 256:
+        raise InvalidRequestError("generation_id", f"is too long ({len(generation_id)} chars)")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in generation_id):
+        raise InvalidRequestError("generation_id", "contains a control character")
+    return generation_id
 
 
 def batch_request(index: int, item: object) -> tuple[BatchRequest, str, dict[str, Any]]:
@@ -346,13 +370,3 @@ def batch_request(index: int, item: object) -> tuple[BatchRequest, str, dict[str
     except InvalidRequestError as exc:
         raise InvalidRequestError(f"{where}.{exc.field}", exc.message.partition(": ")[2]) from None
     return request, path, body
-
-
-def _repr(request: TextToVideo | ImageToVideo) -> str:
-    # Only the fields that were set: a batch of 500 requests prints readably.
-    shown = [
-        f"{field.name}={value!r}"
-        for field in attrs.fields(type(request))
-        if (value := getattr(request, field.name)) is not None
-    ]
-    return f"{type(request).__name__}({', '.join(shown)})"

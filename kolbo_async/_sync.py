@@ -32,9 +32,9 @@ from ._config import DEFAULT_TIMEOUT, RateLimits
 from ._exceptions import InvalidRequestError
 from ._handles import DEFAULT_WAIT, AsyncGeneration, ProgressCallback
 from ._models import Credits, GenerationStatus, Model, Submission, VideoResult
-from ._runner import Runner as _Runner
 from ._progress import GenerationProgress
-from ._requests import ImageToVideo, TextToVideo
+from ._requests import ImageToVideo, TextToVideo, arguments_of
+from ._runner import Runner as _Runner
 
 __all__ = ["Batch", "Generation", "Kolbo", "as_completed"]
 
@@ -191,57 +191,26 @@ class Videos:
         self._runner = runner
         self._inner = inner
 
-    def generate(
-        self,
-        prompt: str,
-        *,
-        model: str | None = None,
-        aspect_ratio: str | None = None,
-        duration: float | None = None,
-        enhance_prompt: bool | None = None,
-        visual_dna_ids: Sequence[str] | None = None,
-        reference_images: Sequence[str] | None = None,
-        resolution: str | None = None,
-        sound_enabled: bool | None = None,
-        extra_body: dict[str, Any] | None = None,
-    ) -> Generation:
+    @arguments_of(TextToVideo)
+    def generate(self, *args: Any, **kwargs: Any) -> Generation:
         """Submit a text-to-video generation and return its handle.
 
         Same as `AsyncVideos.generate`: credits are charged now, and the POST is never
         resubmitted once it may have reached Kolbo.
         """
-        return Generation(self._runner, self._runner.call(partial(
-            self._inner.generate, prompt, model=model, aspect_ratio=aspect_ratio,
-            duration=duration, enhance_prompt=enhance_prompt, visual_dna_ids=visual_dna_ids,
-            reference_images=reference_images, resolution=resolution,
-            sound_enabled=sound_enabled, extra_body=extra_body,
-        )))  # fmt: skip
+        return Generation(
+            self._runner, self._runner.call(partial(self._inner.generate, *args, **kwargs))
+        )
 
-    def from_image(
-        self,
-        image_url: str,
-        *,
-        prompt: str | None = None,
-        model: str | None = None,
-        aspect_ratio: str | None = None,
-        duration: float | None = None,
-        enhance_prompt: bool | None = None,
-        visual_dna_ids: Sequence[str] | None = None,
-        reference_images: Sequence[str] | None = None,
-        resolution: str | None = None,
-        sound_enabled: bool | None = None,
-        extra_body: dict[str, Any] | None = None,
-    ) -> Generation:
+    @arguments_of(ImageToVideo)
+    def from_image(self, *args: Any, **kwargs: Any) -> Generation:
         """Submit an image-to-video generation (animate `image_url`) and return its handle.
 
         Same as `AsyncVideos.from_image`.
         """
-        return Generation(self._runner, self._runner.call(partial(
-            self._inner.from_image, image_url, prompt=prompt, model=model,
-            aspect_ratio=aspect_ratio, duration=duration, enhance_prompt=enhance_prompt,
-            visual_dna_ids=visual_dna_ids, reference_images=reference_images,
-            resolution=resolution, sound_enabled=sound_enabled, extra_body=extra_body,
-        )))  # fmt: skip
+        return Generation(
+            self._runner, self._runner.call(partial(self._inner.from_image, *args, **kwargs))
+        )
 
     def generate_many(
         self,

@@ -1,19 +1,29 @@
 """Mutation testing of the modules that keep the SDK's promises (not part of CI).
 
-    python benchmarks/mutation.py                    # every promise module
-    python benchmarks/mutation.py --module _pacing   # one module (repeatable)
+    python benchmarks/mutation.py --ref HEAD                   # every promise module
+    python benchmarks/mutation.py --ref HEAD --module _pacing  # one module (repeatable)
+    python benchmarks/mutation.py --ref HEAD --module _poll_plan --tests tests/test_poll_plan.py
 
 mutmut 3 (``pip install -e '.[mutation]'``) plants one small bug at a time in the modules
 listed under ``[tool.mutmut] only_mutate`` in pyproject.toml, and for each bug runs only the
-tests that called the function it sits in (it records that with one traced run of the whole
-suite first). A mutant that no test notices "survives": either a promise with no test that
-can fail, or an equivalent change (it cannot alter behaviour), to be explained.
+tests that called the function it sits in, fastest first, stopping at the first failure (it
+learns who calls what from one traced run of the suite, shared by the modules of a run). A
+mutant that no test notices "survives": either a promise with no test that can fail, or an
+equivalent change (it cannot alter behaviour), to be explained. Modules run one after the
+other, each timed; ``--max-children 1`` (the default) keeps it to one core.
+
+Tests that start a process (Ctrl-C on a pty, fork, journal children, the browser) are
+skipped under mutmut: a child's calls are not traced, so they could never be credited with a
+kill, and under the slower mutated code they tripped their own real-time limits.
+
+``--tests`` limits the run to some test files (a module's own tests): minutes instead of up
+to an hour for a module that every request goes through, and a lower bound of its score.
 
 The run happens in a snapshot of the working tree, or of a commit with ``--ref HEAD`` (a
-scratch directory, removed afterwards unless ``--workdir`` is given, where a rerun retests
-only what changed), so edits made meanwhile do not mix into it and the repository gets no
-``mutants/`` directory. mutmut needs the whole suite green on that snapshot first. Ends with
-the score and the diff of every survivor.
+scratch directory, removed afterwards unless ``--workdir`` is given, where a rerun keeps the
+traced run), so edits made meanwhile do not mix into it and the repository gets no
+``mutants/`` directory. mutmut needs the selected tests green on that snapshot first. Ends
+with the score per module, its time, and the diff of every survivor.
 """
 
 from __future__ import annotations
@@ -129,7 +139,7 @@ def _configured_modules() -> list[str]:
     return re.findall(r'"([^"]+)"', listed.group(1))
 
 
-def _snapshot(workdir: Path, only: list[str], ref: str | None) -> None:
+def _snapshot(workdir: Path, only: list[str], ref: str | None, tests: list[str]) -> None:
     if ref is not None:
         _export(workdir, ref)
     else:
@@ -142,14 +152,26 @@ def _snapshot(workdir: Path, only: list[str], ref: str | None) -> None:
     text, count = re.subn(r"(?ms)^only_mutate\s*=\s*\[.*?\]", listed, text, count=1)
     if count != 1:
         raise SystemExit("pyproject.toml: [tool.mutmut] only_mutate not found")
+    if tests:
+        selection = (
+            "pytest_add_cli_args_test_selection = ["
+            + ", ".join(f'"{path}"' for path in tests)
+            + "]"
+        )
+        text, count = re.subn(
+            r"(?m)^pytest_add_cli_args_test_selection\s*=.*$", selection, text, count=1
+        )
+        if count != 1:
+            raise SystemExit("pyproject.toml: [tool.mutmut] pytest_add_cli_args_test_selection?")
     pyproject.write_text(text, "utf-8")
     (workdir / "mutants").mkdir(exist_ok=True)
     # mutmut traces only the functions it mutates and does not notice a new module in the
     # list: its functions would have no tests. Another list of modules traces afresh.
     listed_before = workdir / "mutants" / "kolbo-modules.txt"
-    if not listed_before.exists() or listed_before.read_text("utf-8") != "\n".join(only):
+    listing = "\n".join([*only, "--tests", *tests])
+    if not listed_before.exists() or listed_before.read_text("utf-8") != listing:
         (workdir / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
-        listed_before.write_text("\n".join(only), "utf-8")
+        listed_before.write_text(listing, "utf-8")
     (workdir / "mutants" / f"{PLUGIN}.py").write_text(PLUGIN_SOURCE, "utf-8")
 
 
@@ -266,6 +288,14 @@ def main() -> int:
         help="mutate this commit (e.g. HEAD) instead of the working tree",
     )
     parser.add_argument(
+        "--tests",
+        action="append",
+        metavar="PATH",
+        default=[],
+        help="only these test files (repeatable; default: all of tests/). Minutes instead of "
+        "an hour for a module with tests of its own; a lower bound of the full score",
+    )
+    parser.add_argument(
         "--max-children", type=int, default=1, help="parallel mutant runs (default 1)"
     )
     options = parser.parse_args()
@@ -287,7 +317,7 @@ def main() -> int:
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         # Refreshed every run; mutmut keeps the tracing run's results while no test changed.
-        _snapshot(workdir, only, options.ref)
+        _snapshot(workdir, only, options.ref, options.tests)
         print(f"mutating {', '.join(only)} in {workdir}", flush=True)
         # One module at a time (each of its mutants against the tests that reach its
         # function); the first run also traces the whole suite once, which the others reuse.

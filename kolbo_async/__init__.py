@@ -89,9 +89,9 @@ from ._models import (
 )
 from ._requests import ImageToVideo as ImageToVideo
 from ._requests import TextToVideo as TextToVideo
-from ._sync import Generation as Generation
 from ._sync import Kolbo as Kolbo
-from ._sync import as_completed as as_completed
+from ._sync_handles import Generation as Generation
+from ._sync_handles import as_completed as as_completed
 
 __all__ = [
     "APIConnectionError",

@@ -231,7 +231,11 @@ def _build(cls: type, route: str, fields: dict[str, Any]) -> Any:
 
 def _cell(cls: type, key: str, text: str) -> object:
     """A CSV cell as the value its field takes (by the field's annotation)."""
-    annotation = str(inspect.get_annotations(cls).get(key, "str"))
+    # Every class of the request's family: the route's own fields and the shared options.
+    annotations: dict[str, object] = {}
+    for klass in reversed(cls.__mro__):
+        annotations.update(inspect.get_annotations(klass))
+    annotation = str(annotations.get(key, "str"))
     if "bool" in annotation:
         word = text.strip().lower()
         if word in _TRUE or word in _FALSE:

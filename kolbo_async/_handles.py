@@ -26,7 +26,14 @@ from ._pipeline import Call, Pipeline
 from ._poller import Poller, Track
 from ._progress import GenerationProgress, check_timeout
 
-__all__ = ["DEFAULT_WAIT", "AsyncGeneration", "parse_status", "poller_of", "status_call"]
+__all__ = [
+    "DEFAULT_WAIT",
+    "AsyncGeneration",
+    "fetch_status",
+    "parse_status",
+    "poller_of",
+    "status_call",
+]
 
 logger = logging.getLogger("kolbo_async")
 
@@ -317,3 +324,9 @@ def parse_status(generation_id: str, data: dict[str, Any]) -> GenerationStatus:
 def poller_of(generation: AsyncGeneration) -> Poller:
     """The shared poller of the client `generation` came from (for a batch of handles)."""
     return generation._poller
+
+
+async def fetch_status(pipeline: Pipeline, generation_id: str) -> GenerationStatus:
+    """One status poll for the shared poller (paced by it; `Retryable` when worth another)."""
+    call = status_call(pipeline, generation_id)
+    return await pipeline.once(call, partial(parse_status, generation_id))

@@ -227,7 +227,7 @@ def _twins() -> list[tuple[type, type]]:
     pairs: list[tuple[type, type]] = [
         (AsyncKolbo, Kolbo),
         (AsyncGeneration, Generation),
-        (kolbo_async._batch.AsyncBatch, kolbo_async._sync.Batch),
+        (kolbo_async._batch.AsyncBatch, kolbo_async._sync_handles.Batch),
     ]
     # Resolved in the defining modules: __init__ renames __module__ to "kolbo_async".
     blocking = typing.get_type_hints(Kolbo, vars(kolbo_async._sync))

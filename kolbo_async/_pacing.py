@@ -14,68 +14,25 @@ that the process that saw it holds at once.
 from __future__ import annotations
 
 import logging
-from collections import deque
 
 import anyio
 
 from ._clock import Clock
 from ._config import RateLimits
-from ._rate_store import RateStore, SharedBudget, budget_name, open_store
+from ._rate_store import RateStore, budget_name
+from ._shared_budget import SharedBudget, open_store
+from ._window import PERIOD, Window
 
 __all__ = ["GENERATE", "REQUEST", "Pacer", "Window"]
 
 logger = logging.getLogger("kolbo_async")
 
-PERIOD = 60.0
 #: Added to each window the client keeps: a request that left at t reaches Kolbo a little
 #: later, so a window counted to the exact second would let a burst straddle one of Kolbo's
 #: fixed windows when latency varies. A second costs under 2 % of the throughput.
 SLACK = 1.0
 GENERATE = "generate"
 REQUEST = "request"
-
-
-class Window:
-    """A sliding window of at most `limit` events per `period` seconds, plus a cooldown."""
-
-    __slots__ = ("_events", "cooldown_until", "limit", "period")
-
-    def __init__(self, limit: int | None, period: float = PERIOD) -> None:
-        self.limit = limit
-        self.period = period
-        self._events: deque[float] = deque()
-        self.cooldown_until = float("-inf")
-
-    def delay(self, now: float) -> float:
-        """Seconds until one more event may happen (0 when it may happen now)."""
-        events = self._events
-        horizon = now - self.period
-        while events and events[0] <= horizon:
-            events.popleft()
-        wait = self.cooldown_until - now
-        if self.limit is not None and len(events) >= self.limit:
-            wait = max(wait, events[len(events) - self.limit] + self.period - now)
-        return max(0.0, wait)
-
-    def record(self, now: float) -> None:
-        """Count one event at `now` (nothing to count when the window has no limit)."""
-        if self.limit is not None:
-            self._events.append(now)
-
-    def cool_down(self, now: float, retry_after: float | None) -> float:
-        """Hold the bucket after a 429; returns the cooldown in seconds.
-
-        `Retry-After` when the server gave one; else until the oldest event in the window
-        leaves it (the server counts what we count), and at least one second.
-        """
-        if retry_after is not None:
-            seconds = retry_after
-        elif self._events:
-            seconds = max(1.0, self._events[0] + self.period - now)
-        else:
-            seconds = 1.0
-        self.cooldown_until = max(self.cooldown_until, now + seconds)
-        return seconds
 
 
 class Pacer:

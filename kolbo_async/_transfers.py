@@ -12,7 +12,7 @@ import anyio
 import httpx
 
 from ._exceptions import KolboError
-from ._pacing import Window
+from ._window import Window
 
 __all__ = ["Transfers"]
 

@@ -20,12 +20,12 @@ import pytest
 from kolbo_async import InvalidRequestError, RateLimits
 from kolbo_async._pacing import GENERATE, REQUEST, Pacer
 from kolbo_async._rate_store import (
-    TICKET_POLL,
     LocalStore,
     StoreUnavailable,
     budget_name,
     redact_store,
 )
+from kolbo_async._shared_budget import TICKET_POLL
 from kolbo_async.testing import Simulator, VirtualClock
 
 from .conftest import StepClock

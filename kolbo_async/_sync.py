@@ -16,9 +16,8 @@ from typing import Any
 
 import httpx
 
-from ._client import _UNSET, DEFAULT_RATE_LIMITS, AsyncKolbo
-from ._clock import Clock
-from ._config import DEFAULT_TIMEOUT, RateLimits
+from ._client import _UNSET, AsyncKolbo
+from ._config import RateLimits
 from ._models import Credits, Model
 from ._namespaces import AsyncAccount, AsyncGenerations, AsyncModels, AsyncVideos
 from ._requests import ImageToVideo, TextToVideo, arguments_of
@@ -64,19 +63,10 @@ class Kolbo:
     generations: Generations
     account: Account
 
-    def __init__(
-        self,
-        api_key: str | None = None,
-        *,
-        base_url: str | httpx.URL | None = None,
-        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
-        max_retries: int = 2,
-        http_client: httpx.AsyncClient | None = None,
-        rate_limits: RateLimits | None = DEFAULT_RATE_LIMITS,
-        max_concurrent_requests: int = 32,
-        _clock: Clock | None = None,
-        _transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
+    @arguments_of(AsyncKolbo)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # The parameters are AsyncKolbo's (one declaration); the client is built on its loop.
+        http_client = kwargs.get("http_client")
         # Checked here too, with the blocking-specific hint, so no thread is started for it.
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise TypeError(
@@ -85,17 +75,7 @@ class Kolbo:
             )
 
         async def build() -> AsyncKolbo:
-            return AsyncKolbo(
-                api_key,
-                base_url=base_url,
-                timeout=timeout,
-                max_retries=max_retries,
-                http_client=http_client,
-                rate_limits=rate_limits,
-                max_concurrent_requests=max_concurrent_requests,
-                _clock=_clock,
-                _transport=_transport,
-            )
+            return AsyncKolbo(*args, **kwargs)
 
         runner = _Runner(build)
         self._setup(runner, runner.client, runner.close)

@@ -23,10 +23,7 @@ class Window:
 
     def delay(self, now: float) -> float:
         """Seconds until one more event may happen (0 when it may happen now)."""
-        events = self._events
-        horizon = now - self.period
-        while events and events[0] <= horizon:
-            events.popleft()
+        events = self._prune(now)
         wait = self.cooldown_until - now
         if self.limit is not None and len(events) >= self.limit:
             wait = max(wait, events[len(events) - self.limit] + self.period - now)
@@ -45,9 +42,17 @@ class Window:
         """
         if retry_after is not None:
             seconds = retry_after
-        elif self._events:
+        elif self._prune(now):
             seconds = max(1.0, self._events[0] + self.period - now)
         else:
             seconds = 1.0
         self.cooldown_until = max(self.cooldown_until, now + seconds)
         return seconds
+
+    def _prune(self, now: float) -> deque[float]:
+        """The events still in the window at `now` (older ones dropped)."""
+        events = self._events
+        horizon = now - self.period
+        while events and events[0] <= horizon:
+            events.popleft()
+        return events

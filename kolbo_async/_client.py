@@ -21,13 +21,13 @@ from ._config import (
     resolve_api_key,
     resolve_base_url,
 )
-from ._download import Transfers
 from ._exceptions import InvalidRequestError
 from ._handles import AsyncGeneration, fetch_status
 from ._namespaces import AsyncAccount, AsyncGenerations, AsyncModels, AsyncVideos
 from ._pacing import Pacer
 from ._pipeline import Pipeline
 from ._poller import Poller
+from ._transfers import Transfers
 
 __all__ = ["DEFAULT_RATE_LIMITS", "AsyncKolbo"]
 

@@ -39,7 +39,7 @@ from ._resume import StartOver, Transfer, check_version, complete, place_of
 from ._send import Answer, Retries, Retryable, Unanswered, stream
 from ._transfers import Transfers
 
-__all__ = ["DeadlineExceeded", "TargetExistsError", "Transfers", "download_to"]
+__all__ = ["DeadlineExceeded", "download_to"]
 
 logger = logging.getLogger("kolbo_async")
 

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import anyio
 
 from ._convert import structure
-from ._download import DeadlineExceeded, Transfers, download_to
+from ._download import DeadlineExceeded, download_to
 from ._exceptions import (
     ConflictError,
     GenerationTimeoutError,
@@ -25,6 +25,7 @@ from ._models import GenerationStatus, Submission, VideoResult
 from ._pipeline import Call, Pipeline
 from ._poller import Poller, Track
 from ._progress import GenerationProgress, check_timeout
+from ._transfers import Transfers
 
 __all__ = [
     "DEFAULT_WAIT",

@@ -27,7 +27,7 @@ from ._retries import Failure
 from ._runtime import current_loop, forks, running_asyncio
 from ._send import CoolDown, Retries, Retryable, Unanswered, send
 
-__all__ = ["Call", "Lifecycle", "Pipeline", "Retryable"]
+__all__ = ["Call", "Lifecycle", "Pipeline"]
 
 logger = logging.getLogger("kolbo_async")
 

@@ -27,9 +27,9 @@ from ._config import RateLimits
 from ._exceptions import RateLimitError
 from ._models import GenerationStatus
 from ._pacing import Pacer
-from ._pipeline import Retryable
 from ._poll_plan import PollPlan, Track
 from ._retries import POLL_BUDGET_SHARE
+from ._send import Retryable
 
 if TYPE_CHECKING:
     import random

@@ -1,7 +1,7 @@
 """Pure decisions: what failed, whether to try again, how long to wait.
 
-Nothing here awaits, sleeps or touches a socket; `_pipeline.py` acts on these answers, so each
-rule can be tested as a plain function.
+Nothing here awaits, sleeps or touches a socket; `_send.Retries` and `_poll_plan` act on these
+answers, so each rule can be tested as a plain function.
 """
 
 from __future__ import annotations

@@ -19,31 +19,24 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._batch_feed import Look, open_feed, resolve
 from ._batch_journal import BatchJournal
 from ._batch_send import Created, Fault, post
-from ._batch_types import BatchOutcome, Nothing, Submitter
+from ._batch_types import BatchOutcome, Nothing, Submitter, warn_unfinished
 from ._budget import Budget
-from ._exceptions import (
-    APIConnectionError,
-    APIStatusError,
-    InvalidRequestError,
-    KolboError,
-    SubmissionOutcomeUnknownError,
-    outcome_error,
-)
+from ._exceptions import InvalidRequestError, KolboError, outcome_error
 from ._handles import AsyncGeneration, poller_of
-from ._journal import Journal, item_keys
-from ._journal_path import journal_path
+from ._journal_path import SharedSpec, journal_spec
 from ._models import Submission
 from ._poller import Listener, Poller, Track
 from ._requests import BatchRequest
-from ._rerun import Ended, Send, Step, Unknown, plan, unknown_error
+from ._rerun import Step
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
 # Defined beside it, and imported from here by the client and the blocking wrapper.
-__all__ = ["AsyncBatch", "BatchOutcome", "Nothing", "Submitter", "completion_batch", "journal_path"]
+__all__ = ["AsyncBatch", "BatchOutcome", "Nothing", "Submitter", "completion_batch", "journal_spec"]
 
 logger = logging.getLogger("kolbo_async")
 
@@ -66,21 +59,24 @@ class AsyncBatch:
         items: Sequence[tuple[BatchRequest, str, dict[str, Any]]] = (),
         handles: Sequence[AsyncGeneration] = (),
         concurrency: int = 8,
-        journal: Path | None = None,
+        journal: Path | SharedSpec | None = None,
         max_credits: float | None = None,
         resubmit_unknown: bool = False,
     ) -> None:
+        if isinstance(journal, SharedSpec) and max_credits is not None:
+            raise InvalidRequestError(
+                "max_credits", "bounds one process's spending: it does not go with a journal "
+                "shared by many workers (postgresql://)",
+            )  # fmt: skip
         self._poller = poller
         self._submitter = submitter
         self._items = items
         self._handles = handles
         self._concurrency = concurrency
-        self._journal_path = journal
-        self._journal = BatchJournal()  # the real one once opened
+        self._feed = open_feed(journal, [(path, body) for _, path, body in items],
+                               resubmit_unknown=resubmit_unknown)  # fmt: skip
         self._budget = Budget(max_credits)
-        self._resubmit_unknown = resubmit_unknown
         self._listener = Listener(every=False)
-        self._queue: deque[int] = deque()
         self._outcomes: deque[BatchOutcome[AsyncGeneration]] = deque()
         # Items per track: two handles on one id (attached twice, or a server answering two
         # POSTs with one id) share a track, and each still gets its outcome.
@@ -130,16 +126,25 @@ class AsyncBatch:
         with anyio.CancelScope(shield=True):
             await self._journal.close()
 
+    @property
+    def _journal(self) -> BatchJournal:
+        return self._feed.journal
+
     def __del__(self) -> None:
         # `break` out of `async for` calls nothing, but CPython collects the batch at once.
         # (A Ctrl-C may have interrupted `__init__`: then there is nothing to do.)
         if not getattr(self, "_closed", True):
             self._warn_unfinished()
-        journal = getattr(self, "_journal", None)
-        if journal is not None:
-            journal.close_now()
+        feed = getattr(self, "_feed", None)
+        if feed is not None:
+            feed.journal.close_now()
 
     async def __anext__(self) -> BatchOutcome[AsyncGeneration]:
+        outcome = await self._next()
+        self._journal.handed(outcome.index)  # a shared journal hands it to nobody else
+        return outcome
+
+    async def _next(self) -> BatchOutcome[AsyncGeneration]:
         if self._outcomes:
             return self._outcomes.popleft()
         if self._closed:
@@ -153,7 +158,7 @@ class AsyncBatch:
                 fatal, self._fatal = self._fatal, None
                 await self.aclose()
                 raise fatal
-            if not (self._running or self._posting or self._queue):
+            if not (self._running or self._posting or self._feed.waiting()):
                 await self.aclose()  # nothing is left to warn about
                 raise StopAsyncIteration
             # The submitter stops (through its own scope) whenever an outcome is ready. A
@@ -163,7 +168,7 @@ class AsyncBatch:
             # warns, at once.
             stop = anyio.CancelScope()
             async with anyio.create_task_group() as tg:
-                if self._queue and not self._halted:
+                if self._feed.waiting() and not self._halted:
                     tg.start_soon(AsyncBatch._submit_loop, weakref.ref(self), tg, stop)
                 listener.woken = False  # its own flag: set by `_wake` from the submitter
                 await poller.wait(listener, None)
@@ -186,37 +191,25 @@ class AsyncBatch:
     async def _resume(self) -> None:
         for index, handle in enumerate(self._handles):
             self._track(handle, index, fresh=True)
-        steps: list[Step] = [Send()] * len(self._items)
-        if self._journal_path is not None:
-            journal = Journal(self._journal_path)
-            rows = await journal.open()  # locked and checked before anything is sent
-            keys = item_keys([(path, body) for _, path, body in self._items])
-            self._journal = BatchJournal(journal, keys)
-            steps = plan(keys, rows, resubmit_unknown=self._resubmit_unknown)
-        paid: list[tuple[int, Submission]] = []
-        for index, ((request, _, _), step) in enumerate(zip(self._items, steps, strict=True)):
-            if isinstance(step, Send):
-                self._queue.append(index)
-            elif isinstance(step, Unknown):
-                error = unknown_error(index, step.detail)
-                self._outcomes.append(BatchOutcome(index, request, None, None, error))
-            else:
-                paid.append((index, step.submission))
-                assert self._submitter is not None  # a journal comes with generate_many
-                if isinstance(step, Ended):
-                    status = step.status
-                    handle = self._submitter.attach(step.generation_id, step.submission, status)
-                    self._outcomes.append(
-                        BatchOutcome(index, request, handle, status, outcome_error(status))
-                    )
-                else:
-                    handle = self._submitter.attach(step.generation_id, step.submission, None)
-                    self._track(handle, index, fresh=True)
-        if self._budget.limit is not None and self._queue and self._submitter is not None:
+        steps = await self._feed.open()  # locked and checked before anything is sent
+        paid = self._dispatch(steps)
+        if self._budget.limit is not None and self._feed.waiting() and self._submitter:
             models = await self._submitter.catalog()
             self._budget.catalog = {model.identifier: model for model in models}
         for index, submission in paid:
             self._account(index, submission)
+
+    def _dispatch(self, steps: list[tuple[int, Step]]) -> list[tuple[int, Submission]]:
+        """Act on what a journal says of items not to send: report or yield them, or
+        re-attach and poll them; returns what earlier runs paid for them."""
+        if not steps:
+            return []
+        assert self._submitter is not None  # a journal comes with generate_many
+        acts = resolve(steps, [request for request, _, _ in self._items], self._submitter)
+        self._outcomes.extend(acts.outcomes)
+        for index, handle in acts.attached:
+            self._track(handle, index, fresh=True)
+        return acts.paid
 
     def _track(self, generation: AsyncGeneration, index: int, *, fresh: bool) -> None:
         poller = self._poller
@@ -251,6 +244,13 @@ class AsyncBatch:
                 if isinstance(ready, anyio.Event):
                     await ready.wait()
                     continue
+                look = await AsyncBatch._look(ref)
+                if look is None:
+                    return
+                if look.steps or not look.send:  # slots taken over, or others hold the rest
+                    if not look.steps:
+                        await anyio.sleep(look.wait)  # the journal's clock: real seconds
+                    continue
                 # Waited for (and counted) here, cancellably; the POST itself is shielded.
                 await admit()
                 batch = ref()
@@ -259,16 +259,38 @@ class AsyncBatch:
                 batch._launch(tg)
                 del batch
 
+    @staticmethod
+    async def _look(ref: weakref.ref[AsyncBatch]) -> Look | None:
+        """Ask the feed what to do, and act on the items it took over (None: stop)."""
+        batch = ref()
+        feed = batch._feed if batch is not None else None
+        del batch
+        try:
+            look = None if feed is None else await feed.look()
+        except KolboError as error:  # the shared journal stayed unreachable
+            look, failed = None, error
+        batch = ref()
+        if batch is None or look is None:
+            if batch is not None and feed is not None:
+                batch._halt(batch._feed.journal.lost(failed))
+            return None
+        for index, submission in batch._dispatch(look.steps):
+            batch._account(index, submission)
+        if look.steps or not batch._feed.waiting():
+            batch._wake()
+        return look if batch._feed.waiting() else None
+
     def _ready(self) -> anyio.Event | bool:
         """Whether the next item may be admitted now (True), once a slot frees (the event
         to wait for), or not at all (False: nothing to send, or the batch halted)."""
-        if not self._queue or self._halted:
+        if not self._feed.waiting() or self._halted:
             return False
         one_at_a_time = self._budget.limit is not None and self._posting > 0
         if one_at_a_time or len(self._running) + self._posting >= self._concurrency:
             self._slot = wait = anyio.Event()
             return wait
-        refusal = self._budget.refusal(self._items[self._queue[0]][2])
+        first = self._feed.peek()
+        refusal = None if first is None else self._budget.refusal(self._items[first][2])
         if refusal is not None:
             self._halt(refusal)
             return False
@@ -276,20 +298,27 @@ class AsyncBatch:
 
     def _launch(self, tg: TaskGroup) -> None:
         """POST the next item (admitted in the generation window)."""
-        if not self._queue or self._halted:
+        if not self._feed.waiting() or self._halted:
             return  # halted while it was being admitted
-        index = self._queue.popleft()
         self._posting += 1
-        tg.start_soon(self._post, index)
+        tg.start_soon(self._post)
 
-    async def _post(self, index: int) -> None:
-        request, path, body = self._items[index]
+    async def _post(self) -> None:
         assert self._submitter is not None  # items come with generate_many
+        index = None
         try:
-            # `_refused` is read here, each time: it is this module's rule (and tests swap it).
-            answer = await post(index, path, body, self._submitter, self._journal, _refused)
+            try:
+                index = await self._feed.take()
+            except KolboError as error:  # the shared journal stayed unreachable
+                self._halt(self._journal.lost(error))
+                return
+            if index is None:
+                return  # another worker took the last one meanwhile
+            request, path, body = self._items[index]
+            answer = await post(index, path, body, self._submitter, self._journal)
         except anyio.get_cancelled_exc_class():
-            self._queue.appendleft(index)  # not sent: it goes back to be sent later
+            if index is not None:
+                self._feed.put_back(index)  # not sent: it goes back to be sent later
             raise
         finally:
             self._posting -= 1
@@ -318,8 +347,7 @@ class AsyncBatch:
     def _halt(self, error: KolboError) -> None:
         """Send nothing more: every item not yet sent ends with `error`."""
         self._halted = True
-        while self._queue:
-            index = self._queue.popleft()
+        for index in self._feed.halt():
             self._outcomes.append(BatchOutcome(index, self._items[index][0], None, None, error))
         self._wake()
 
@@ -357,32 +385,7 @@ class AsyncBatch:
             self._slot = None
 
     def _warn_unfinished(self) -> None:
-        left = [generation.id for generation in self.unfinished]
-        if not left:
-            return
-        shown = ", ".join(left[:10]) + (", ..." if len(left) > 10 else "")
-        logger.warning(
-            "A batch stopped before reporting %d generation(s) it submitted (already paid; "
-            "some may still be running on Kolbo): %s. Nothing was cancelled. "
-            "Re-attach with kolbo_async.as_completed("
-            "[client.generations.attach(id) for id in ids]), or run the batch again with the "
-            "same journal=.",
-            len(left),
-            shown,
-        )
-
-
-def _refused(error: KolboError) -> bool:
-    """Whether the POST certainly created nothing: Kolbo refused it (a 4xx), or the
-    connection was never made (the send path raises a plain `APIConnectionError` only then;
-    anything that may have reached Kolbo is `SubmissionOutcomeUnknownError`).
-
-    Anything else (an outcome-unknown error, a 5xx, an unreadable answer, an error of the
-    SDK's own) may have followed a POST that reached Kolbo.
-    """
-    if isinstance(error, APIConnectionError):
-        return not isinstance(error, SubmissionOutcomeUnknownError)
-    return isinstance(error, APIStatusError) and 400 <= error.status_code < 500
+        warn_unfinished([generation.id for generation in self.unfinished])
 
 
 def completion_batch(handles: Sequence[AsyncGeneration]) -> AsyncBatch:

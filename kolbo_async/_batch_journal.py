@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from ._exceptions import KolboError
-from ._journal import Journal
 from ._journal_keys import ItemKey
+from ._journal_store import JournalStore
 
 __all__ = ["BatchJournal"]
 
@@ -25,7 +25,9 @@ logger = logging.getLogger("kolbo_async")
 class BatchJournal:
     """`journal` (None: the batch keeps none), open, and each item's key in it by index."""
 
-    def __init__(self, journal: Journal | None = None, keys: Sequence[ItemKey] = ()) -> None:
+    def __init__(
+        self, journal: JournalStore | None = None, keys: Sequence[ItemKey] = ()
+    ) -> None:
         self._journal = journal
         self._keys = keys
 
@@ -42,11 +44,16 @@ class BatchJournal:
         try:
             await self._journal.intent(index, self._keys[index], path, body)
         except KolboError as error:
-            return KolboError(
-                f"Not submitted: {error} Nothing is sent without its record in the journal; "
-                "run the batch again with it once the journal can be written."
-            )
+            return self.lost(error)
         return None
+
+    @staticmethod
+    def lost(error: KolboError) -> KolboError:
+        """What every item not yet sent ends with once the journal cannot be written."""
+        return KolboError(
+            f"Not submitted: {error} Nothing is sent without its record in the journal; "
+            "run the batch again with it once the journal can be written."
+        )
 
     async def unsent(self, index: int) -> None:
         """Take back the intent of item `index`: its POST was certainly not sent."""
@@ -117,6 +124,11 @@ class BatchJournal:
             await self._journal.finished(self._keys[index], generation_id, status)
         except KolboError as failed:
             logger.warning("requests[%d]: %s", index, failed)
+
+    def handed(self, index: int) -> None:
+        """Item `index`'s outcome went to the caller."""
+        if self._journal is not None and self._keys:
+            self._journal.handed(self._keys[index])
 
     async def close(self) -> None:
         """Let the next run have the journal."""

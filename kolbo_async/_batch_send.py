@@ -9,7 +9,6 @@ perhaps stops the rest), or the SDK's own `Fault`. The batch acts on that.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import anyio
@@ -18,6 +17,8 @@ import attrs
 
 from ._batch_journal import BatchJournal
 from ._exceptions import (
+    APIConnectionError,
+    APIStatusError,
     AuthenticationError,
     InsufficientCreditsError,
     KolboError,
@@ -26,7 +27,7 @@ from ._exceptions import (
 )
 from ._handles import AsyncGeneration
 
-__all__ = ["Created", "Ends", "Fault", "Sender", "post"]
+__all__ = ["Created", "Ends", "Fault", "Sender", "post", "refused"]
 
 #: Errors after which no later POST of the batch can succeed: the rest are not sent.
 ACCOUNT_ERRORS = (InsufficientCreditsError, AuthenticationError, PermissionDeniedError)
@@ -70,17 +71,24 @@ class Fault:
 Answer = Created | Ends | Fault
 
 
+def refused(error: KolboError) -> bool:
+    """Whether the POST certainly created nothing: Kolbo refused it (a 4xx), or the
+    connection was never made (the send path raises a plain `APIConnectionError` only then;
+    anything that may have reached Kolbo is `SubmissionOutcomeUnknownError`).
+
+    Anything else (an outcome-unknown error, a 5xx, an unreadable answer, an error of the
+    SDK's own) may have followed a POST that reached Kolbo.
+    """
+    if isinstance(error, APIConnectionError):
+        return not isinstance(error, SubmissionOutcomeUnknownError)
+    return isinstance(error, APIStatusError) and 400 <= error.status_code < 500
+
+
 async def post(
-    index: int,
-    path: str,
-    body: dict[str, Any],
-    sender: Sender,
-    journal: BatchJournal,
-    refused: Callable[[KolboError], bool],
+    index: int, path: str, body: dict[str, Any], sender: Sender, journal: BatchJournal
 ) -> Answer:
     """Send item `index` (admitted in the generation window) and record what came of it.
 
-    `refused` tells an error that certainly created nothing (see `_batch._refused`).
     A cancellation before the POST leaves is raised, with the intent taken back.
     """
     with anyio.CancelScope(shield=True):  # a write that started is finished
@@ -100,19 +108,14 @@ async def post(
     answer: Answer
     with anyio.CancelScope(shield=True):
         try:
-            answer = await _send(index, path, body, sender, journal, refused)
+            answer = await _send(index, path, body, sender, journal)
         except Exception as exc:  # the SDK's own fault: stop, never an ExceptionGroup
             answer = Fault(exc)
     return answer
 
 
 async def _send(
-    index: int,
-    path: str,
-    body: dict[str, Any],
-    sender: Sender,
-    journal: BatchJournal,
-    refused: Callable[[KolboError], bool],
+    index: int, path: str, body: dict[str, Any], sender: Sender, journal: BatchJournal
 ) -> Answer:
     if sender.closed():
         await journal.unsent(index)

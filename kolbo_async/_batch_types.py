@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import attrs
@@ -17,9 +18,11 @@ if TYPE_CHECKING:
 
     from ._handles import AsyncGeneration
 
-__all__ = ["BatchOutcome", "Nothing", "Submitter"]
+__all__ = ["BatchOutcome", "Nothing", "Submitter", "warn_unfinished"]
 
 H = TypeVar("H")
+
+logger = logging.getLogger("kolbo_async")
 
 
 @attrs.frozen
@@ -86,3 +89,19 @@ class Nothing:
 
     async def aclose(self) -> None:
         """Nothing to close."""
+
+
+def warn_unfinished(left: list[str]) -> None:
+    """Warn that a batch stopped before reporting the generations `left` (ids)."""
+    if not left:
+        return
+    shown = ", ".join(left[:10]) + (", ..." if len(left) > 10 else "")
+    logger.warning(
+        "A batch stopped before reporting %d generation(s) it submitted (already paid; "
+        "some may still be running on Kolbo): %s. Nothing was cancelled. "
+        "Re-attach with kolbo_async.as_completed("
+        "[client.generations.attach(id) for id in ids]), or run the batch again with the "
+        "same journal=.",
+        len(left),
+        shown,
+    )

@@ -138,6 +138,9 @@ class Journal:
         await self._run(f"record the end of generation {generation_id}", self._update, key,
                         FINISHED, generation_id, None, json.dumps(dict(status)), None)  # fmt: skip
 
+    def handed(self, key: ItemKey) -> None:
+        """Nothing to do: the run holds the whole file."""
+
     async def close(self) -> None:
         """Close the file and let the next run have it."""
         if self._db is not None or self._held:

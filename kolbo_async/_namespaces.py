@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ._batch import AsyncBatch, journal_path
+from ._batch import AsyncBatch, journal_spec
 from ._config import positive_int
 from ._convert import structure
 from ._exceptions import InvalidRequestError
@@ -87,6 +87,8 @@ class AsyncVideos:
         journal: str | os.PathLike[str] | None = None,
         max_credits: float | None = None,
         resubmit_unknown: bool = False,
+        batch_id: str | None = None,
+        lease: float | None = None,
     ) -> AsyncBatch:
         """Submit many generations; yield a `BatchOutcome` for each as it finishes.
 
@@ -108,6 +110,13 @@ class AsyncVideos:
                 until charged, once the charges reach it). POSTs then go one at a time.
             resubmit_unknown: with a journal, send again the items whose earlier POST
                 outcome is unknown (you checked they were not created).
+            batch_id: with ``journal="postgresql://..."``, the batch that workers on any
+                number of machines share: each passes the same requests and `batch_id`, each
+                item is claimed (and sent) by one worker, and each worker yields the outcomes
+                of the items it claimed. Needs ``kolbo-async[postgres]``.
+            lease: seconds a worker holds its items without renewing them (default 60;
+                renewed while it lives); a dead worker's items are then taken over:
+                re-attached when their id is known, else reported outcome-unknown.
 
         Example:
             >>> requests = [TextToVideo(p, duration=5) for p in prompts]      # doctest: +SKIP
@@ -136,7 +145,7 @@ class AsyncVideos:
             submitter=_Submitter(self),
             items=items,
             concurrency=concurrency,
-            journal=journal_path(journal),
+            journal=journal_spec(journal, batch_id, lease),
             max_credits=max_credits,
             resubmit_unknown=resubmit_unknown,
         )

@@ -189,6 +189,8 @@ class Videos:
         journal: str | os.PathLike[str] | None = None,
         max_credits: float | None = None,
         resubmit_unknown: bool = False,
+        batch_id: str | None = None,
+        lease: float | None = None,
     ) -> Batch:
         """Submit many generations; yield a `BatchOutcome` for each as it finishes.
 
@@ -206,6 +208,8 @@ class Videos:
             journal=journal,
             max_credits=max_credits,
             resubmit_unknown=resubmit_unknown,
+            batch_id=batch_id,
+            lease=lease,
         )
         return Batch(self._runner, inner)
 

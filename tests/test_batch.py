@@ -127,7 +127,6 @@ class TestJournalArgument:
     @pytest.mark.parametrize(
         "url",
         [
-            "postgresql://user@db/kolbo",
             "redis://localhost:6379/0",
             "sqlite://",
             "sqlite://host/batch.db",

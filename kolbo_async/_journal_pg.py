@@ -263,7 +263,7 @@ class PostgresJournal:
                 continue
             error = None
             if isinstance(what, Unknown) and row.error is None:
-                error = f"its worker {owner} stopped, and its lease ran out, before the answer"
+                error = f"its worker {owner or ''} stopped before the answer was recorded"
                 what = Unknown(error)
             conn.execute(sql.TAKEN, {**params, "hash": key[0], "occ": key[1], "error": error})
             taken.append((key, what))

@@ -76,14 +76,16 @@ CLAIM = f"""UPDATE kolbo_journal_items SET state = 'intent', owner = %(me)s,
 FIND_CLAIM = """SELECT request_hash, occurrence FROM kolbo_journal_items
     WHERE batch_id = %(batch)s AND owner = %(me)s AND claim = %(claim)s"""
 
-#: Rows of other workers whose lease ran out, locked for this transaction. Only once the
-#: server has been up for a whole lease: after a restart every live worker first gets the
-#: time to renew the leases that ran out while the server was down.
+#: Rows a worker let go of when it stopped, and rows of other workers whose lease ran out,
+#: locked for this transaction. A lease counts only once the server has been up for a whole
+#: lease: after a restart every live worker first gets the time to renew the leases that ran
+#: out while the server was down.
 TAKE = """SELECT request_hash, occurrence, state, generation_id, submission, status, error,
         owner FROM kolbo_journal_items
-    WHERE batch_id = %(batch)s AND owner IS NOT NULL AND owner <> %(me)s
-        AND lease_until < now()
-        AND pg_postmaster_start_time() < now() - make_interval(secs => %(lease)s)
+    WHERE batch_id = %(batch)s AND owner IS DISTINCT FROM %(me)s
+        AND ((owner IS NULL AND state <> 'new')
+             OR (lease_until < now()
+                 AND pg_postmaster_start_time() < now() - make_interval(secs => %(lease)s)))
     ORDER BY idx LIMIT 100 FOR UPDATE SKIP LOCKED"""
 #: Taken over: ours now (an intent nobody will answer gets `error`, and so ends).
 TAKEN = f"""UPDATE kolbo_journal_items SET owner = %(me)s, lease_until = {_LEASE},
@@ -116,7 +118,7 @@ HANDED = """UPDATE kolbo_journal_items SET lease_until = NULL
 RENEW = f"""UPDATE kolbo_journal_items SET lease_until = {_LEASE}
     WHERE batch_id = %(batch)s AND owner = %(me)s AND lease_until IS NOT NULL"""
 #: Let go of what we hold and did not hand out: others (or a later worker) take it at once.
-RELEASE = """UPDATE kolbo_journal_items SET lease_until = now() - interval '1 second'
+RELEASE = """UPDATE kolbo_journal_items SET owner = NULL, lease_until = NULL, claim = NULL
     WHERE batch_id = %(batch)s AND owner = %(me)s AND lease_until IS NOT NULL"""
 
 UNSENT = f"""UPDATE kolbo_journal_items SET state = 'new', owner = NULL, lease_until = NULL,

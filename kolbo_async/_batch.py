@@ -25,7 +25,7 @@ from ._batch_send import Created, Fault, post
 from ._batch_types import BatchOutcome, Nothing, Submitter, warn_unfinished
 from ._budget import Budget
 from ._exceptions import InvalidRequestError, KolboError, outcome_error
-from ._handles import AsyncGeneration, poller_of
+from ._handles import AsyncGeneration, poller_of, track_of
 from ._journal_path import SharedSpec, journal_spec
 from ._models import Submission
 from ._poller import Listener, Poller, Track
@@ -135,6 +135,8 @@ class AsyncBatch:
         # (A Ctrl-C may have interrupted `__init__`: then there is nothing to do.)
         if not getattr(self, "_closed", True):
             self._warn_unfinished()
+            for track in self._running:  # what it listened to no longer waits on it
+                self._poller.unwatch(self._listener, track)
         feed = getattr(self, "_feed", None)
         if feed is not None:
             feed.journal.close_now()
@@ -213,8 +215,7 @@ class AsyncBatch:
 
     def _track(self, generation: AsyncGeneration, index: int, *, fresh: bool) -> None:
         poller = self._poller
-        hint = None if generation.submission is None else generation.submission.poll_interval_hint
-        track = poller.track(generation.id, fallback_hint=hint)
+        track = track_of(generation)
         # Just submitted: it is pending, so its first poll waits for the hint.
         due = None if fresh else poller.clock.now() + track.interval()
         items = self._running.get(track)

@@ -107,7 +107,7 @@ class AsyncKolbo:
         self._rate_limits = rate_limits
         pacer = Pacer(rate_limits, clock, api_key=settings.api_key)
         rng = random.Random()
-        self._pipeline = pipeline = Pipeline(
+        self._pipeline = Pipeline(
             settings=settings,
             http=http_client,
             pacer=pacer,
@@ -117,7 +117,7 @@ class AsyncKolbo:
             rng=rng,
         )
         self._poller = Poller(
-            fetch=partial(fetch_status, pipeline),
+            fetch=fetch_status,
             clock=clock,
             pacer=pacer,
             rate_limits=rate_limits,

@@ -33,6 +33,7 @@ __all__ = [
     "fetch_status",
     "parse_status",
     "poller_of",
+    "track_of",
     "status_call",
 ]
 
@@ -81,7 +82,7 @@ class AsyncGeneration:
         # `known` from elsewhere (a batch journal), which then costs no poll.
         self._track: Track | None = None
         if known is not None:
-            self._track = poller.track(generation_id, known=known)
+            self._track = poller.track(generation_id, known=known, via=pipeline)
 
     @property
     def _status(self) -> Call:
@@ -93,7 +94,7 @@ class AsyncGeneration:
     def _tracked(self) -> Track:
         if self._track is None:
             hint = None if self.submission is None else self.submission.poll_interval_hint
-            self._track = self._poller.track(self.id, fallback_hint=hint)
+            self._track = self._poller.track(self.id, fallback_hint=hint, via=self._pipeline)
         return self._track
 
     def __repr__(self) -> str:
@@ -325,6 +326,11 @@ def parse_status(generation_id: str, data: dict[str, Any]) -> GenerationStatus:
 def poller_of(generation: AsyncGeneration) -> Poller:
     """The shared poller of the client `generation` came from (for a batch of handles)."""
     return generation._poller
+
+
+def track_of(generation: AsyncGeneration) -> Track:
+    """`generation`'s track in its poller, polled through the handle's own client settings."""
+    return generation._tracked()
 
 
 async def fetch_status(pipeline: Pipeline, generation_id: str) -> GenerationStatus:

@@ -64,6 +64,7 @@ class Track:
         "seq",
         "status",
         "version",
+        "via",
         "watchers",
         "weight",
     )
@@ -82,6 +83,9 @@ class Track:
         self.watchers: list[object] = []
         self.weight = 0.0  # polls per second it asks for (1 / interval)
         self.counted = False  # its weight is in the load: planned or in flight
+        #: What the poller polls it through (the client, or `with_options` copy, of the
+        #: handle that last asked): opaque here.
+        self.via: object = None
 
     @property
     def finished(self) -> bool:
@@ -130,16 +134,20 @@ class PollPlan:
         *,
         fallback_hint: float | None = None,
         known: GenerationStatus | None = None,
+        via: object = None,
     ) -> Track:
         """The track of `generation_id` (one per id while anyone holds it), made on first use.
 
         `known` is a terminal status learnt elsewhere (a batch journal): no poll is needed.
+        `via` is what to poll it through from now on (the asker's client settings).
         """
         track = self._tracks.get(generation_id)
         if track is None:
             track = self._tracks[generation_id] = Track(generation_id, fallback_hint)
         elif track.fallback_hint is None:
             track.fallback_hint = fallback_hint
+        if via is not None:
+            track.via = via
         if known is not None and track.status is None:
             track.status = known
             track.version += 1
@@ -279,21 +287,23 @@ class PollPlan:
         """A poll was cancelled before its answer: poll again soon."""
         self._again(track, now)
 
-    def join(self, track: Track, watcher: object, *, fresh: bool, every: bool, now: float) -> bool:
+    def join(
+        self, track: Track, watcher: object, *, fresh: bool, every: bool, live: bool, now: float
+    ) -> bool:
         """`watcher` starts watching `track`; True when it should be told of the track now.
 
-        `fresh` asks for a status polled from now on (a new `progress()`), unless others
-        already watch the track, whose latest status is then news enough (for a watcher of
-        `every` status); otherwise the track keeps its planned turn. A fresh wait also
-        clears an old error (tries again after, say, a 404).
+        `fresh` asks for a status polled from now on (a new `progress()` or wait): polled now,
+        and an old error cleared (a new wait tries again after, say, a 404), unless the status
+        is terminal, or (for a watcher of `every` status) another watcher is `live`ly waiting
+        on the track, whose latest status is then as fresh as a poll. Otherwise the track
+        keeps its planned turn.
         """
-        others = bool(track.watchers)
         track.watchers.append(watcher)
-        if fresh and not others and track.error is not None:
+        if fresh and track.error is not None:
             track.error = None
         if track.finished:
             return True
-        if fresh and others and track.status is not None and every:
+        if fresh and live and every and track.status is not None:
             return True
         if not track.in_flight:
             self.plan(track, now if fresh else track.due)

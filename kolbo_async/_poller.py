@@ -18,7 +18,7 @@ import itertools
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -45,7 +45,8 @@ logger = logging.getLogger("kolbo_async")
 #: Clock seconds a departing driver lets in-flight polls land before cancelling them.
 GRACE = 1.0
 
-Fetch = Callable[[str], Awaitable[GenerationStatus]]
+#: One status poll: ``fetch(via, generation_id)``, `via` being the track's (`Track.via`).
+Fetch = Callable[[Any, str], Awaitable[GenerationStatus]]
 
 
 class Listener:
@@ -75,8 +76,10 @@ class Poller:
     """The driver; one per client, shared by its `with_options` copies.
 
     Args:
-        fetch: one status poll of a generation id, already paced by the poller; a failure
-            worth retrying comes out as `Retryable`.
+        fetch: one status poll of a generation id through its track's `via` (the settings of
+            the client that asked), already paced by the poller; a failure worth retrying
+            comes out as `Retryable`.
+        hooks: told of each change of state or progress a poll finds (`_hooks.StateChanged`).
     """
 
     def __init__(
@@ -118,9 +121,10 @@ class Poller:
         *,
         fallback_hint: float | None = None,
         known: GenerationStatus | None = None,
+        via: object = None,
     ) -> Track:
         """The track of `generation_id`, shared by every handle on it (see `PollPlan.track`)."""
-        return self.plan.track(generation_id, fallback_hint=fallback_hint, known=known)
+        return self.plan.track(generation_id, fallback_hint=fallback_hint, known=known, via=via)
 
     def watch(
         self, listener: Listener, track: Track, *, fresh: bool, due: float | None = None
@@ -133,7 +137,10 @@ class Poller:
         """
         if due is not None and not track.in_flight:
             track.due = due
-        if self.plan.join(track, listener, fresh=fresh, every=listener.every, now=self.clock.now()):
+        live = _wanted(track)  # before joining: is anyone else waiting on it right now?
+        if self.plan.join(
+            track, listener, fresh=fresh, every=listener.every, live=live, now=self.clock.now()
+        ):
             self._tell(listener, track)
         elif track.seq >= 0:
             self._wake_driver(track.due)
@@ -256,7 +263,7 @@ class Poller:
         plan = self.plan
         settled = False
         try:
-            status = await self.fetch(track.id)
+            status = await self.fetch(track.via, track.id)
         except Retryable as failed:
             settled = True
             delay = plan.on_failure(track, failed.attempt, failed.error, self.clock.now())

@@ -35,7 +35,7 @@ def free() -> float:
 
 def watched(p: PollPlan, generation_id: str, *, now: float = 0.0, hint: float = 5.0) -> Track:
     track = p.track(generation_id, fallback_hint=hint)
-    p.join(track, object(), fresh=True, every=True, now=now)
+    p.join(track, object(), fresh=True, every=True, live=False, now=now)
     return track
 
 
@@ -54,7 +54,7 @@ class TestTracks:
     def test_a_known_terminal_status_needs_no_poll(self) -> None:
         p = plan()
         track = p.track("a", known=status("completed"))
-        assert p.join(track, object(), fresh=True, every=True, now=0.0)  # tell at once
+        assert p.join(track, object(), fresh=True, every=True, live=False, now=0.0)  # tell at once
         assert p.due(0.0, wanted=everyone, admit=free) == ([], [], math.inf)
 
     def test_interval_prefers_the_status_hint_then_the_submission(self) -> None:
@@ -87,7 +87,7 @@ class TestDue:
         p = plan()
         track = p.track("a", fallback_hint=2)
         me = object()
-        p.join(track, me, fresh=True, every=True, now=0.0)
+        p.join(track, me, fresh=True, every=True, live=False, now=0.0)
         assert p.load == pytest.approx(0.5)
         assert p.leave(track, me)
         assert p.load == 0.0 and not p.leave(track, me)
@@ -150,11 +150,33 @@ class TestFailures:
         p = plan()
         track = p.track("a")
         p.on_error(track, KeyError("404"))
-        assert p.join(track, object(), fresh=False, every=True, now=0.0)  # told: it ended
+        assert p.join(track, object(), fresh=False, every=True, live=False, now=0.0)  # told: it ended
         other = p.track("b")
         p.on_error(other, KeyError("404"))
-        assert not p.join(other, object(), fresh=True, every=True, now=0.0)
+        assert not p.join(other, object(), fresh=True, every=True, live=False, now=0.0)
         assert other.error is None and other.seq >= 0  # tried again
+
+    def test_a_fresh_wait_polls_unless_another_waiter_keeps_the_status_fresh(self) -> None:
+        """A new progress() on an id someone else is waiting on right now gets its latest
+        status at once; on an id nobody waits on (a batch left with `break`), a poll now."""
+        p = plan()
+        track = watched(p, "a")
+        p.due(0.0, wanted=everyone, admit=free)
+        p.on_status(track, status("processing"), now=0.0)
+        p.landed(track)
+        assert p.join(track, object(), fresh=True, every=True, live=True, now=1.0)
+        assert not p.join(track, object(), fresh=True, every=True, live=False, now=1.0)
+        assert track.due == 1.0  # polled now, not at its planned turn
+
+    def test_a_fresh_wait_clears_an_error_others_still_hold(self) -> None:
+        """After a 404 every waiter is told; a retry polls again even while the others are
+        still registered."""
+        p = plan()
+        track = watched(p, "a")
+        p.on_error(track, KeyError("404"))
+        assert not p.join(track, object(), fresh=True, every=True, live=True, now=2.0)
+        assert track.error is None
+        assert p.due(2.0, wanted=everyone, admit=free)[0] == [track]
 
     def test_a_cancelled_poll_is_planned_again_now(self) -> None:
         p = plan()

@@ -146,7 +146,10 @@ class Browser:
         return reply["result"]
 
     def open_page(self) -> None:
-        target = self.send("Target.createTarget", {"url": "about:blank"}, session=None)
+        # The first command waits for the browser to start: slow on a loaded machine.
+        target = self.send(
+            "Target.createTarget", {"url": "about:blank"}, session=None, timeout=60
+        )
         attached = self.send(
             "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True},
             session=None,
@@ -281,7 +284,7 @@ def app_deps() -> None:
         _require("the 'web' extra (pip install -e '.[web]')", False)
 
 
-@pytest.mark.timeout(55)
+@pytest.mark.timeout(120)
 @pytest.mark.usefixtures("app_deps")
 def test_prompt_progress_video_and_restart_in_chromium(browser: Browser, tmp_path: Path) -> None:
     sim = Simulator(api_key=KEY, speed=SPEED, processing_seconds=PROCESSING)

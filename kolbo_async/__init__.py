@@ -9,7 +9,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._batch import BatchOutcome as BatchOutcome
 from ._client import AsyncKolbo as AsyncKolbo
@@ -87,11 +87,44 @@ from ._models import (
 from ._models import (
     VideoResult as VideoResult,
 )
+from ._raw import RawResponse as RawResponse
 from ._requests import ImageToVideo as ImageToVideo
 from ._requests import TextToVideo as TextToVideo
 from ._sync import Kolbo as Kolbo
 from ._sync_handles import Generation as Generation
 from ._sync_handles import as_completed as as_completed
+
+if TYPE_CHECKING:  # loaded on first use (`__getattr__`): attrs classes cost import time
+    from ._hooks import (
+        CooldownStarted as CooldownStarted,
+    )
+    from ._hooks import (
+        DownloadProgress as DownloadProgress,
+    )
+    from ._hooks import (
+        Event as Event,
+    )
+    from ._hooks import (
+        GenerationSubmitted as GenerationSubmitted,
+    )
+    from ._hooks import (
+        PacingWait as PacingWait,
+    )
+    from ._hooks import (
+        RequestDone as RequestDone,
+    )
+    from ._hooks import (
+        Retrying as Retrying,
+    )
+    from ._hooks import (
+        StateChanged as StateChanged,
+    )
+
+#: The hooks' events, in `_hooks`, which only a client with hooks needs.
+_EVENTS = frozenset({
+    "CooldownStarted", "DownloadProgress", "Event", "GenerationSubmitted", "PacingWait",
+    "RequestDone", "Retrying", "StateChanged",
+})  # fmt: skip
 
 __all__ = [
     "APIConnectionError",
@@ -104,12 +137,16 @@ __all__ = [
     "BadRequestError",
     "BatchOutcome",
     "ConflictError",
+    "CooldownStarted",
     "Credits",
+    "DownloadProgress",
+    "Event",
     "Failure",
     "Generation",
     "GenerationCancelledError",
     "GenerationFailedError",
     "GenerationStatus",
+    "GenerationSubmitted",
     "GenerationTimeoutError",
     "ImageToVideo",
     "InsufficientCreditsError",
@@ -119,9 +156,14 @@ __all__ = [
     "KolboError",
     "Model",
     "NotFoundError",
+    "PacingWait",
     "PermissionDeniedError",
     "RateLimitError",
     "RateLimits",
+    "RawResponse",
+    "RequestDone",
+    "Retrying",
+    "StateChanged",
     "Submission",
     "SubmissionOutcomeUnknownError",
     "TextToVideo",
@@ -131,6 +173,8 @@ __all__ = [
 
 # Tracebacks and reprs read `kolbo_async.RateLimitError`, not `kolbo_async._exceptions...`.
 for _name in __all__:
+    if _name in _EVENTS:
+        continue  # `_hooks` names its classes kolbo_async's itself
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("kolbo_async."):
         _obj.__module__ = "kolbo_async"
@@ -143,4 +187,9 @@ def __getattr__(name: str) -> Any:
         from importlib.metadata import version
 
         return version("kolbo-async")
+    if name in _EVENTS:
+        from . import _hooks
+
+        value = globals()[name] = getattr(_hooks, name)
+        return value
     raise AttributeError(f"module 'kolbo_async' has no attribute {name!r}")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
@@ -27,7 +28,11 @@ from ._namespaces import AsyncAccount, AsyncGenerations, AsyncModels, AsyncVideo
 from ._pacing import Pacer
 from ._pipeline import Pipeline
 from ._poller import Poller
+from ._raw import AsyncWithRawResponse
 from ._transfers import Transfers
+
+if TYPE_CHECKING:
+    from ._hooks import Hook
 
 __all__ = ["DEFAULT_RATE_LIMITS", "AsyncKolbo"]
 
@@ -50,6 +55,11 @@ class AsyncKolbo:
         http_client: an `httpx.AsyncClient` to send through; it is left open on close.
         rate_limits: client-side pacing, `RateLimits()` by default; None turns it off.
         max_concurrent_requests: requests in flight at once, across every handle.
+        hooks: callables, each called with every event of the client (`RequestDone`,
+            `Retrying`, `PacingWait`, `CooldownStarted`, `GenerationSubmitted`,
+            `StateChanged`, `DownloadProgress`: subclasses of `Event`), inline where it
+            happens: keep them quick. An exception from a hook is logged, never raised.
+            ``kolbo_async.otel.TracingHook()`` turns the events into OpenTelemetry spans.
 
     Example:
         >>> async with AsyncKolbo() as client:                            # doctest: +SKIP
@@ -62,6 +72,8 @@ class AsyncKolbo:
     models: AsyncModels
     generations: AsyncGenerations
     account: AsyncAccount
+    #: The same calls, each returning a `RawResponse` (status code, headers) to `parse()`.
+    with_raw_response: AsyncWithRawResponse
 
     def __init__(
         self,
@@ -73,6 +85,7 @@ class AsyncKolbo:
         http_client: httpx.AsyncClient | None = None,
         rate_limits: RateLimits | None = DEFAULT_RATE_LIMITS,
         max_concurrent_requests: int = 32,
+        hooks: Iterable[Hook] = (),
         _clock: Clock | None = None,
         _transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -87,6 +100,7 @@ class AsyncKolbo:
                 "rate_limits", f"must be a RateLimits or None, not {type(rate_limits).__name__}"
             )
         positive_int("max_concurrent_requests", max_concurrent_requests)
+        hooks = _checked_hooks(hooks)
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise TypeError(
                 f"http_client must be an httpx.AsyncClient, not {type(http_client).__name__}"
@@ -105,7 +119,7 @@ class AsyncKolbo:
             )
         clock = _clock or SYSTEM_CLOCK
         self._rate_limits = rate_limits
-        pacer = Pacer(rate_limits, clock, api_key=settings.api_key)
+        pacer = Pacer(rate_limits, clock, api_key=settings.api_key, hooks=hooks)
         rng = random.Random()
         self._pipeline = Pipeline(
             settings=settings,
@@ -115,6 +129,7 @@ class AsyncKolbo:
             limiter=anyio.Semaphore(max_concurrent_requests, fast_acquire=True),
             clock=clock,
             rng=rng,
+            hooks=hooks,
         )
         self._poller = Poller(
             fetch=fetch_status,
@@ -123,6 +138,7 @@ class AsyncKolbo:
             rate_limits=rate_limits,
             max_in_flight=max_concurrent_requests,
             rng=rng,
+            hooks=hooks,
         )
         # CDN downloads: their own connections and cap.
         self._transfers = Transfers(
@@ -141,6 +157,7 @@ class AsyncKolbo:
         self.models = AsyncModels(pipeline)
         self.generations = AsyncGenerations(handle)
         self.account = AsyncAccount(pipeline)
+        self.with_raw_response = AsyncWithRawResponse(pipeline, self._poller, handle)
 
     @property
     def base_url(self) -> httpx.URL:
@@ -225,6 +242,16 @@ class AsyncKolbo:
             f"<AsyncKolbo base_url={str(settings.base_url)!r} "
             f"max_retries={settings.max_retries} rate_limits={self._rate_limits!r}>"
         )
+
+
+def _checked_hooks(hooks: object) -> tuple[Hook, ...]:
+    if isinstance(hooks, (str, bytes)) or not isinstance(hooks, Iterable):
+        raise InvalidRequestError("hooks", f"must be a list of callables, not {hooks!r}")
+    hooks = tuple(hooks)
+    for index, hook in enumerate(hooks):
+        if not callable(hook):
+            raise InvalidRequestError(f"hooks[{index}]", f"must be callable, not {hook!r}")
+    return hooks
 
 
 def _max_retries(value: object) -> int:

@@ -27,7 +27,7 @@ from ._cdn_checks import (
     undecodable_encoding,
 )
 from ._clock import Clock
-from ._download_file import TargetExistsError, Writer, finish, open_temp, place, rewind
+from ._download_file import Writer, finish, open_temp, place, rewind
 from ._exceptions import (
     APIConnectionError,
     APIResponseValidationError,
@@ -79,7 +79,7 @@ async def download_to(
         # The clock's deadline is checked at every step of the transfer (so time a virtual
         # clock jumps counts); the scope also stops a transfer stuck between steps.
         with anyio.move_on_after(remaining if remaining is not None else float("inf")) as scope:
-            await _Fetch(pipeline, transfers, where, file, on_progress, deadline).run()
+            await _Fetch(pipeline, transfers, where, file, on_progress, deadline, target).run()
         if scope.cancelled_caught:
             raise DeadlineExceeded
         await anyio.to_thread.run_sync(finish, file)
@@ -112,7 +112,7 @@ class _Fetch:
     """One download's requests: the file, then the rest of it after each break, until whole."""
 
     __slots__ = ("clock", "deadline", "file", "on_progress", "pipeline", "shown", "state",
-                 "transfers", "url")  # fmt: skip
+                 "target", "transfers", "url")  # fmt: skip
 
     def __init__(
         self,
@@ -122,8 +122,10 @@ class _Fetch:
         file: IO[bytes],
         on_progress: ProgressCallback | None,
         deadline: float | None,
+        target: Path,
     ) -> None:
         self.pipeline = pipeline
+        self.target = target  # named in the hooks' DownloadProgress
         self.transfers = transfers
         self.url = url
         self.file = file
@@ -169,6 +171,11 @@ class _Fetch:
                     failed.error,
                     delay,
                 )
+                if pipeline.hooks:
+                    from ._hooks import retrying
+
+                    attempt = retries.done  # counted by delay(): the attempt that failed
+                    retrying(pipeline.hooks, "GET", self.shown.path, attempt, delay, failed.error)
                 await retries.wait(failed, delay)
 
     async def _admit(self) -> None:
@@ -182,7 +189,13 @@ class _Fetch:
         _check_deadline(clock, deadline)
 
     def _cool_down(self, retry_after: float | None) -> None:
-        self.transfers.cool_down(self.url.host, self.clock.now(), retry_after)
+        host, now = self.url.host, self.clock.now()
+        self.transfers.cool_down(host, now, retry_after)
+        if self.pipeline.hooks:
+            from ._hooks import CooldownStarted, emit
+
+            seconds = self.transfers.delay(host, now)
+            emit(self.pipeline.hooks, CooldownStarted(None, host, seconds))
 
     async def _attempt(self, http: httpx.AsyncClient, request: httpx.Request) -> bool:
         """One request; True when the file is whole. Raises `Retryable` for what the retry
@@ -236,6 +249,12 @@ class _Fetch:
     async def _receive(self, response: httpx.Response) -> None:
         """Append `response`'s body to the file, counting it in `state` as it arrives."""
         state, on_progress, shown = self.state, self.on_progress, self.shown
+        hooks = self.pipeline.hooks
+        if hooks:
+            from ._hooks import DownloadProgress, emit
+
+            path = str(self.target)
+            emit(hooks, DownloadProgress(path, state.done, state.expected))
         if on_progress is not None:
             on_progress(state.done, state.expected)
         # A body that starts the file is sniffed in full; a slice that continues it can hold
@@ -260,6 +279,8 @@ class _Fetch:
                     continue
                 state.done += len(chunk)
                 await writer.add(chunk)
+                if hooks:
+                    emit(hooks, DownloadProgress(path, state.done, state.expected))
                 if on_progress is not None:
                     on_progress(state.done, state.expected)
                 _check_deadline(self.clock, self.deadline)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -153,11 +154,21 @@ class AsyncVideos:
     async def _submit(
         self, path: str, body: dict[str, Any], *, admitted: bool = False
     ) -> AsyncGeneration:
+        hooks = self._pipeline.hooks
+        started = time.perf_counter()
         submission = await self._pipeline.call(
             Call("POST", path, json=body, generation=True, url=self._urls[path]),
             _parse_submission,
             admitted=admitted,
         )
+        if hooks:
+            from ._hooks import GenerationSubmitted, emit
+
+            model = submission.model or body.get("model")
+            seconds = time.perf_counter() - started
+            emit(hooks, GenerationSubmitted(
+                submission.generation_id, path, model, submission.credits_charged, seconds
+            ))  # fmt: skip
         return self._handle(submission.generation_id, submission=submission)
 
 

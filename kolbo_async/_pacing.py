@@ -14,6 +14,7 @@ that the process that saw it holds at once.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -22,6 +23,9 @@ from ._config import RateLimits
 from ._rate_store import RateStore, budget_name
 from ._shared_budget import SharedBudget, open_store
 from ._window import PERIOD, Window
+
+if TYPE_CHECKING:
+    from ._hooks import Hook
 
 __all__ = ["GENERATE", "REQUEST", "Pacer", "Window"]
 
@@ -51,11 +55,14 @@ class Pacer:
         store: RateStore | None = None,
         budget: str | None = None,
         window: float = PERIOD + SLACK,
+        hooks: tuple[Hook, ...] = (),
     ) -> None:
         """`api_key` names the budget in a shared store (only its hash is kept, see
         `budget_name`; `budget` gives the name directly). `store` overrides
-        ``limits.store``; `window` is the windows' length (tests shorten it)."""
+        ``limits.store``; `window` is the windows' length (tests shorten it); `hooks` are
+        told of each wait and cooldown (`_hooks.PacingWait`, `_hooks.CooldownStarted`)."""
         self._clock = clock
+        self.hooks = hooks
         # With pacing off the windows have no limit but still carry 429 cooldowns, so a
         # storm is waited out together rather than by each request on its own.
         self.paced = limits is not None
@@ -100,6 +107,7 @@ class Pacer:
             wait = self.delay(bucket)
             if wait > 0:
                 logger.debug("pacing: waiting %.2f s for a 429 cooldown", wait)
+                self._waits(bucket, wait)
                 await self._clock.sleep(wait)
             return
         if self.shared is not None:
@@ -141,6 +149,7 @@ class Pacer:
                     if wait <= 0:
                         return
                 logger.debug("pacing: waiting %.2f s for the shared %s budget", wait, bucket)
+                self._waits(bucket, wait)
                 await self._clock.sleep(wait)
 
     async def _admit_request(self) -> None:
@@ -154,6 +163,7 @@ class Pacer:
             if wait <= 0:
                 return
             logger.debug("pacing: waiting %.2f s for the %s window", wait, name)
+            self._waits(name, wait)
             await self._clock.sleep(wait)
 
     def cool_down(self, bucket: str, retry_after: float | None) -> float:
@@ -162,4 +172,14 @@ class Pacer:
         if self.shared is not None:
             self.shared.cool_down(bucket, retry_after)
         logger.debug("pacing: %s bucket cooling down for %.2f s after a 429", bucket, seconds)
+        if self.hooks:
+            from ._hooks import CooldownStarted, emit
+
+            emit(self.hooks, CooldownStarted(bucket, None, seconds))
         return seconds
+
+    def _waits(self, bucket: str, seconds: float) -> None:
+        if self.hooks:
+            from ._hooks import PacingWait, emit
+
+            emit(self.hooks, PacingWait(bucket, seconds))

@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import httpx
@@ -26,6 +26,9 @@ from ._pacing import GENERATE, REQUEST, Pacer
 from ._retries import Failure
 from ._runtime import current_loop, forks, running_asyncio
 from ._send import CoolDown, Retries, Retryable, Unanswered, send
+
+if TYPE_CHECKING:
+    from ._hooks import Hook
 
 __all__ = ["Call", "Lifecycle", "Pipeline"]
 
@@ -108,8 +111,8 @@ class Lifecycle:
 class Pipeline:
     """Sends `Call`s for one client; shared by every handle and `with_options` copy."""
 
-    __slots__ = ("_cool_generate", "_cool_request", "clock", "http", "lifecycle", "limiter",
-                 "pacer", "rng", "settings")  # fmt: skip
+    __slots__ = ("_cool_generate", "_cool_request", "answers", "clock", "hooks", "http",
+                 "lifecycle", "limiter", "pacer", "rng", "settings")  # fmt: skip
 
     def __init__(
         self,
@@ -121,6 +124,7 @@ class Pipeline:
         clock: Clock,
         rng: random.Random,
         lifecycle: Lifecycle | None = None,
+        hooks: tuple[Hook, ...] = (),
     ) -> None:
         self.settings = settings
         self.http = http
@@ -129,6 +133,10 @@ class Pipeline:
         self.clock = clock
         self.rng = rng
         self.lifecycle = lifecycle or Lifecycle()
+        #: Called with each event (`_hooks`); empty: no event is even built.
+        self.hooks = hooks
+        #: The answers of a `capturing` copy's calls (a raw response's), else None.
+        self.answers: list[httpx.Response] | None = None
         # What a 429 cools down: the bucket of the call it answered.
         self._cool_generate: CoolDown = partial(pacer.cool_down, GENERATE)
         self._cool_request: CoolDown = partial(pacer.cool_down, REQUEST)
@@ -143,7 +151,15 @@ class Pipeline:
             clock=self.clock,
             rng=self.rng,
             lifecycle=self.lifecycle,
+            hooks=self.hooks,
         )
+
+    def capturing(self) -> Pipeline:
+        """A copy that keeps each answer it receives in `answers` (its request's key
+        masked): one per raw-response call, so concurrent calls never mix theirs."""
+        copy = self.with_settings(self.settings)
+        copy.answers = []
+        return copy
 
     def prepared(self, method: str, path: str) -> Call:
         """A reusable `Call` with its URL parsed once."""
@@ -182,10 +198,11 @@ class Pipeline:
                 admitted = False
             else:
                 await self.pacer.admit(bucket)
+            attempt = 1 if retries is None else retries.done + 1
             try:
                 if call.generation:
-                    return await self._paid_attempt(call, parse)
-                return await self._attempt(call, parse)
+                    return await self._paid_attempt(call, parse, attempt)
+                return await self._attempt(call, parse, attempt)
             except Retryable as failed:
                 if retries is None:
                     retries = Retries(
@@ -203,9 +220,15 @@ class Pipeline:
                     retries.done,
                     failed.error,
                 )
+                if self.hooks:
+                    from ._hooks import retrying
+
+                    retrying(self.hooks, call.method, call.path, attempt, delay, failed.error)
                 await retries.wait(failed, delay)
 
-    async def _paid_attempt(self, call: Call, parse: Callable[[dict[str, Any]], T]) -> T:
+    async def _paid_attempt(
+        self, call: Call, parse: Callable[[dict[str, Any]], T], attempt: int
+    ) -> T:
         """One attempt at a generation POST, run to its answer whatever the caller does.
 
         Once the POST may be on the wire, only its answer tells whether Kolbo charged for
@@ -221,7 +244,7 @@ class Pipeline:
             # an anyio shield; only a task of its own keeps the POST going. The caller leaves
             # at once, and the task reports what became of the POST when it lands.
             abandoned = [False]
-            task = asyncio.ensure_future(self._land(call, parse, abandoned))
+            task = asyncio.ensure_future(self._land(call, parse, attempt, abandoned))
             try:
                 outcome = await asyncio.shield(task)
             except asyncio.CancelledError:
@@ -232,7 +255,7 @@ class Pipeline:
                 raise
         else:
             with anyio.CancelScope(shield=True):
-                outcome = await self._land(call, parse)
+                outcome = await self._land(call, parse, attempt)
             try:
                 await anyio.lowlevel.checkpoint()
             except anyio.get_cancelled_exc_class():
@@ -247,6 +270,7 @@ class Pipeline:
         self,
         call: Call,
         parse: Callable[[dict[str, Any]], T],
+        attempt: int,
         abandoned: list[bool] | None = None,
     ) -> tuple[T | None, Exception | None]:
         """The paid attempt itself, counted while on the wire; its failure is returned, to
@@ -255,7 +279,7 @@ class Pipeline:
         lifecycle.paid_in_flight += 1
         outcome: tuple[T | None, Exception | None] | None = None
         try:
-            outcome = (await self._attempt(call, parse), None)
+            outcome = (await self._attempt(call, parse, attempt), None)
         except Exception as exc:
             outcome = (None, exc)
         finally:
@@ -275,9 +299,11 @@ class Pipeline:
         its cooldown by then): the poller, not this call, decides when to try again.
         """
         self.ensure_open()
-        return await self._attempt(call, parse)
+        return await self._attempt(call, parse, 1)
 
-    async def _attempt(self, call: Call, parse: Callable[[dict[str, Any]], T]) -> T:
+    async def _attempt(
+        self, call: Call, parse: Callable[[dict[str, Any]], T], attempt: int
+    ) -> T:
         settings = self.settings
         generation = call.generation
         # The key goes straight into the request (whose repr hides headers), never into a
@@ -300,9 +326,23 @@ class Pipeline:
                 self.limiter,
                 self._cool_generate if generation else self._cool_request,
             )
-        except Unanswered as lost:
-            raise_unanswered(lost, request, generation=generation, settings=settings)
+        except BaseException as exc:  # no answer: a transport error, cancelled, closed
+            if self.hooks:
+                from ._hooks import request_done
+
+                why = exc.cause if isinstance(exc, Unanswered) else exc
+                request_done(self.hooks, call.method, call.path, attempt, started, None, why)
+            if isinstance(exc, Unanswered):
+                raise_unanswered(exc, request, generation=generation, settings=settings)
+            raise
         response = answer.response
+        if self.hooks:
+            from ._hooks import request_done
+
+            request_done(self.hooks, call.method, call.path, attempt, started, response)
+        if self.answers is not None:
+            mask_key(request)
+            self.answers.append(response)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s %s -> %d (%.3f s)",

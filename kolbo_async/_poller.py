@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from ._clock import Clock
+    from ._hooks import Hook
 
 __all__ = ["Listener", "Poller", "Track"]
 
@@ -91,8 +92,10 @@ class Poller:
         rate_limits: RateLimits | None,
         max_in_flight: int,
         rng: random.Random,
+        hooks: tuple[Hook, ...] = (),
     ) -> None:
         self.fetch = fetch
+        self.hooks = hooks
         self.clock = clock
         self.pacer = pacer
         self.plan = PollPlan(
@@ -286,6 +289,8 @@ class Poller:
             self._tell_all(track)
         else:
             settled = True
+            if self.hooks:
+                _tell_hooks(self.hooks, track.status, status)
             plan.on_status(track, status, self.clock.now())
             if status.done:
                 self._tell_all(track)
@@ -317,6 +322,15 @@ class Poller:
     def _tell(self, listener: Listener, track: Track) -> None:
         listener.ready[track] = None
         self._notify(listener)
+
+
+def _tell_hooks(
+    hooks: tuple[Hook, ...], before: GenerationStatus | None, status: GenerationStatus
+) -> None:
+    if before is None or (before.state, before.progress) != (status.state, status.progress):
+        from ._hooks import StateChanged, emit
+
+        emit(hooks, StateChanged(status.generation_id, status.state, status.progress))
 
 
 def _wanted(track: Track) -> bool:

@@ -23,6 +23,7 @@ from ._namespaces import AsyncAccount, AsyncGenerations, AsyncModels, AsyncVideo
 from ._requests import ImageToVideo, TextToVideo, arguments_of
 from ._runner import Runner as _Runner
 from ._sync_handles import Batch, Generation
+from ._sync_raw import WithRawResponse
 
 __all__ = ["Kolbo"]
 
@@ -46,6 +47,8 @@ class Kolbo:
             its own loop); it is left open on close.
         rate_limits: client-side pacing, `RateLimits()` by default; None turns it off.
         max_concurrent_requests: requests in flight at once, across every handle and thread.
+        hooks: callables called with every `Event`, as `AsyncKolbo`'s (on the thread running
+            the client's loop: yours when no other call is using it).
 
     Raises:
         TypeError: `http_client` is not an `httpx.AsyncClient`.
@@ -62,6 +65,8 @@ class Kolbo:
     models: Models
     generations: Generations
     account: Account
+    #: The same calls, each returning a `RawResponse` (status code, headers) to `parse()`.
+    with_raw_response: WithRawResponse
 
     @arguments_of(AsyncKolbo)
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -88,6 +93,7 @@ class Kolbo:
         self.models = Models(runner, inner.models)
         self.generations = Generations(runner, inner.generations)
         self.account = Account(runner, inner.account)
+        self.with_raw_response = WithRawResponse(runner, inner.with_raw_response)
 
     @property
     def base_url(self) -> httpx.URL:

@@ -23,9 +23,10 @@ from ._requests import ImageToVideo, TextToVideo, arguments_of
 __all__ = ["AsyncWithRawResponse", "RawResponse"]
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
-class RawResponse(Generic[T]):
+class RawResponse(Generic[T_co]):
     """A call's HTTP answer, and its usual result: what ``client.with_raw_response.X(...)``
     returns (on `AsyncKolbo` and `Kolbo` alike).
 
@@ -41,7 +42,7 @@ class RawResponse(Generic[T]):
 
     __slots__ = ("_parsed", "http_response")
 
-    def __init__(self, http_response: httpx.Response, parsed: T) -> None:
+    def __init__(self, http_response: httpx.Response, parsed: T_co) -> None:
         self.http_response = http_response
         self._parsed = parsed
 
@@ -55,7 +56,7 @@ class RawResponse(Generic[T]):
         """The answer's headers (case-insensitive)."""
         return self.http_response.headers
 
-    def parse(self) -> T:
+    def parse(self) -> T_co:
         """What the call returns without ``with_raw_response`` (a handle, a list, ...)."""
         return self._parsed
 

@@ -15,7 +15,7 @@ from soak import BATCH, RERUN, SINGLE, broken, item_prompts, run_soak
 
 import kolbo_async as k
 import kolbo_async._answers as answers
-import kolbo_async._batch as batch
+import kolbo_async._batch_send as batch_send
 
 # Higher than the soak's rates, so that a short run meets every kind of replaced answer.
 RATES = GatewayRates(gateway_502=0.08, gateway_504=0.08, gateway_524=0.08, unreadable_200=0.08)
@@ -68,7 +68,7 @@ def test_soak_catches_a_gateway_page_taken_for_a_refusal(
     page reaches a generate() caller as a plain API error, and the rerun on the same journal
     pays again for items already created: the invariants say both."""
     monkeypatch.setattr(answers, "_is_envelope", lambda body: True)
-    monkeypatch.setattr(batch, "_refused", lambda error: isinstance(error, k.APIStatusError))
+    monkeypatch.setattr(batch_send, "refused", lambda error: isinstance(error, k.APIStatusError))
     report = run_soak(12, concurrency=12, seed=3, rates=GatewayRates(0.3, 0.3, 0.3, 0.0),
                       journal_dir=tmp_path, deadline=60)
     problems = broken(report)

@@ -87,7 +87,6 @@ from ._models import (
 from ._models import (
     VideoResult as VideoResult,
 )
-from ._raw import RawResponse as RawResponse
 from ._requests import ImageToVideo as ImageToVideo
 from ._requests import TextToVideo as TextToVideo
 from ._sync import Kolbo as Kolbo
@@ -119,12 +118,15 @@ if TYPE_CHECKING:  # loaded on first use (`__getattr__`): attrs classes cost imp
     from ._hooks import (
         StateChanged as StateChanged,
     )
+    from ._raw import RawResponse as RawResponse
 
-#: The hooks' events, in `_hooks`, which only a client with hooks needs.
-_EVENTS = frozenset({
-    "CooldownStarted", "DownloadProgress", "Event", "GenerationSubmitted", "PacingWait",
-    "RequestDone", "Retrying", "StateChanged",
-})  # fmt: skip
+#: Names loaded on first use, and their modules: the hooks' events (only a client with hooks
+#: needs them) and the raw responses' result.
+_LAZY = {
+    "CooldownStarted": "_hooks", "DownloadProgress": "_hooks", "Event": "_hooks",
+    "GenerationSubmitted": "_hooks", "PacingWait": "_hooks", "RequestDone": "_hooks",
+    "Retrying": "_hooks", "StateChanged": "_hooks", "RawResponse": "_raw",
+}  # fmt: skip
 
 __all__ = [
     "APIConnectionError",
@@ -173,8 +175,8 @@ __all__ = [
 
 # Tracebacks and reprs read `kolbo_async.RateLimitError`, not `kolbo_async._exceptions...`.
 for _name in __all__:
-    if _name in _EVENTS:
-        continue  # `_hooks` names its classes kolbo_async's itself
+    if _name in _LAZY:
+        continue  # their modules name them kolbo_async's themselves
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("kolbo_async."):
         _obj.__module__ = "kolbo_async"
@@ -187,9 +189,9 @@ def __getattr__(name: str) -> Any:
         from importlib.metadata import version
 
         return version("kolbo-async")
-    if name in _EVENTS:
-        from . import _hooks
+    if name in _LAZY:
+        from importlib import import_module
 
-        value = globals()[name] = getattr(_hooks, name)
+        value = globals()[name] = getattr(import_module(f"kolbo_async.{_LAZY[name]}"), name)
         return value
     raise AttributeError(f"module 'kolbo_async' has no attribute {name!r}")

@@ -28,11 +28,11 @@ from ._namespaces import AsyncAccount, AsyncGenerations, AsyncModels, AsyncVideo
 from ._pacing import Pacer
 from ._pipeline import Pipeline
 from ._poller import Poller
-from ._raw import AsyncWithRawResponse
 from ._transfers import Transfers
 
 if TYPE_CHECKING:
     from ._hooks import Hook
+    from ._raw import AsyncWithRawResponse
 
 __all__ = ["DEFAULT_RATE_LIMITS", "AsyncKolbo"]
 
@@ -72,8 +72,6 @@ class AsyncKolbo:
     models: AsyncModels
     generations: AsyncGenerations
     account: AsyncAccount
-    #: The same calls, each returning a `RawResponse` (status code, headers) to `parse()`.
-    with_raw_response: AsyncWithRawResponse
 
     def __init__(
         self,
@@ -157,7 +155,20 @@ class AsyncKolbo:
         self.models = AsyncModels(pipeline)
         self.generations = AsyncGenerations(handle)
         self.account = AsyncAccount(pipeline)
-        self.with_raw_response = AsyncWithRawResponse(pipeline, self._poller, handle)
+        self._handle = handle
+
+    @property
+    def with_raw_response(self) -> AsyncWithRawResponse:
+        """The calls that send a request, each returning a `RawResponse`: the HTTP answer's
+        ``status_code`` and ``headers``, and `parse()` for the call's usual result.
+
+        Example:
+            >>> raw = await client.with_raw_response.account.credits()  # doctest: +SKIP
+            >>> raw.headers.get("x-request-id"), raw.parse().total
+        """
+        from ._raw import AsyncWithRawResponse  # loaded on first use: import time counts
+
+        return AsyncWithRawResponse(self._pipeline, self._poller, self._handle)
 
     @property
     def base_url(self) -> httpx.URL:

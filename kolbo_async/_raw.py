@@ -65,6 +65,9 @@ class RawResponse(Generic[T_co]):
         return f"<RawResponse [{self.status_code}] {request.method} {request.url.path}>"
 
 
+RawResponse.__module__ = "kolbo_async"  # where users import it from (lazily: `__init__`)
+
+
 async def _captured(
     pipeline: Pipeline, call: Callable[[Pipeline], Awaitable[T]]
 ) -> RawResponse[T]:

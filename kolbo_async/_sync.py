@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -23,7 +23,9 @@ from ._namespaces import AsyncAccount, AsyncGenerations, AsyncModels, AsyncVideo
 from ._requests import ImageToVideo, TextToVideo, arguments_of
 from ._runner import Runner as _Runner
 from ._sync_handles import Batch, Generation
-from ._sync_raw import WithRawResponse
+
+if TYPE_CHECKING:
+    from ._sync_raw import WithRawResponse
 
 __all__ = ["Kolbo"]
 
@@ -65,8 +67,6 @@ class Kolbo:
     models: Models
     generations: Generations
     account: Account
-    #: The same calls, each returning a `RawResponse` (status code, headers) to `parse()`.
-    with_raw_response: WithRawResponse
 
     @arguments_of(AsyncKolbo)
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -93,7 +93,17 @@ class Kolbo:
         self.models = Models(runner, inner.models)
         self.generations = Generations(runner, inner.generations)
         self.account = Account(runner, inner.account)
-        self.with_raw_response = WithRawResponse(runner, inner.with_raw_response)
+
+    @property
+    def with_raw_response(self) -> WithRawResponse:
+        """The calls that send a request, each returning a `RawResponse`: the HTTP answer's
+        ``status_code`` and ``headers``, and `parse()` for the call's usual result.
+
+        Same as `AsyncKolbo.with_raw_response`; ``videos.generate`` parses to a `Generation`.
+        """
+        from ._sync_raw import WithRawResponse  # loaded on first use: import time counts
+
+        return WithRawResponse(self._runner, self._async.with_raw_response)
 
     @property
     def base_url(self) -> httpx.URL:

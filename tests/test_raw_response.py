@@ -193,3 +193,18 @@ class TestBlocking:
             assert str(theirs.return_annotation) == str(mine.return_annotation).replace(
                 "AsyncGeneration", "Generation"
             )
+
+
+def test_import_kolbo_async_does_not_load_it() -> None:
+    """Raw responses cost `import kolbo_async` nothing: their modules load on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, kolbo_async\n"
+        "client = kolbo_async.AsyncKolbo('k')\n"
+        "assert not [m for m in sys.modules if m.startswith('kolbo_async._') and 'raw' in m]\n"
+        "assert type(client.with_raw_response).__name__ == 'AsyncWithRawResponse'\n"
+        "assert kolbo_async.RawResponse.__module__ == 'kolbo_async'\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

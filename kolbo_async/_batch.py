@@ -63,18 +63,13 @@ class AsyncBatch:
         max_credits: float | None = None,
         resubmit_unknown: bool = False,
     ) -> None:
-        if isinstance(journal, SharedSpec) and max_credits is not None:
-            raise InvalidRequestError(
-                "max_credits", "bounds one process's spending: it does not go with a journal "
-                "shared by many workers (postgresql://)",
-            )  # fmt: skip
         self._poller = poller
         self._submitter = submitter
         self._items = items
         self._handles = handles
         self._concurrency = concurrency
         self._feed = open_feed(journal, [(path, body) for _, path, body in items],
-                               resubmit_unknown=resubmit_unknown)  # fmt: skip
+                               resubmit_unknown=resubmit_unknown, budget=max_credits)  # fmt: skip
         self._budget = Budget(max_credits)
         self._listener = Listener(every=False)
         self._outcomes: deque[BatchOutcome[AsyncGeneration]] = deque()

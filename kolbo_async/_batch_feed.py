@@ -20,7 +20,7 @@ import attrs
 
 from ._batch_journal import BatchJournal
 from ._batch_types import BatchOutcome, Submitter
-from ._exceptions import outcome_error
+from ._exceptions import InvalidRequestError, outcome_error
 from ._handles import AsyncGeneration
 from ._journal import Journal
 from ._journal_keys import item_keys
@@ -107,9 +107,19 @@ class Feed(Protocol):
 
 
 def open_feed(
-    journal: Path | SharedSpec | None, items: Items, *, resubmit_unknown: bool
+    journal: Path | SharedSpec | None,
+    items: Items,
+    *,
+    resubmit_unknown: bool,
+    budget: float | None = None,
 ) -> Feed:
-    """The feed for a batch of `items` (path and body of each) with `journal`."""
+    """The feed for a batch of `items` (path and body of each) with `journal`; checked now
+    (`budget`, ``max_credits``, does not go with a shared journal)."""
+    if isinstance(journal, SharedSpec) and budget is not None:
+        raise InvalidRequestError(
+            "max_credits", "bounds one process's spending: it does not go with a journal "
+            "shared by many workers (postgresql://)",
+        )  # fmt: skip
     if isinstance(journal, SharedSpec):
         return SharedFeed(journal, items, resubmit_unknown=resubmit_unknown)
     return LocalFeed(journal, items, resubmit_unknown=resubmit_unknown)

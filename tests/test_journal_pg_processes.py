@@ -223,6 +223,20 @@ def test_postgres_crashes_and_restarts_mid_batch(
     assert all(r[1] == "finished" and r[5] is None for r in rows(own_postgres.url, batch))
 
 
-def test_need_postgres_is_importable() -> None:
-    """(The helpers this module shares with test_journal_pg.py.)"""
-    assert callable(need_postgres)
+@pytest.mark.timeout(90)
+def test_the_scale_out_example_runs(postgres_url: str) -> None:
+    """examples/scale_out.py as a user runs it: two multiprocessing workers, one SQLite
+    rate budget, one PostgreSQL journal, the simulator it serves itself."""
+    need_postgres()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "scale_out.py"), "--journal", postgres_url,
+         "--workers", "2", "--prompts", "6", "--per-minute", "100", "--batch-id",
+         batch_name()],
+        capture_output=True, text=True, timeout=80, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["outcomes"] == report["posts"] == 6
+    assert report["errors"] == {}
+    assert report["rate_limited"] == 0
+    assert sum(report["per_worker"].values()) == 6

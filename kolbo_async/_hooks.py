@@ -161,7 +161,8 @@ class StateChanged(Event):
 
 @attrs.frozen
 class DownloadProgress(Event):
-    """Bytes of a download arrived (sent once before the first byte, then per chunk).
+    """Bytes of a download arrived: once as each transfer (or resume) starts, then per
+    chunk; the last has ``received == total`` when the CDN announced the size.
 
     Attributes:
         path: the file being written (the path given to ``download()``).

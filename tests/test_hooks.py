@@ -372,3 +372,25 @@ def test_events_are_frozen() -> None:
         event.status_code = 500  # type: ignore[misc]
     assert repr(event).startswith("RequestDone(method='GET'")
     assert RequestDone.__module__ == "kolbo_async"
+
+
+@pytest.mark.anyio
+async def test_the_readme_hook(sim: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's example: a hook matching the events it cares about."""
+    sim.inject("credits", "503")
+
+    def log_event(event: Event) -> None:
+        match event:
+            case RequestDone(method=method, path=path, status_code=status, attempt=attempt):
+                print(f"{method} {path} -> {status} (attempt {attempt})")
+            case Retrying(delay=delay, reason=reason):
+                print(f"retrying in {delay:.1f} s after {reason}")
+            case StateChanged(generation_id=gen_id, state=state, progress=progress):
+                print(f"{gen_id}: {state} {progress}%")
+
+    async with sim.client(KEY, hooks=[log_event]) as client:
+        await client.account.credits()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"GET {CREDITS} -> 503 (attempt 1)"
+    assert lines[1].startswith("retrying in ") and lines[1].endswith(" s after HTTP 503")
+    assert lines[2] == f"GET {CREDITS} -> 200 (attempt 2)"

@@ -22,10 +22,8 @@ from ._batch_journal import BatchJournal
 from ._batch_types import BatchOutcome, Submitter
 from ._exceptions import InvalidRequestError, outcome_error
 from ._handles import AsyncGeneration
-from ._journal import Journal
 from ._journal_keys import item_keys
 from ._journal_path import SharedSpec
-from ._journal_pg import PostgresJournal
 from ._models import Submission
 from ._requests import BatchRequest
 from ._rerun import Ended, Send, Step, Unknown, plan, unknown_error
@@ -138,6 +136,9 @@ class LocalFeed:
     async def open(self) -> list[tuple[int, Step]]:
         steps: list[Step] = [Send()] * len(self._items)
         if self._path is not None:
+            # Imported here: most batches keep no journal, and `import kolbo_async` is timed.
+            from ._journal import Journal
+
             journal = Journal(self._path)
             rows = await journal.open()  # locked and checked before anything is sent
             keys = item_keys(list(self._items))
@@ -176,6 +177,8 @@ class SharedFeed:
         self._index = {key: index for index, key in enumerate(self._keys)}
         self._open = True  # until a look finds every item handed out
         self._halted = False
+        from ._journal_pg import PostgresJournal  # only a shared batch needs it
+
         self._store = PostgresJournal(  # the driver is imported when it connects
             spec, self._keys, items, resubmit_unknown=resubmit_unknown
         )

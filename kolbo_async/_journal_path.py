@@ -4,7 +4,6 @@ before anything is sent or created."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import re
@@ -51,6 +50,8 @@ def journal_spec(
         journal.partition("://")[0].lower() in _POSTGRES
     ):
         shared = SharedSpec(journal, _batch_id(batch_id), _lease(lease))
+        import importlib.util  # only a shared journal asks
+
         if importlib.util.find_spec("psycopg") is None:
             raise InvalidRequestError(
                 "journal",

@@ -21,11 +21,11 @@ import anyio
 from ._clock import Clock
 from ._config import RateLimits
 from ._rate_store import RateStore, budget_name
-from ._shared_budget import SharedBudget, open_store
 from ._window import PERIOD, Window
 
 if TYPE_CHECKING:
     from ._hooks import Hook
+    from ._shared_budget import SharedBudget
 
 __all__ = ["GENERATE", "REQUEST", "Pacer", "Window"]
 
@@ -73,6 +73,9 @@ class Pacer:
                     raise ValueError("a shared rate budget is named after the API key")
                 budget = budget_name(api_key)
             gen, req = limits.generations_per_minute, limits.requests_per_minute
+            # Imported here: a shared budget is rare, and `import kolbo_async` is timed.
+            from ._shared_budget import SharedBudget, open_store
+
             self.shared = SharedBudget(
                 store if store is not None else open_store(str(limits.store)),
                 budget,

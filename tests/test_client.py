@@ -99,12 +99,16 @@ class TestConstructor:
 
     def test_import_does_not_load_the_simulator(self) -> None:
         """import kolbo_async pulls in neither the simulator nor its server or mocks, nor
-        what only some programs use (asyncio for the blocking client, sqlite3 for journals,
-        trio): import time is measured against the dependencies alone."""
+        what only some programs use (asyncio for the blocking client, the journals and their
+        drivers, a shared rate budget, hooks, tracing, trio): import time is measured against
+        the dependencies alone."""
         code = (
             "import sys, kolbo_async; "
             "bad = [m for m in sys.modules if m.startswith(('kolbo_async.testing', 'uvicorn', "
-            "'respx', 'sqlite3', 'trio'))] + [m for m in ('asyncio',) if m in sys.modules]; "
+            "'respx', 'sqlite3', 'trio', 'psycopg', 'redis', 'opentelemetry', "
+            "'kolbo_async._journal.', 'kolbo_async._journal_pg', 'kolbo_async._shared_budget', "
+            "'kolbo_async._hooks', 'kolbo_async.otel', 'anyio.to_thread'))] "
+            "+ [m for m in ('asyncio', 'kolbo_async._journal') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)"
         )
         assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

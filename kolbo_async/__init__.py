@@ -79,6 +79,9 @@ from ._models import (
     GenerationStatus as GenerationStatus,
 )
 from ._models import (
+    ImageResult as ImageResult,
+)
+from ._models import (
     Model as Model,
 )
 from ._models import (
@@ -89,6 +92,8 @@ from ._models import (
 )
 from ._requests import ImageToVideo as ImageToVideo
 from ._requests import TextToVideo as TextToVideo
+from ._routes_image import ImageEdit as ImageEdit
+from ._routes_image import TextToImage as TextToImage
 from ._sync import Kolbo as Kolbo
 from ._sync_handles import Generation as Generation
 from ._sync_handles import as_completed as as_completed
@@ -150,6 +155,8 @@ __all__ = [
     "GenerationStatus",
     "GenerationSubmitted",
     "GenerationTimeoutError",
+    "ImageEdit",
+    "ImageResult",
     "ImageToVideo",
     "InsufficientCreditsError",
     "InternalServerError",
@@ -168,6 +175,7 @@ __all__ = [
     "StateChanged",
     "Submission",
     "SubmissionOutcomeUnknownError",
+    "TextToImage",
     "TextToVideo",
     "VideoResult",
     "as_completed",

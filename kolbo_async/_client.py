@@ -24,7 +24,7 @@ from ._config import (
 )
 from ._exceptions import InvalidRequestError
 from ._handles import AsyncGeneration, fetch_status
-from ._namespaces import AsyncAccount, AsyncGenerations, AsyncModels, AsyncVideos
+from ._namespaces import AsyncAccount, AsyncGenerations, AsyncImages, AsyncModels, AsyncVideos
 from ._pacing import Pacer
 from ._pipeline import Pipeline
 from ._poller import Poller
@@ -69,6 +69,7 @@ class AsyncKolbo:
     """
 
     videos: AsyncVideos
+    images: AsyncImages
     models: AsyncModels
     generations: AsyncGenerations
     account: AsyncAccount
@@ -152,6 +153,7 @@ class AsyncKolbo:
             AsyncGeneration, pipeline=pipeline, poller=self._poller, transfers=self._transfers
         )
         self.videos = AsyncVideos(pipeline, self._poller, handle)
+        self.images = AsyncImages(self.videos)
         self.models = AsyncModels(pipeline)
         self.generations = AsyncGenerations(handle)
         self.account = AsyncAccount(pipeline)

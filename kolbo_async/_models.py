@@ -18,6 +18,7 @@ __all__ = [
     "Credits",
     "Failure",
     "GenerationStatus",
+    "ImageResult",
     "Model",
     "Submission",
     "VideoResult",
@@ -110,6 +111,23 @@ class VideoResult:
         return self.urls[0] if self.urls else None
 
 
+@attrs.frozen(repr=False)
+class ImageResult(VideoResult):
+    """The output of a completed image generation (`images.generate`, `images.edit`).
+
+    Its status says ``type: "image"``. The video-only fields (`thumbnail_url`, `duration`,
+    `aspect_ratio`) stay None; `raw` keeps the server's mapping (``prompt_used``, ...).
+
+    Attributes:
+        urls: CDN URLs of the images, one per image asked for (empty when filtered).
+        url: the first URL, or None.
+        model: the model used.
+    """
+
+    def __repr__(self) -> str:
+        return f"ImageResult(urls={self.urls!r}, model={self.model!r})"
+
+
 @attrs.frozen
 class GenerationStatus:
     """One answer of the status endpoint.
@@ -134,6 +152,13 @@ class GenerationStatus:
     failure: Failure | None = None
     credits_used: float | None = None
     raw: Mapping[str, Any] = attrs.field(default=_EMPTY, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        # An image route's status says so (``type: "image"``): its result is an ImageResult.
+        result = self.result
+        if type(result) is VideoResult and self.raw.get("type") == "image":
+            image = ImageResult(urls=result.urls, model=result.model, raw=result.raw)
+            object.__setattr__(self, "result", image)
 
     @property
     def done(self) -> bool:

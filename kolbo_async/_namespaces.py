@@ -1,4 +1,4 @@
-"""`AsyncKolbo`'s namespaces: ``videos``, ``models``, ``generations`` and ``account``."""
+"""`AsyncKolbo`'s namespaces: ``videos``, ``images``, ``models``, ``generations``, ``account``."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ from ._requests import (
     batch_request,
     validate_generation_id,
 )
+from ._routes_image import ImageEdit, TextToImage
 
-__all__ = ["AsyncAccount", "AsyncGenerations", "AsyncModels", "AsyncVideos"]
+__all__ = ["AsyncAccount", "AsyncGenerations", "AsyncImages", "AsyncModels", "AsyncVideos"]
 
 
 class AsyncVideos:
@@ -156,8 +157,11 @@ class AsyncVideos:
     ) -> AsyncGeneration:
         hooks = self._pipeline.hooks
         started = time.perf_counter()
+        url = self._urls.get(path)
+        if url is None:  # a route's URL is built once, on its first POST
+            url = self._urls[path] = self._pipeline.prepared("POST", path).url
         submission = await self._pipeline.call(
-            Call("POST", path, json=body, generation=True, url=self._urls[path]),
+            Call("POST", path, json=body, generation=True, url=url),
             _parse_submission,
             admitted=admitted,
         )
@@ -170,6 +174,40 @@ class AsyncVideos:
                 submission.generation_id, path, model, submission.credits_charged, seconds
             ))  # fmt: skip
         return self._handle(submission.generation_id, submission=submission)
+
+
+class AsyncImages:
+    """``client.images``: submit image generations; each returns the same handle as a video,
+    whose `result()` is an `ImageResult`."""
+
+    __slots__ = ("_videos",)
+
+    def __init__(self, videos: AsyncVideos) -> None:
+        self._videos = videos  # one submit path for every route
+
+    @arguments_of(TextToImage)
+    async def generate(self, *args: Any, **kwargs: Any) -> AsyncGeneration:
+        """Submit a text-to-image generation and return its handle.
+
+        Takes the fields of `TextToImage`. Same rules as `AsyncVideos.generate`: credits are
+        charged now, fields left as None are not sent, the POST is never resent once it may
+        have reached Kolbo. The handle's `result()` is an `ImageResult`.
+
+        Example:
+            >>> gen = await client.images.generate(                           # doctest: +SKIP
+            ...     "A lighthouse at dawn", num_images=2)
+            >>> paths = [await gen.download(f"light-{i}.png", index=i) for i in range(2)]
+        """
+        return await self._videos._submit(*TextToImage(*args, **kwargs).body())
+
+    @arguments_of(ImageEdit)
+    async def edit(self, *args: Any, **kwargs: Any) -> AsyncGeneration:
+        """Submit an edit of `images` (http(s) URLs) as `prompt` says; return its handle.
+
+        Takes the fields of `ImageEdit` (`images` is sent as ``source_images``); same rules
+        as `generate`.
+        """
+        return await self._videos._submit(*ImageEdit(*args, **kwargs).body())
 
 
 class AsyncModels:

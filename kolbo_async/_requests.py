@@ -52,12 +52,13 @@ Rule = Callable[[Any, Any], None]
 #: Field metadata keys: its check, and a rule on the checked value that needs the request.
 _CHECK = "kolbo_async.check"
 _RULE = "kolbo_async.rule"
+_SEND_AS = "kolbo_async.send_as"
 
 
 # --- Checks: (field name, value given) -> the value to send ------------------------------------
 
 
-def _text(field: str, value: object) -> str:
+def check_text(field: str, value: object) -> str:
     if not isinstance(value, str):
         raise InvalidRequestError(field, f"must be a string, not {type(value).__name__}")
     if not value.strip():
@@ -67,24 +68,24 @@ def _text(field: str, value: object) -> str:
     return value
 
 
-def _url(field: str, value: object) -> str:
-    text = _text(field, value)
+def check_url(field: str, value: object) -> str:
+    text = check_text(field, value)
     try:
         url = httpx.URL(text.strip())
     except (httpx.InvalidURL, ValueError) as exc:
-        raise InvalidRequestError(field, f"is not a valid URL: {_show(text)}") from exc
+        raise InvalidRequestError(field, f"is not a valid URL: {show(text)}") from exc
     if url.scheme not in ("http", "https") or not url.host:
-        raise InvalidRequestError(field, f"must be an http(s) URL with a host, not {_show(text)}")
+        raise InvalidRequestError(field, f"must be an http(s) URL with a host, not {show(text)}")
     return text.strip()
 
 
-def _aspect_ratio(field: str, value: object) -> str:
+def check_aspect_ratio(field: str, value: object) -> str:
     if not isinstance(value, str) or not _ASPECT_RATIO.fullmatch(value):
-        raise InvalidRequestError(field, f"must look like '16:9' (W:H), not {_show(value)}")
+        raise InvalidRequestError(field, f"must look like '16:9' (W:H), not {show(value)}")
     return value
 
 
-def _duration(field: str, value: object) -> int | float:
+def check_duration(field: str, value: object) -> int | float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidRequestError(
             field, f"must be a number of seconds, not {type(value).__name__}"
@@ -94,28 +95,29 @@ def _duration(field: str, value: object) -> int | float:
     return value
 
 
-def _flag(field: str, value: object) -> bool:
+def check_flag(field: str, value: object) -> bool:
     if not isinstance(value, bool):
-        raise InvalidRequestError(field, f"must be True or False, not {_show(value)}")
+        raise InvalidRequestError(field, f"must be True or False, not {show(value)}")
     return value
 
 
-def _sequence(field: str, value: object) -> Sequence[object]:
+def check_sequence(field: str, value: object) -> Sequence[object]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise InvalidRequestError(field, f"must be a list, not {type(value).__name__}")
     return value
 
 
-def _each(check: Check) -> Check:
+def check_each(check: Check) -> Check:
     """A list whose items pass `check`; an error names the item, as in ``field[2]``."""
 
     def check_items(field: str, value: object) -> list[Any]:
-        return [check(f"{field}[{i}]", item) for i, item in enumerate(_sequence(field, value))]
+        items = check_sequence(field, value)
+        return [check(f"{field}[{i}]", item) for i, item in enumerate(items)]
 
     return check_items
 
 
-def _smart_select(request: Any, ids: Sequence[str]) -> None:
+def smart_select(request: Any, ids: Sequence[str]) -> None:
     if request.model is None and len(ids) > MAX_VISUAL_DNA_SMART_SELECT:
         raise InvalidRequestError(
             "visual_dna_ids",
@@ -147,7 +149,7 @@ def _merge_extra(body: dict[str, Any], extra_body: object) -> dict[str, Any]:
     return body
 
 
-def _show(value: object, limit: int = 60) -> str:
+def show(value: object, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -155,17 +157,21 @@ def _show(value: object, limit: int = 60) -> str:
 # --- The declaration: a route is a class of checked fields ---------------------------------------
 
 
-def checked(check: Check, rule: Rule | None = None) -> dict[str, Any]:
+def checked(
+    check: Check, rule: Rule | None = None, *, send_as: str | None = None
+) -> dict[str, Any]:
     """A field's metadata: `check` makes its JSON value; `rule(request, value)` may refuse it
-    for what other fields hold (run right after the check, so errors keep the field order).
+    for what other fields hold (run right after the check, so errors keep the field order);
+    `send_as` is its JSON name when Kolbo's differs from the parameter's (``first_frame`` is
+    sent as ``first_frame_url``). Errors name the parameter.
 
     A field is ``attrs.field(metadata=checked(...))``, with ``default=None`` when it may be
     left out (then it is not sent): what mypy, IDEs and attrs all read as the same thing.
     """
-    return {_CHECK: check, _RULE: rule}
+    return {_CHECK: check, _RULE: rule, _SEND_AS: send_as}
 
 
-def _tuple_or_none(value: Sequence[str] | None) -> Sequence[str] | None:
+def tuple_or_none(value: Sequence[str] | None) -> Sequence[str] | None:
     # Lists become tuples so a request stays hashable and immutable; anything else is left
     # for validation to name.
     return tuple(value) if isinstance(value, list) else value
@@ -178,21 +184,31 @@ def route_order(cls: type, fields: list[attrs.Attribute[Any]]) -> list[attrs.Att
     return sorted(fields, key=lambda field: (field.name == "extra_body", field.name not in own))
 
 
-def _checks(cls: type[Route]) -> tuple[tuple[str, Check, Rule | None, bool], ...]:
-    # Each checked field of a route, in order: (name, check, rule, may be left out). Read
-    # once per class, so building a body costs a loop, not a walk through attrs' metadata.
+#: A checked field, as `Route.body` reads it: (name, check, rule, JSON name, left out when).
+_Checked = tuple[str, Check, Rule | None, str, tuple[object, ...]]
+
+
+def _checks(cls: type[Route]) -> tuple[_Checked, ...]:
+    # Each checked field of a route, in order. Read once per class, so building a body costs
+    # a loop, not a walk through attrs' metadata. A field defaulting to None is left out when
+    # None; one defaulting to an empty tuple (a list of media) also when empty.
     try:
         return _CHECKS[cls]
     except KeyError:
         checks = _CHECKS[cls] = tuple(
-            (field.name, field.metadata[_CHECK], field.metadata[_RULE], field.default is None)
+            (
+                field.name,
+                field.metadata[_CHECK],
+                field.metadata[_RULE],
+                field.metadata.get(_SEND_AS) or field.name,
+                (None,) if field.default is None else (None, ()) if field.default == () else (),
+            )
             for field in attrs.fields(cls)
             if _CHECK in field.metadata  # not extra_body, which is merged last
         )
         return checks
 
-
-_CHECKS: dict[type[Route], tuple[tuple[str, Check, Rule | None, bool], ...]] = {}
+_CHECKS: dict[type[Route], tuple[_Checked, ...]] = {}
 
 
 class Route:
@@ -212,13 +228,13 @@ class Route:
     def body(self) -> tuple[str, dict[str, Any]]:
         """The endpoint path and validated JSON body (raises `InvalidRequestError`)."""
         body: dict[str, Any] = {}
-        for name, check, rule, optional in _checks(type(self)):
+        for name, check, rule, send_as, omitted in _checks(type(self)):
             value = getattr(self, name)
-            if value is None and optional:
+            if any(value is left or value == left for left in omitted):
                 continue  # left out: Kolbo's default applies
-            body[name] = check(name, value)
+            body[send_as] = check(name, value)
             if rule is not None:
-                rule(self, body[name])
+                rule(self, body[send_as])
         return self._path, _merge_extra(body, self.extra_body)
 
     def __repr__(self) -> str:
@@ -239,18 +255,20 @@ class VideoRoute(Route):
     theirs (``init=False, eq=False`` also spare the import the building of them).
     """
 
-    model: str | None = attrs.field(default=None, metadata=checked(_text))
-    aspect_ratio: str | None = attrs.field(default=None, metadata=checked(_aspect_ratio))
-    duration: float | None = attrs.field(default=None, metadata=checked(_duration))
-    enhance_prompt: bool | None = attrs.field(default=None, metadata=checked(_flag))
+    model: str | None = attrs.field(default=None, metadata=checked(check_text))
+    aspect_ratio: str | None = attrs.field(default=None, metadata=checked(check_aspect_ratio))
+    duration: float | None = attrs.field(default=None, metadata=checked(check_duration))
+    enhance_prompt: bool | None = attrs.field(default=None, metadata=checked(check_flag))
     visual_dna_ids: Sequence[str] | None = attrs.field(
-        default=None, converter=_tuple_or_none, metadata=checked(_each(_text), _smart_select)
+        default=None,
+        converter=tuple_or_none,
+        metadata=checked(check_each(check_text), smart_select),
     )
     reference_images: Sequence[str] | None = attrs.field(
-        default=None, converter=_tuple_or_none, metadata=checked(_each(_url))
+        default=None, converter=tuple_or_none, metadata=checked(check_each(check_url))
     )
-    resolution: str | None = attrs.field(default=None, metadata=checked(_text))
-    sound_enabled: bool | None = attrs.field(default=None, metadata=checked(_flag))
+    resolution: str | None = attrs.field(default=None, metadata=checked(check_text))
+    sound_enabled: bool | None = attrs.field(default=None, metadata=checked(check_flag))
     extra_body: Mapping[str, Any] | None = attrs.field(default=None, hash=False)
 
 
@@ -267,7 +285,7 @@ class TextToVideo(VideoRoute):
     """
 
     _path: ClassVar[str] = TEXT_TO_VIDEO_PATH
-    prompt: str = attrs.field(metadata=checked(_text))
+    prompt: str = attrs.field(metadata=checked(check_text))
 
 
 @attrs.frozen(repr=False, field_transformer=route_order)
@@ -280,10 +298,12 @@ class ImageToVideo(VideoRoute):
     """
 
     _path: ClassVar[str] = IMAGE_TO_VIDEO_PATH
-    image_url: str = attrs.field(metadata=checked(_url))
-    prompt: str | None = attrs.field(default=None, kw_only=True, metadata=checked(_text))
+    image_url: str = attrs.field(metadata=checked(check_url))
+    prompt: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))
 
 
+#: A batch item's type as `BatchOutcome.request` declares it today. `batch_request` takes a
+#: request of any route (every `Route`): the outcome's annotation is to widen to `Route`.
 BatchRequest = TextToVideo | ImageToVideo
 
 
@@ -339,12 +359,13 @@ def validate_generation_id(generation_id: object) -> str:
 def batch_request(index: int, item: object) -> tuple[BatchRequest, str, dict[str, Any]]:
     """Item `index` of a batch as a request object, its path and its validated body.
 
-    A mapping with ``image_url`` is an `ImageToVideo`, any other mapping a `TextToVideo`;
-    errors name the item, as in ``requests[3].duration``.
+    A request object of any route is taken as it is; a mapping with ``image_url`` is an
+    `ImageToVideo`, any other mapping a `TextToVideo`; errors name the item, as in
+    ``requests[3].duration``.
     """
     where = f"requests[{index}]"
-    request: BatchRequest
-    if isinstance(item, (TextToVideo, ImageToVideo)):
+    request: Route
+    if isinstance(item, Route):
         request = item
     elif isinstance(item, Mapping):
         cls: type[BatchRequest] = ImageToVideo if "image_url" in item else TextToVideo
@@ -363,10 +384,11 @@ def batch_request(index: int, item: object) -> tuple[BatchRequest, str, dict[str
             raise InvalidRequestError(where, str(exc)) from None
     else:
         raise InvalidRequestError(
-            where, f"must be a TextToVideo, an ImageToVideo or a dict, not {type(item).__name__}"
+            where, f"must be a request (TextToVideo, TextToImage, ...) or a dict, "
+            f"not {type(item).__name__}"
         )
     try:
         path, body = request.body()
     except InvalidRequestError as exc:
         raise InvalidRequestError(f"{where}.{exc.field}", exc.message.partition(": ")[2]) from None
-    return request, path, body
+    return cast(BatchRequest, request), path, body

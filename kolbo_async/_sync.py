@@ -19,8 +19,9 @@ import httpx
 from ._client import _UNSET, AsyncKolbo
 from ._config import RateLimits
 from ._models import Credits, Model
-from ._namespaces import AsyncAccount, AsyncGenerations, AsyncModels, AsyncVideos
+from ._namespaces import AsyncAccount, AsyncGenerations, AsyncImages, AsyncModels, AsyncVideos
 from ._requests import ImageToVideo, TextToVideo, arguments_of
+from ._routes_image import ImageEdit, TextToImage
 from ._runner import Runner as _Runner
 from ._sync_handles import Batch, Generation
 
@@ -64,6 +65,7 @@ class Kolbo:
     """
 
     videos: Videos
+    images: Images
     models: Models
     generations: Generations
     account: Account
@@ -90,6 +92,7 @@ class Kolbo:
         self._async = inner
         self._close = close
         self.videos = Videos(runner, inner.videos)
+        self.images = Images(runner, inner.images)
         self.models = Models(runner, inner.models)
         self.generations = Generations(runner, inner.generations)
         self.account = Account(runner, inner.account)
@@ -228,6 +231,36 @@ class Videos:
             lease=lease,
         )
         return Batch(self._runner, inner)
+
+
+class Images:
+    """``client.images``: submit image generations. Same as `AsyncImages`."""
+
+    __slots__ = ("_inner", "_runner")
+
+    def __init__(self, runner: _Runner, inner: AsyncImages) -> None:
+        self._runner = runner
+        self._inner = inner
+
+    @arguments_of(TextToImage)
+    def generate(self, *args: Any, **kwargs: Any) -> Generation:
+        """Submit a text-to-image generation and return its handle.
+
+        Same as `AsyncImages.generate`; the handle's `result()` is an `ImageResult`.
+        """
+        return Generation(
+            self._runner, self._runner.call(partial(self._inner.generate, *args, **kwargs))
+        )
+
+    @arguments_of(ImageEdit)
+    def edit(self, *args: Any, **kwargs: Any) -> Generation:
+        """Submit an edit of `images` (http(s) URLs) as `prompt` says; return its handle.
+
+        Same as `AsyncImages.edit`.
+        """
+        return Generation(
+            self._runner, self._runner.call(partial(self._inner.edit, *args, **kwargs))
+        )
 
 
 class Models:

@@ -7,17 +7,43 @@ simulator holding them.
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Iterator, Mapping
 
 from ._faults import HTML_502
 from ._lifecycle import GenerationRecord
 from ._records import SimRequest, SimResponse
+from ._routes import IMAGE_KINDS, image_count
 
-__all__ = ["CDN", "chunks", "parse_range"]
+__all__ = ["CDN", "PNG", "chunks", "parse_range"]
+
+
+def _png(width: int = 96, height: int = 54) -> bytes:
+    # A real PNG (a colour gradient), made here so that no binary file is needed: every image
+    # result opens in an image viewer.
+    rows = b"".join(
+        b"\x00" + bytes(v for x in range(width) for v in (x * 255 // width, y * 255 // height, 160))
+        for y in range(height)
+    )
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 9))
+        + chunk(b"IEND", b"")
+    )
+
+
+#: The image every image generation's results serve: a 96x54 PNG.
+PNG = _png()
 
 
 class CDN:
-    """The files of completed generations at `url`: ``/videos/{id}.mp4``, ``/thumbs/{id}.jpg``.
+    """The files of completed generations at `url`: ``/videos/{id}.mp4``, ``/thumbs/{id}.jpg``,
+    and an image generation's ``/images/{id}-{n}.png`` (n from 0).
 
     Args:
         url: the CDN's origin.
@@ -37,6 +63,10 @@ class CDN:
         """Where a completed generation's video is served."""
         return f"{self.url}/videos/{gen_id}.mp4"
 
+    def image_url(self, gen_id: str, index: int) -> str:
+        """Where image `index` of a completed image generation is served."""
+        return f"{self.url}/images/{gen_id}-{index}.png"
+
     def thumbnail_url(self, gen_id: str) -> str:
         """Where a completed generation's thumbnail is served."""
         return f"{self.url}/thumbs/{gen_id}.jpg"
@@ -55,18 +85,18 @@ class CDN:
             return SimResponse(502, {"content-type": "text/html"}, HTML_502)
         parts = request.path.strip("/").split("/")
         record = None
-        if len(parts) == 2 and parts[0] in ("videos", "thumbs"):
-            stem, _, ext = parts[1].rpartition(".")
-            if ext == ("mp4" if parts[0] == "videos" else "jpg"):
-                record = generations.get(stem)
+        if len(parts) == 2 and parts[0] in ("videos", "thumbs", "images"):
+            record = _record(parts[0], parts[1], generations)
         if (
             request.method not in ("GET", "HEAD")
             or record is None
             or record.state_at(now)[0] != "completed"
-            or (record.outcome == "filtered" and parts[0] == "videos")
+            or (record.outcome == "filtered" and parts[0] in ("videos", "images"))
         ):
             return SimResponse(404, {"content-type": "text/plain"}, b"Not Found")
-        if parts[0] == "thumbs":
+        if parts[0] == "images":
+            content, size, kind = PNG, len(PNG), "image/png"
+        elif parts[0] == "thumbs":
             content, size, kind = self.thumbnail, len(self.thumbnail), "image/jpeg"
         else:
             content, size, kind = self.video, self.video_size, "video/mp4"
@@ -81,6 +111,23 @@ class CDN:
         if request.method == "HEAD":
             return SimResponse(status, headers)
         return SimResponse(status, headers, chunks=chunks(content, start, stop))
+
+
+def _record(
+    folder: str, name: str, generations: Mapping[str, GenerationRecord]
+) -> GenerationRecord | None:
+    # The generation a file name belongs to, if that file exists: videos and thumbnails of
+    # video generations, images 0..num_images-1 of image generations.
+    stem, _, ext = name.rpartition(".")
+    if folder == "images":
+        gen_id, _, index = stem.rpartition("-")
+        numbered = ext == "png" and index.isascii() and index.isdigit()
+        record = generations.get(gen_id) if numbered else None
+        if record is None or record.kind not in IMAGE_KINDS:
+            return None
+        return record if int(index) < image_count(record.request) else None
+    record = generations.get(stem) if ext == ("mp4" if folder == "videos" else "jpg") else None
+    return None if record is None or record.kind in IMAGE_KINDS else record
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int, int] | None:

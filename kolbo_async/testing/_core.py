@@ -18,14 +18,13 @@ rules follow Kolbo's documentation (see ``kolbo-api.md``), each kept where its c
 
 from __future__ import annotations
 
-import json
 import random
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 from ._billing import Balance
-from ._catalog import Refused, listing, model_for, price, snap, snap_ratio
+from ._catalog import Refused, listing, snap, snap_ratio
 from ._cdn import CDN
 from ._faults import HTML_502, FaultSource, gateway_page
 from ._lifecycle import REFUNDING, TERMINAL, TRANSITIONS, GenerationRecord, check_outcome
@@ -41,11 +40,13 @@ from ._records import (
     recorded,
     route_of,
 )
+from ._routes import IMAGE_KINDS, ROUTE_SPECS, image_count, read_request
 
 __all__ = ["POLL_INTERVAL_HINT", "ServiceState"]
 
-#: Simulated seconds a client is told to wait between polls.
+#: Simulated seconds a client is told to wait between polls (video, and image routes).
 POLL_INTERVAL_HINT = 8.0
+IMAGE_POLL_INTERVAL_HINT = 3.0
 _FAILURE = {
     "message": "The provider rejected the prompt as sensitive content",
     "category": "content_policy",
@@ -253,22 +254,13 @@ class ServiceState:
     def _generate(
         self, request: SimRequest, key: str, now: float, fault: str | None
     ) -> SimResponse:
-        image = request.path.endswith("/from-image")
+        spec = ROUTE_SPECS.get(request.path)
+        if spec is None:  # a generation route Kolbo has and the simulator does not serve
+            return _error(404, "Not found", "NOT_FOUND")
         try:
-            body = json.loads(request.body or b"null")
-        except ValueError:
-            body = None
-        required = "image_url" if image else "prompt"
-        if not isinstance(body, dict) or not isinstance(body.get(required), str) or not body[
-            required
-        ].strip():
-            return _error(400, f"Missing required field: {required}", "MISSING_FIELDS")
-        kind = "img_to_video" if image else "text_to_video"
-        try:
-            model = model_for(body, kind)
+            body, kind, model, cost = read_request(request, spec)
         except Refused as refused:
             return _error(400, refused.message, refused.code)
-        cost = price(model, body)
         if self.faults.insufficient_credits or fault == "insufficient_credits" or (
             cost > self.balance.total()
         ):
@@ -278,11 +270,13 @@ class ServiceState:
         response = json_answer(200, {
             "success": True,
             "generation_id": record.id,
-            "type": "video",
+            "type": "image" if spec.image else "video",
             "model": record.model,
             "credits_charged": number(record.credits),
             "poll_url": f"/api/v1/generate/{record.id}/status",
-            "poll_interval_hint": number(POLL_INTERVAL_HINT / self.hint_scale),
+            "poll_interval_hint": number(
+                (IMAGE_POLL_INTERVAL_HINT if spec.image else POLL_INTERVAL_HINT) / self.hint_scale
+            ),
         })
         if self.fault_source.drops_after_create():
             response.fault = "drop_after"
@@ -338,9 +332,20 @@ class ServiceState:
         record.state = state
         if state in REFUNDING:
             self.balance.refund(record)
-        body: dict[str, Any] = {"success": True, "generation_id": record.id, "type": "video",
+        image = record.kind in IMAGE_KINDS
+        body: dict[str, Any] = {"success": True, "generation_id": record.id,
+                                "type": "image" if image else "video",
                                 "state": state, "progress": progress}
-        if state == "completed":
+        if state == "completed" and image:
+            count = 0 if record.outcome == "filtered" else image_count(record.request)
+            body["result"] = {
+                "urls": [self.cdn.image_url(record.id, i) for i in range(count)],
+                "prompt_used": str(record.request.get("prompt") or ""),
+                "created_at": number(record.ends_at),
+                "model": record.model,
+            }
+            body["credits_used"] = number(record.credits)
+        elif state == "completed":
             urls = [] if record.outcome == "filtered" else [self.cdn.video_url(record.id)]
             body["result"] = {
                 "urls": urls,

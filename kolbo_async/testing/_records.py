@@ -11,6 +11,7 @@ import attrs
 from ._clock import ScaledClock, VirtualClock
 
 __all__ = [
+    "GENERATION_PATHS",
     "ROUTES",
     "Faults",
     "Plan",
@@ -26,6 +27,18 @@ __all__ = [
 
 #: The routes a request can be for (faults are injected per route).
 ROUTES = frozenset({"generate", "status", "cancel", "models", "credits", "cdn"})
+#: Every generation POST the simulator serves (kolbo-api.md sections 2 and 13): the route
+#: "generate", counted in the generation bucket (`_routes.ROUTE_SPECS` says what each takes).
+GENERATION_PATHS = frozenset({
+    "/api/v1/generate/video",
+    "/api/v1/generate/video/from-image",
+    "/api/v1/generate/image",
+    "/api/v1/generate/image-edit",
+    "/api/v1/generate/first-last-frame",
+    "/api/v1/generate/elements",
+    "/api/v1/generate/video-from-video",
+    "/api/v1/generate/lipsync",
+})  # fmt: skip
 
 
 @attrs.define
@@ -60,9 +73,7 @@ def route_of(request: SimRequest) -> str:
     if request.host == "cdn":
         return "cdn"
     path = request.path
-    if request.method == "POST" and path in (
-        "/api/v1/generate/video", "/api/v1/generate/video/from-image"
-    ):
+    if request.method == "POST" and path in GENERATION_PATHS:
         return "generate"
     if path.startswith("/api/v1/generate/") and path.endswith("/status"):
         return "status"

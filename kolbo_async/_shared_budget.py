@@ -38,9 +38,11 @@ BACKOFF_MAX = 2.0
 WARN_EVERY = 30.0
 #: The shared poller checks back this often while its admission is on its way (seconds).
 TICKET_POLL = 0.002
-#: An admission the poller did not use within this long is dropped (its slot stays counted:
-#: the store timed it when it was granted, and the send must follow within the window's slack).
-TICKET_TTL = 0.25
+#: An admission the poller did not use within this long of asking is dropped (its slot stays
+#: counted: the store timed it when it was granted, and the send must follow within the
+#: window's one second of slack). Three quarters of the slack: a loaded machine's worker
+#: thread may answer late, and each dropped answer spends a slot of the budget.
+TICKET_TTL = 0.75
 
 
 

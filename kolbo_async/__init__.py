@@ -94,6 +94,10 @@ from ._requests import ImageToVideo as ImageToVideo
 from ._requests import TextToVideo as TextToVideo
 from ._routes_image import ImageEdit as ImageEdit
 from ._routes_image import TextToImage as TextToImage
+from ._routes_video import ElementsToVideo as ElementsToVideo
+from ._routes_video import FramesToVideo as FramesToVideo
+from ._routes_video import Lipsync as Lipsync
+from ._routes_video import VideoToVideo as VideoToVideo
 from ._sync import Kolbo as Kolbo
 from ._sync_handles import Generation as Generation
 from ._sync_handles import as_completed as as_completed
@@ -147,8 +151,10 @@ __all__ = [
     "CooldownStarted",
     "Credits",
     "DownloadProgress",
+    "ElementsToVideo",
     "Event",
     "Failure",
+    "FramesToVideo",
     "Generation",
     "GenerationCancelledError",
     "GenerationFailedError",
@@ -163,6 +169,7 @@ __all__ = [
     "InvalidRequestError",
     "Kolbo",
     "KolboError",
+    "Lipsync",
     "Model",
     "NotFoundError",
     "PacingWait",
@@ -178,6 +185,7 @@ __all__ = [
     "TextToImage",
     "TextToVideo",
     "VideoResult",
+    "VideoToVideo",
     "as_completed",
 ]
 

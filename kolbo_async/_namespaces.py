@@ -27,6 +27,7 @@ from ._requests import (
     validate_generation_id,
 )
 from ._routes_image import ImageEdit, TextToImage
+from ._routes_video import ElementsToVideo, FramesToVideo, Lipsync, VideoToVideo
 
 __all__ = ["AsyncAccount", "AsyncGenerations", "AsyncImages", "AsyncModels", "AsyncVideos"]
 
@@ -80,6 +81,48 @@ class AsyncVideos:
             ...     "https://example.com/photo.jpg", prompt="Slow zoom in")
         """
         return await self._submit(*ImageToVideo(*args, **kwargs).body())
+
+    @arguments_of(FramesToVideo)
+    async def from_frames(self, *args: Any, **kwargs: Any) -> AsyncGeneration:
+        """Submit a video from `first_frame` to `last_frame` and return its handle.
+
+        Takes the fields of `FramesToVideo`; same rules as `generate`.
+
+        Example:
+            >>> gen = await client.videos.from_frames(                        # doctest: +SKIP
+            ...     "https://example.com/day.png", "https://example.com/night.png",
+            ...     prompt="Time-lapse, day to night", duration=5)
+        """
+        return await self._submit(*FramesToVideo(*args, **kwargs).body())
+
+    @arguments_of(VideoToVideo)
+    async def from_video(self, *args: Any, **kwargs: Any) -> AsyncGeneration:
+        """Submit a video-to-video generation (restyle `video`) and return its handle.
+
+        Takes the fields of `VideoToVideo`; same rules as `generate`.
+        """
+        return await self._submit(*VideoToVideo(*args, **kwargs).body())
+
+    @arguments_of(Lipsync)
+    async def lipsync(self, *args: Any, **kwargs: Any) -> AsyncGeneration:
+        """Submit a lip-sync of `face` to `audio` and return its handle.
+
+        Takes the fields of `Lipsync`; same rules as `generate`.
+        """
+        return await self._submit(*Lipsync(*args, **kwargs).body())
+
+    @arguments_of(ElementsToVideo)
+    async def from_elements(self, *args: Any, **kwargs: Any) -> AsyncGeneration:
+        """Submit one scene made of `prompt` and reference media; return its handle.
+
+        Takes the fields of `ElementsToVideo`; same rules as `generate`.
+
+        Example:
+            >>> gen = await client.videos.from_elements(                      # doctest: +SKIP
+            ...     "The bottle turns on a marble table", images=[front, side],
+            ...     audio=[voice], keyframes=[(front, 0), (side, 4.5)])
+        """
+        return await self._submit(*ElementsToVideo(*args, **kwargs).body())
 
     def generate_many(
         self,

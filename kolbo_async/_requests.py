@@ -242,7 +242,7 @@ class Route:
         shown = [
             f"{field.name}={value!r}"
             for field in attrs.fields(type(self))
-            if (value := getattr(self, field.name)) is not None
+            if (value := getattr(self, field.name)) is not None and value != ()
         ]
         return f"{type(self).__name__}({', '.join(shown)})"
 

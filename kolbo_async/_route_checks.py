@@ -18,7 +18,7 @@ __all__ = [
     "check_count",
     "check_keyframes",
     "check_media_list",
-    "keyframes_or_none",
+    "keyframes_tuple",
     "media_tuple",
 ]
 
@@ -85,7 +85,7 @@ def media_tuple(value: Sequence[str]) -> Sequence[str]:
     return tuple(value) if isinstance(value, list) else value
 
 
-def keyframes_or_none(value: Sequence[Any] | None) -> Sequence[Any] | None:
+def keyframes_tuple(value: Sequence[Any]) -> Sequence[Any]:
     """Keyframes kept hashable: a list becomes a tuple, a mapping a (url, seconds) pair.
 
     A value of another shape is left for `check_keyframes` to name.

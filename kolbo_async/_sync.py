@@ -22,6 +22,7 @@ from ._models import Credits, Model
 from ._namespaces import AsyncAccount, AsyncGenerations, AsyncImages, AsyncModels, AsyncVideos
 from ._requests import ImageToVideo, TextToVideo, arguments_of
 from ._routes_image import ImageEdit, TextToImage
+from ._routes_video import ElementsToVideo, FramesToVideo, Lipsync, VideoToVideo
 from ._runner import Runner as _Runner
 from ._sync_handles import Batch, Generation
 
@@ -198,6 +199,46 @@ class Videos:
         """
         return Generation(
             self._runner, self._runner.call(partial(self._inner.from_image, *args, **kwargs))
+        )
+
+    @arguments_of(FramesToVideo)
+    def from_frames(self, *args: Any, **kwargs: Any) -> Generation:
+        """Submit a video from `first_frame` to `last_frame` and return its handle.
+
+        Same as `AsyncVideos.from_frames`.
+        """
+        return Generation(
+            self._runner, self._runner.call(partial(self._inner.from_frames, *args, **kwargs))
+        )
+
+    @arguments_of(VideoToVideo)
+    def from_video(self, *args: Any, **kwargs: Any) -> Generation:
+        """Submit a video-to-video generation (restyle `video`) and return its handle.
+
+        Same as `AsyncVideos.from_video`.
+        """
+        return Generation(
+            self._runner, self._runner.call(partial(self._inner.from_video, *args, **kwargs))
+        )
+
+    @arguments_of(Lipsync)
+    def lipsync(self, *args: Any, **kwargs: Any) -> Generation:
+        """Submit a lip-sync of `face` to `audio` and return its handle.
+
+        Same as `AsyncVideos.lipsync`.
+        """
+        return Generation(
+            self._runner, self._runner.call(partial(self._inner.lipsync, *args, **kwargs))
+        )
+
+    @arguments_of(ElementsToVideo)
+    def from_elements(self, *args: Any, **kwargs: Any) -> Generation:
+        """Submit one scene made of `prompt` and reference media; return its handle.
+
+        Same as `AsyncVideos.from_elements`.
+        """
+        return Generation(
+            self._runner, self._runner.call(partial(self._inner.from_elements, *args, **kwargs))
         )
 
     def generate_many(

@@ -25,7 +25,10 @@ HOOK_NAMES = {
 }
 RAW_NAMES = {"RawResponse"}
 # DESIGN.md "Every generation route, one handle" (issue 14), as its routes arrive.
-ROUTE_NAMES = {"ImageResult", "TextToImage", "ImageEdit"}
+ROUTE_NAMES = {
+    "ImageResult", "TextToImage", "ImageEdit", "FramesToVideo", "VideoToVideo", "Lipsync",
+    "ElementsToVideo",
+}
 
 
 class TestExports:

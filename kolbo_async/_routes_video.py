@@ -1,0 +1,181 @@
+"""The video routes beyond text and image to video, one declaration each (kolbo-api.md §13):
+`FramesToVideo`, `VideoToVideo`, `Lipsync` and `ElementsToVideo`.
+
+Parameters are named as the calls take them and sent under Kolbo's names (``first_frame`` as
+``first_frame_url``, ``images`` as ``reference_images``, ``face`` as ``source_url``, ...).
+Every medium is an http(s) URL in this version; model-specific extras go in `extra_body`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import attrs
+
+from ._requests import (
+    Route,
+    check_aspect_ratio,
+    check_duration,
+    check_each,
+    check_flag,
+    check_text,
+    check_url,
+    checked,
+    route_order,
+    smart_select,
+    tuple_or_none,
+)
+from ._route_checks import check_box, check_count, check_keyframes, keyframes_tuple, media_tuple
+
+__all__ = [
+    "ELEMENTS_PATH",
+    "FRAMES_TO_VIDEO_PATH",
+    "LIPSYNC_PATH",
+    "VIDEO_TO_VIDEO_PATH",
+    "ElementsToVideo",
+    "FramesToVideo",
+    "Lipsync",
+    "MotionRoute",
+    "VideoToVideo",
+]
+
+FRAMES_TO_VIDEO_PATH = "/api/v1/generate/first-last-frame"
+ELEMENTS_PATH = "/api/v1/generate/elements"
+VIDEO_TO_VIDEO_PATH = "/api/v1/generate/video-from-video"
+LIPSYNC_PATH = "/api/v1/generate/lipsync"
+
+_URLS = checked(check_each(check_url))
+
+
+@attrs.frozen(kw_only=True, init=False, eq=False, repr=False)
+class MotionRoute(Route):
+    """The options the frames, elements and video-to-video routes share (a family)."""
+
+    model: str | None = attrs.field(default=None, metadata=checked(check_text))
+    aspect_ratio: str | None = attrs.field(default=None, metadata=checked(check_aspect_ratio))
+    duration: float | None = attrs.field(default=None, metadata=checked(check_duration))
+    enhance_prompt: bool | None = attrs.field(default=None, metadata=checked(check_flag))
+    visual_dna_ids: Sequence[str] | None = attrs.field(
+        default=None,
+        converter=tuple_or_none,
+        metadata=checked(check_each(check_text), smart_select),
+    )
+    resolution: str | None = attrs.field(default=None, metadata=checked(check_text))
+    sound_enabled: bool | None = attrs.field(default=None, metadata=checked(check_flag))
+    project_id: str | None = attrs.field(default=None, metadata=checked(check_text))
+    session_id: str | None = attrs.field(default=None, metadata=checked(check_text))
+    extra_body: Mapping[str, Any] | None = attrs.field(default=None, hash=False)
+
+
+@attrs.frozen(repr=False, field_transformer=route_order)
+class FramesToVideo(MotionRoute):
+    """One first-and-last-frame request: the arguments of `client.videos.from_frames`.
+
+    ``POST /api/v1/generate/first-last-frame``: the video moves from `first_frame` to
+    `last_frame` (both http(s) URLs, both required); `prompt` is optional, and without
+    `aspect_ratio` Kolbo takes the first frame's.
+
+    Example:
+        >>> FramesToVideo("https://example.com/a.png", "https://example.com/b.png")
+        FramesToVideo(first_frame='https://example.com/a.png', last_frame='https://example.com/b.png')
+    """
+
+    _path: ClassVar[str] = FRAMES_TO_VIDEO_PATH
+    first_frame: str = attrs.field(metadata=checked(check_url, send_as="first_frame_url"))
+    last_frame: str = attrs.field(metadata=checked(check_url, send_as="last_frame_url"))
+    prompt: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))
+
+
+@attrs.frozen(repr=False, field_transformer=route_order)
+class VideoToVideo(MotionRoute):
+    """One video-to-video request: the arguments of `client.videos.from_video`.
+
+    ``POST /api/v1/generate/video-from-video``: restyle or extend `video` (an http(s) URL);
+    `prompt` is optional for some models. Model-specific fields (``preset``,
+    ``target_fps``, ``srt_content``, ``elements``, ...) go in `extra_body`.
+    """
+
+    _path: ClassVar[str] = VIDEO_TO_VIDEO_PATH
+    video: str = attrs.field(metadata=checked(check_url, send_as="video_url"))
+    prompt: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))
+    reference_images: Sequence[str] | None = attrs.field(
+        default=None, kw_only=True, converter=tuple_or_none, metadata=_URLS
+    )
+    reference_videos: Sequence[str] | None = attrs.field(
+        default=None, kw_only=True, converter=tuple_or_none, metadata=_URLS
+    )
+
+
+@attrs.frozen(repr=False, field_transformer=route_order)
+class Lipsync(Route):
+    """One lip-sync request: the arguments of `client.videos.lipsync`.
+
+    ``POST /api/v1/generate/lipsync``: `face` (an image or a video of a face, sent as
+    ``source_url``) speaks `audio` (``audio_url``). `bounding_box_target` picks a face as
+    ``[x, y, width, height]``; model-specific fields (``sync_mode``, ``emotion``, ...) go in
+    `extra_body`.
+    """
+
+    _path: ClassVar[str] = LIPSYNC_PATH
+    face: str = attrs.field(metadata=checked(check_url, send_as="source_url"))
+    audio: str = attrs.field(metadata=checked(check_url, send_as="audio_url"))
+    prompt: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))
+    model: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))
+    bounding_box_target: Sequence[float] | None = attrs.field(
+        default=None, kw_only=True, converter=tuple_or_none, metadata=checked(check_box)
+    )
+    project_id: str | None = attrs.field(
+        default=None, kw_only=True, metadata=checked(check_text)
+    )
+    session_id: str | None = attrs.field(
+        default=None, kw_only=True, metadata=checked(check_text)
+    )
+    extra_body: Mapping[str, Any] | None = attrs.field(default=None, kw_only=True, hash=False)
+
+
+@attrs.frozen(repr=False, field_transformer=route_order)
+class ElementsToVideo(MotionRoute):
+    """One elements request: the arguments of `client.videos.from_elements`.
+
+    ``POST /api/v1/generate/elements``: one scene from `prompt` and references, sent as
+    ``reference_images``, ``reference_videos`` and ``reference_audio_urls`` (http(s) URLs;
+    the model caps how many). `keyframes` pin images at times: ``{"image_url": ...,
+    "timestamp_seconds": ...}`` mappings or ``(url, seconds)`` pairs, seconds finite and
+    >= 0. Empty lists are not sent.
+
+    Example:
+        >>> ElementsToVideo("A product turntable", images=["https://example.com/p.png"])
+        ElementsToVideo(prompt='A product turntable', images=('https://example.com/p.png',))
+    """
+
+    _path: ClassVar[str] = ELEMENTS_PATH
+    prompt: str = attrs.field(metadata=checked(check_text))
+    images: Sequence[str] = attrs.field(
+        default=(), kw_only=True, converter=media_tuple,
+        metadata=checked(check_each(check_url), send_as="reference_images"),
+    )  # fmt: skip
+    videos: Sequence[str] = attrs.field(
+        default=(), kw_only=True, converter=media_tuple,
+        metadata=checked(check_each(check_url), send_as="reference_videos"),
+    )  # fmt: skip
+    audio: Sequence[str] = attrs.field(
+        default=(), kw_only=True, converter=media_tuple,
+        metadata=checked(check_each(check_url), send_as="reference_audio_urls"),
+    )  # fmt: skip
+    keyframes: Sequence[Any] = attrs.field(
+        default=(), kw_only=True, converter=keyframes_tuple, metadata=checked(check_keyframes)
+    )
+    motion: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))
+    preset_id: str | None = attrs.field(
+        default=None, kw_only=True, metadata=checked(check_text)
+    )
+    multi_shots: bool | None = attrs.field(
+        default=None, kw_only=True, metadata=checked(check_flag)
+    )
+    multi_shot_count: int | None = attrs.field(
+        default=None, kw_only=True, metadata=checked(check_count)
+    )
+    session_name: str | None = attrs.field(
+        default=None, kw_only=True, metadata=checked(check_text)
+    )

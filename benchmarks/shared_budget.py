@@ -221,6 +221,9 @@ def run(name: str, store: str | None, mode: Mode, label: str, seed: int = 0) -> 
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
+                for pipe in (proc.stdin, proc.stdout):
+                    if pipe is not None:
+                        pipe.close()
         reports = []
         for i, (proc, out) in enumerate(zip(procs, outs, strict=True)):
             if proc.returncode != 0:

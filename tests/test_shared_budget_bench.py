@@ -77,6 +77,7 @@ def test_verdict_fails_a_throttled_shared_run_and_a_private_run_never_throttled(
     os.environ.get("KOLBO_SLOW_TESTS") != "1",
     reason="a benchmark on a real-speed clock (over a minute): set KOLBO_SLOW_TESTS=1",
 )
+@pytest.mark.timeout(300)  # three runs of 20 s, each with four processes starting up
 def test_quick_mode_private_budgets_are_throttled_a_shared_one_never() -> None:
     """Four processes, 200 generations, 60 requests a minute at the server and in each client:
     the private budgets together overrun the server's minute and are answered 429; one budget

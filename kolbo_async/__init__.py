@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._batch import BatchOutcome as BatchOutcome
 from ._client import AsyncKolbo as AsyncKolbo
 from ._config import RateLimits as RateLimits
 from ._exceptions import (
@@ -103,6 +102,7 @@ from ._sync_handles import Generation as Generation
 from ._sync_handles import as_completed as as_completed
 
 if TYPE_CHECKING:  # loaded on first use (`__getattr__`): attrs classes cost import time
+    from ._batch_types import BatchOutcome as BatchOutcome
     from ._hooks import (
         CooldownStarted as CooldownStarted,
     )
@@ -130,11 +130,12 @@ if TYPE_CHECKING:  # loaded on first use (`__getattr__`): attrs classes cost imp
     from ._raw import RawResponse as RawResponse
 
 #: Names loaded on first use, and their modules: the hooks' events (only a client with hooks
-#: needs them) and the raw responses' result.
+#: needs them), the raw responses' result and a batch's outcome (the batch machinery).
 _LAZY = {
     "CooldownStarted": "_hooks", "DownloadProgress": "_hooks", "Event": "_hooks",
     "GenerationSubmitted": "_hooks", "PacingWait": "_hooks", "RequestDone": "_hooks",
     "Retrying": "_hooks", "StateChanged": "_hooks", "RawResponse": "_raw",
+    "BatchOutcome": "_batch_types",
 }  # fmt: skip
 
 __all__ = [

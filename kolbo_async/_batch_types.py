@@ -105,3 +105,6 @@ def warn_unfinished(left: list[str]) -> None:
         len(left),
         shown,
     )
+
+
+BatchOutcome.__module__ = "kolbo_async"  # where users import it from (lazily: `__init__`)

@@ -6,9 +6,8 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._batch import AsyncBatch, journal_spec
 from ._config import positive_int
 from ._convert import structure
 from ._exceptions import InvalidRequestError
@@ -28,6 +27,9 @@ from ._requests import (
 )
 from ._routes_image import ImageEdit, TextToImage
 from ._routes_video import ElementsToVideo, FramesToVideo, Lipsync, VideoToVideo
+
+if TYPE_CHECKING:
+    from ._batch import AsyncBatch
 
 __all__ = ["AsyncAccount", "AsyncGenerations", "AsyncImages", "AsyncModels", "AsyncVideos"]
 
@@ -185,6 +187,10 @@ class AsyncVideos:
                 "resubmit_unknown", f"must be True or False, not {resubmit_unknown!r}"
             )
         items = [batch_request(index, item) for index, item in enumerate(requests)]
+        # Imported here: the batch machinery (journals, budgets, feeds) costs import time
+        # that a program making single calls should not pay.
+        from ._batch import AsyncBatch, journal_spec
+
         return AsyncBatch(
             self._poller,
             submitter=_Submitter(self),

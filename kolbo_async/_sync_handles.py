@@ -11,14 +11,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import cast, overload
+from typing import TYPE_CHECKING, cast, overload
 
-from ._batch import AsyncBatch, BatchOutcome, Nothing, completion_batch
 from ._exceptions import InvalidRequestError
 from ._handles import DEFAULT_WAIT, AsyncGeneration, ProgressCallback
 from ._models import GenerationStatus, Submission, VideoResult
 from ._progress import GenerationProgress
 from ._runner import Runner as _Runner
+
+if TYPE_CHECKING:
+    from ._batch import AsyncBatch, BatchOutcome
 
 __all__ = ["Batch", "Generation", "as_completed"]
 
@@ -171,6 +173,8 @@ class Batch:
             generation = self._handles[outcome.index]
         elif outcome.generation is not None:
             generation = Generation(self._runner, outcome.generation)
+        from ._batch_types import BatchOutcome  # loaded with the batch, which ran already
+
         return BatchOutcome(
             outcome.index, outcome.request, generation, outcome.status, outcome.error
         )
@@ -226,6 +230,9 @@ def as_completed(handles: Iterable[AsyncGeneration] | Iterable[Generation]) -> A
         >>> async for outcome in kolbo_async.as_completed(handles):        # doctest: +SKIP
         ...     print(outcome.index, outcome.status.state if outcome.status else outcome.error)
     """
+    # Imported here: the batch machinery costs import time single calls should not pay.
+    from ._batch import Nothing, completion_batch
+
     items: list[object] = list(handles)
     if not items:
         return cast("AsyncBatch", Nothing())

@@ -107,7 +107,8 @@ class TestConstructor:
             "bad = [m for m in sys.modules if m.startswith(('kolbo_async.testing', 'uvicorn', "
             "'respx', 'sqlite3', 'trio', 'psycopg', 'redis', 'opentelemetry', "
             "'kolbo_async._journal.', 'kolbo_async._journal_pg', 'kolbo_async._shared_budget', "
-            "'kolbo_async._hooks', 'kolbo_async.otel', 'anyio.to_thread'))] "
+            "'kolbo_async._hooks', 'kolbo_async.otel', 'anyio.to_thread', 'kolbo_async._batch', "
+            "'kolbo_async._rerun', 'kolbo_async._budget'))] "
             "+ [m for m in ('asyncio', 'kolbo_async._journal') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)"
         )

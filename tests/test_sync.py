@@ -29,6 +29,7 @@ import pytest
 from anyio.from_thread import start_blocking_portal
 
 import kolbo_async as k
+import kolbo_async._batch
 import kolbo_async._client
 import kolbo_async._sync
 from kolbo_async import AsyncGeneration, AsyncKolbo, Generation, Kolbo

@@ -22,6 +22,14 @@ status requests received, answered, answered 429, the most received and answered
 sliding 60 s, and the longest time with no poll answered; each worker's client counts the 429s
 it was answered (through a hook). Exits 1 when a shared run saw a 429 (or the private run saw
 none: then the comparison shows nothing).
+
+What to expect (measured on a loaded 2-CPU machine): each client's poller plans for 90 % of
+its budget, so four of them ask for about 1,080 polls a minute whichever budget they use. With
+private budgets the server's minute is full after about 17 s; each process is answered one 429
+(429s per worker 2/2/2/2 over two minutes), waits its Retry-After out (the rest of the
+minute), and all four start again together with the next minute, so a sliding minute at the
+server holds 350-380 polls. With one shared budget the store admits 300 in the same 17 s and
+holds all four until those leave the window: 0 x 429, never more than 300 in a sliding minute.
 """
 
 from __future__ import annotations

@@ -4,13 +4,13 @@ rate budgets, then through one budget shared in SQLite and Redis, counted at the
 The arithmetic (sliding-minute counts, what the server saw, the verdict) is tested on plain
 numbers. The quick mode itself crosses real processes, a real loopback server and a real
 ``redis-server`` on a real-speed clock (a shared store times its windows by real time) and
-takes over a minute, so it runs only with ``KOLBO_SLOW_TESTS=1``.
+takes over a minute: it is run as the benchmark itself (``python benchmarks/shared_budget.py
+--quick``), not in the suite, whose promise tests with real processes and servers are
+``tests/test_rate_store_servers.py``.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from shared_budget import QUICK, RunResult, bench, count, most_in_window, verdict
+from shared_budget import RunResult, count, most_in_window, verdict
 
 from kolbo_async.testing import RecordedRequest
 
@@ -71,30 +71,3 @@ def test_verdict_fails_a_throttled_shared_run_and_a_private_run_never_throttled(
     assert verdict([_result("private (store=None)", 0), _result("shared: sqlite", 0)]) == [
         "private (store=None): no 429 (nothing to compare)"
     ]
-
-
-@pytest.mark.skipif(
-    os.environ.get("KOLBO_SLOW_TESTS") != "1",
-    reason="a benchmark on a real-speed clock (over a minute): set KOLBO_SLOW_TESTS=1",
-)
-@pytest.mark.timeout(300)  # three runs of 20 s, each with four processes starting up
-def test_quick_mode_private_budgets_are_throttled_a_shared_one_never() -> None:
-    """Four processes, 200 generations, 60 requests a minute at the server and in each client:
-    the private budgets together overrun the server's minute and are answered 429; one budget
-    shared through SQLite (and Redis) is answered 429 never, and no sliding minute at the
-    server holds more than the limit."""
-    redis = os.environ.get("KOLBO_TEST_REDIS_URL")
-    if redis is None and shutil.which("redis-server") is None and os.environ.get("CI") == "true":
-        pytest.fail("redis-server is missing (CI=true): apt-get install -y redis-server")
-    results = bench(QUICK, redis)
-    by_name = {r.name: r for r in results}
-    private = by_name.pop("private (store=None)")
-    assert private.throttled > 0
-    assert sum(private.worker_429s) == private.throttled  # what the clients saw, too
-    assert "shared: sqlite" in by_name
-    for shared in by_name.values():
-        assert shared.throttled == 0, shared
-        assert shared.worker_429s == [0, 0, 0, 0]
-        assert shared.most_answered_60s <= QUICK.requests_per_minute
-        assert shared.answered > 0
-    assert verdict(results) == []

@@ -33,6 +33,7 @@ from ._exceptions import (
     APIResponseValidationError,
     KolboError,
     make_status_error,
+    rate_limited,
 )
 from ._pipeline import Pipeline
 from ._resume import StartOver, Transfer, check_version, complete, place_of
@@ -164,6 +165,11 @@ class _Fetch:
             except Retryable as failed:
                 delay = retries.delay(failed)
                 if deadline is not None and clock.now() + delay >= deadline:
+                    asked = failed.attempt
+                    if asked.status_code == 429 and asked.retry_after is not None:
+                        # The CDN asked for longer than the caller has: its advice, as polling
+                        # gives it, rather than a timeout that has not happened yet.
+                        raise rate_limited(failed.error, asked.retry_after) from None
                     raise DeadlineExceeded from failed.error  # the retry could not finish in time
                 logger.debug(
                     "download broke at %d bytes (%s); resuming in %.2f s",

@@ -305,6 +305,20 @@ class TestCdn429:
         assert clock.sleeps == []
         assert sorted(p.name for p in tmp_path.iterdir()) == []
 
+    async def test_a_retry_after_past_the_download_deadline_is_the_cdns_advice(
+        self, router: respx.MockRouter, clock: StepClock, tmp_path: Path
+    ) -> None:
+        """A CDN asking for 30 s when the download has 10 ends it at once with its advice
+        (`RateLimitError`, `retry_after` 30), as polling does; not a timeout that has not
+        happened, and nothing is slept or left on disk."""
+        router.get(f"{CDN}/v.mp4").respond(429, headers={"Retry-After": "30"})
+        async with AsyncKolbo(KEY, _clock=clock, rate_limits=None) as client:
+            gen = client.generations.attach("gen1")
+            with pytest.raises(k.RateLimitError) as info:
+                await gen.download(tmp_path / "a.mp4", timeout=10)
+        assert info.value.retry_after == 30.0
+        assert clock.sleeps == [] and list(tmp_path.iterdir()) == []
+
     async def test_api_429_still_cools_the_api_down(
         self, router: respx.MockRouter, client: AsyncKolbo, clock: StepClock
     ) -> None:

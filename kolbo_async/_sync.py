@@ -8,6 +8,7 @@ core.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
@@ -74,6 +75,11 @@ class Kolbo:
     @arguments_of(AsyncKolbo)
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # The parameters are AsyncKolbo's (one declaration); the client is built on its loop.
+        # Bound here first, so a wrong argument names this class, and no thread is started.
+        try:
+            inspect.signature(AsyncKolbo).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"Kolbo(): {exc}") from None
         http_client = kwargs.get("http_client")
         # Checked here too, with the blocking-specific hint, so no thread is started for it.
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):

@@ -738,3 +738,14 @@ class TestClose:
         )
         assert (proc.returncode, proc.stdout) == (0, "ok\n"), proc.stderr
         assert time.monotonic() - started < 5
+
+
+def test_a_wrong_constructor_argument_names_kolbo_and_starts_no_thread() -> None:
+    """Kolbo takes AsyncKolbo's parameters (one declaration); a wrong one is Kolbo's error,
+    raised before any loop thread exists."""
+    before = threading.active_count()
+    with pytest.raises(TypeError, match=r"^Kolbo\(\): got an unexpected keyword argument 'bogus'"):
+        Kolbo(KEY, bogus=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"^Kolbo\(\): too many positional arguments"):
+        Kolbo(KEY, "https://api.kolbo.ai")  # type: ignore[misc]
+    assert threading.active_count() == before

@@ -20,13 +20,14 @@ from ._requests import (
     IMAGE_TO_VIDEO_PATH,
     TEXT_TO_VIDEO_PATH,
     ImageToVideo,
+    Route,
     TextToVideo,
-    arguments_of,
     batch_request,
     validate_generation_id,
 )
 from ._routes_image import ImageEdit, TextToImage
 from ._routes_video import ElementsToVideo, FramesToVideo, Lipsync, VideoToVideo
+from ._signatures import arguments_of
 
 if TYPE_CHECKING:
     from ._batch import AsyncBatch
@@ -128,7 +129,7 @@ class AsyncVideos:
 
     def generate_many(
         self,
-        requests: Iterable[TextToVideo | ImageToVideo | Mapping[str, Any]],
+        requests: Iterable[Route | Mapping[str, Any]],
         *,
         concurrency: int = 8,
         journal: str | os.PathLike[str] | None = None,

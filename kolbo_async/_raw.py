@@ -18,7 +18,8 @@ from ._models import Credits, Model
 from ._namespaces import AsyncAccount, AsyncModels, AsyncVideos
 from ._pipeline import Pipeline
 from ._poller import Poller
-from ._requests import ImageToVideo, TextToVideo, arguments_of
+from ._requests import ImageToVideo, TextToVideo
+from ._signatures import arguments_of
 
 __all__ = ["AsyncWithRawResponse", "RawResponse"]
 

@@ -15,7 +15,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar, cast
+from typing import Any, ClassVar, cast
 
 import attrs
 import httpx
@@ -27,7 +27,6 @@ __all__ = [
     "BatchRequest",
     "ImageToVideo",
     "TextToVideo",
-    "arguments_of",
     "batch_request",
     "IMAGE_TO_VIDEO_PATH",
     "MAX_VISUAL_DNA_SMART_SELECT",
@@ -43,8 +42,6 @@ MAX_VISUAL_DNA_SMART_SELECT = 3
 
 _ASPECT_RATIO = re.compile(r"[1-9][0-9]{0,4}:[1-9][0-9]{0,4}")
 
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
 #: A field's check: (field name, value given) -> the value to send, or InvalidRequestError.
 Check = Callable[[str, Any], Any]
 #: A field's rule: (request, checked value) -> None, or InvalidRequestError.
@@ -305,25 +302,6 @@ class ImageToVideo(VideoRoute):
 #: A batch item's type as `BatchOutcome.request` declares it today. `batch_request` takes a
 #: request of any route (every `Route`): the outcome's annotation is to widen to `Route`.
 BatchRequest = TextToVideo | ImageToVideo
-
-
-def arguments_of(
-    request: Callable[_P, object],
-) -> Callable[[Callable[..., _T]], Callable[Concatenate[Any, _P], _T]]:
-    """Give a method ``(self, *args, **kwargs)`` the parameters of a route class.
-
-    The class stays the one declaration of a call's parameters: mypy and IDEs read them from
-    its typed ``__init__`` (attrs'), `inspect.signature` and `help()` from the
-    ``__signature__`` set here. The method is returned as it is, with no wrapper.
-    """
-
-    def declare(method: Callable[..., _T]) -> Callable[Concatenate[Any, _P], _T]:
-        init = inspect.signature(cast(Any, request).__init__)  # (self, ...) -> None
-        returns = method.__annotations__.get("return", inspect.Signature.empty)
-        cast(Any, method).__signature__ = init.replace(return_annotation=returns)
-        return method
-
-    return declare
 
 
 def text_to_video_body(prompt: Any, **options: Any) -> dict[str, Any]:

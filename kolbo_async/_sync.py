@@ -9,8 +9,7 @@ core.
 from __future__ import annotations
 
 import inspect
-import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -21,10 +20,11 @@ from ._client import _UNSET, AsyncKolbo
 from ._config import RateLimits
 from ._models import Credits, Model
 from ._namespaces import AsyncAccount, AsyncGenerations, AsyncImages, AsyncModels, AsyncVideos
-from ._requests import ImageToVideo, TextToVideo, arguments_of
+from ._requests import ImageToVideo, TextToVideo
 from ._routes_image import ImageEdit, TextToImage
 from ._routes_video import ElementsToVideo, FramesToVideo, Lipsync, VideoToVideo
 from ._runner import Runner as _Runner
+from ._signatures import arguments_of, parameters_of
 from ._sync_handles import Batch, Generation
 
 if TYPE_CHECKING:
@@ -247,17 +247,8 @@ class Videos:
             self._runner, self._runner.call(partial(self._inner.from_elements, *args, **kwargs))
         )
 
-    def generate_many(
-        self,
-        requests: Iterable[TextToVideo | ImageToVideo | Mapping[str, Any]],
-        *,
-        concurrency: int = 8,
-        journal: str | os.PathLike[str] | None = None,
-        max_credits: float | None = None,
-        resubmit_unknown: bool = False,
-        batch_id: str | None = None,
-        lease: float | None = None,
-    ) -> Batch:
+    @parameters_of(AsyncVideos.generate_many)
+    def generate_many(self, *args: Any, **kwargs: Any) -> Batch:
         """Submit many generations; yield a `BatchOutcome` for each as it finishes.
 
         Same as `AsyncVideos.generate_many`, as a plain iterator whose outcomes hold
@@ -268,16 +259,7 @@ class Videos:
             ...     if outcome.error is None:
             ...         outcome.generation.download(f"video-{outcome.index}.mp4")
         """
-        inner = self._inner.generate_many(
-            requests,
-            concurrency=concurrency,
-            journal=journal,
-            max_credits=max_credits,
-            resubmit_unknown=resubmit_unknown,
-            batch_id=batch_id,
-            lease=lease,
-        )
-        return Batch(self._runner, inner)
+        return Batch(self._runner, self._inner.generate_many(*args, **kwargs))
 
 
 class Images:

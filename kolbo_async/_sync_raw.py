@@ -14,8 +14,9 @@ from ._raw import (
     AsyncWithRawResponse,
     RawResponse,
 )
-from ._requests import ImageToVideo, TextToVideo, arguments_of
+from ._requests import ImageToVideo, TextToVideo
 from ._runner import Runner as _Runner
+from ._signatures import arguments_of
 from ._sync_handles import Generation
 
 __all__ = ["WithRawResponse"]

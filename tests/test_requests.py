@@ -15,7 +15,8 @@ import respx
 import kolbo_async as k
 import kolbo_async._requests as requests_module
 from kolbo_async import AsyncKolbo, ImageToVideo, Kolbo, TextToVideo
-from kolbo_async._requests import VideoRoute, arguments_of, checked, route_order
+from kolbo_async._requests import VideoRoute, checked, route_order
+from kolbo_async._signatures import arguments_of
 
 KEY = "kolbo_live_" + "a1" * 20
 API = "https://api.kolbo.ai/api/v1/generate"

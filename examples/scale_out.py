@@ -73,9 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         if base_url is None and not args.kolbo:
             from kolbo_async.testing import Simulator
 
-            # Real time and Kolbo's real limits; short generations so the run is about pacing.
+            # Real time and Kolbo's real limits; short generations so the run is about pacing,
+            # and credits for every prompt (the simulator's default account pays for ~290).
             sim = Simulator(speed=1.0, processing_seconds=4, pending_seconds=1, rate_limits=True,
-                            generations_per_minute=args.per_minute)  # fmt: skip
+                            generations_per_minute=args.per_minute,
+                            credits=max(10_000, 100 * args.prompts))  # fmt: skip
             base_url = stack.enter_context(sim.serve())
         rates = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "rates.db"
         options = {"journal": args.journal, "batch_id": args.batch_id, "lease": args.lease,

@@ -245,11 +245,11 @@ class Route:
 
 
 @attrs.frozen(kw_only=True, init=False, eq=False, repr=False)
-class VideoRoute(Route):
-    """The options every video route takes, keyword-only, `extra_body` last.
+class VideoOptions(Route):
+    """The options every video route takes, keyword-only, `extra_body` last (a family).
 
-    A family, never made itself: no ``__init__`` or ``__eq__`` of its own, its routes have
-    theirs (``init=False, eq=False`` also spare the import the building of them).
+    Never made itself: no ``__init__`` or ``__eq__`` of its own, its routes have theirs
+    (``init=False, eq=False`` also spare the import the building of them).
     """
 
     model: str | None = attrs.field(default=None, metadata=checked(check_text))
@@ -261,12 +261,18 @@ class VideoRoute(Route):
         converter=tuple_or_none,
         metadata=checked(check_each(check_text), smart_select),
     )
-    reference_images: Sequence[str] | None = attrs.field(
-        default=None, converter=tuple_or_none, metadata=checked(check_each(check_url))
-    )
     resolution: str | None = attrs.field(default=None, metadata=checked(check_text))
     sound_enabled: bool | None = attrs.field(default=None, metadata=checked(check_flag))
     extra_body: Mapping[str, Any] | None = attrs.field(default=None, hash=False)
+
+
+@attrs.frozen(kw_only=True, init=False, eq=False, repr=False)
+class VideoRoute(VideoOptions):
+    """The text- and image-to-video family: the video options and `reference_images`."""
+
+    reference_images: Sequence[str] | None = attrs.field(
+        default=None, converter=tuple_or_none, metadata=checked(check_each(check_url))
+    )
 
 
 @attrs.frozen(repr=False, field_transformer=route_order)

@@ -15,15 +15,13 @@ import attrs
 
 from ._requests import (
     Route,
-    check_aspect_ratio,
-    check_duration,
+    VideoOptions,
     check_each,
     check_flag,
     check_text,
     check_url,
     checked,
     route_order,
-    smart_select,
     tuple_or_none,
 )
 from ._route_checks import check_box, check_count, check_keyframes, keyframes_tuple, media_tuple
@@ -49,23 +47,12 @@ _URLS = checked(check_each(check_url))
 
 
 @attrs.frozen(kw_only=True, init=False, eq=False, repr=False)
-class MotionRoute(Route):
-    """The options the frames, elements and video-to-video routes share (a family)."""
+class MotionRoute(VideoOptions):
+    """The frames, elements and video-to-video family: the video options, a project and a
+    session."""
 
-    model: str | None = attrs.field(default=None, metadata=checked(check_text))
-    aspect_ratio: str | None = attrs.field(default=None, metadata=checked(check_aspect_ratio))
-    duration: float | None = attrs.field(default=None, metadata=checked(check_duration))
-    enhance_prompt: bool | None = attrs.field(default=None, metadata=checked(check_flag))
-    visual_dna_ids: Sequence[str] | None = attrs.field(
-        default=None,
-        converter=tuple_or_none,
-        metadata=checked(check_each(check_text), smart_select),
-    )
-    resolution: str | None = attrs.field(default=None, metadata=checked(check_text))
-    sound_enabled: bool | None = attrs.field(default=None, metadata=checked(check_flag))
     project_id: str | None = attrs.field(default=None, metadata=checked(check_text))
     session_id: str | None = attrs.field(default=None, metadata=checked(check_text))
-    extra_body: Mapping[str, Any] | None = attrs.field(default=None, hash=False)
 
 
 @attrs.frozen(repr=False, field_transformer=route_order)

@@ -45,7 +45,7 @@ class AsyncKolbo:
 
     Args:
         api_key: a ``kolbo_live_...`` key; defaults to ``$KOLBO_API_KEY``.
-        base_url: defaults to ``$KOLBO_BASE_URL``, then ``$KOLBO_API_URL``, then
+        base_url: defaults to ``$KOLBO_BASE_URL``, ``$KOLBO_API_URL``, ``$KOLBO_API_BASE``, then
             ``https://api.kolbo.ai``. A trailing ``/api`` or ``/api/v1`` is accepted.
         timeout: per HTTP request, in seconds or as an `httpx.Timeout` (a generation POST
             always gets at least 120 s). Waiting for a generation has its own deadline: see

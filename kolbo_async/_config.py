@@ -118,16 +118,18 @@ def resolve_api_key(api_key: str | None) -> str:
 def resolve_base_url(base_url: str | httpx.URL | None) -> httpx.URL:
     """The API root, normalised to ``scheme://host[:port]`` plus any path prefix before /api.
 
-    Falls back to ``KOLBO_BASE_URL``, then ``KOLBO_API_URL`` (what Kolbo's own tools read),
-    then ``https://api.kolbo.ai``. A trailing ``/api`` or ``/api/v1`` (the form Kolbo's tools
-    use) is dropped, since every path the SDK sends starts with ``/api/v1``. Plain ``http``
-    is refused unless the host is loopback: the key would cross the network in clear.
+    Falls back to ``KOLBO_BASE_URL``, then ``KOLBO_API_URL`` and ``KOLBO_API_BASE`` (what
+    Kolbo's own tools read, in their order), then ``https://api.kolbo.ai``. A trailing ``/api``
+    or ``/api/v1`` (the form Kolbo's tools use) is dropped, since every path the SDK sends
+    starts with ``/api/v1``. Plain ``http`` is refused unless the host is loopback: the key
+    would cross the network in clear.
     """
     raw = base_url
     if raw is None:
         raw = (
             os.environ.get("KOLBO_BASE_URL")
             or os.environ.get("KOLBO_API_URL")
+            or os.environ.get("KOLBO_API_BASE")
             or DEFAULT_BASE_URL
         )
     try:

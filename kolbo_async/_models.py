@@ -59,6 +59,8 @@ class Submission:
         credits_charged: credits taken at submit time.
         poll_url: the server's suggested status path (kept as data, never followed).
         poll_interval_hint: seconds the server asks between polls.
+        session_id: the session Kolbo filed the generation under; pass it as ``session_id`` to
+            a later call to keep a series together.
     """
 
     generation_id: str
@@ -67,6 +69,7 @@ class Submission:
     credits_charged: float | None = None
     poll_url: str | None = None
     poll_interval_hint: float | None = None
+    session_id: str | None = None
     raw: Mapping[str, Any] = attrs.field(default=_EMPTY, repr=False, eq=False)
 
 

@@ -40,7 +40,10 @@ IMAGE_TO_VIDEO_PATH = "/api/v1/generate/video/from-image"
 #: Kolbo's docs allow 3 Visual DNA ids; a named model may allow more (the server decides).
 MAX_VISUAL_DNA_SMART_SELECT = 3
 
-_ASPECT_RATIO = re.compile(r"[1-9][0-9]{0,4}:[1-9][0-9]{0,4}")
+# Kolbo's own client passes the catalog's values through untouched: W:H with positive decimal
+# numbers (the catalog holds ratios such as 2.39:1) or one of the catalog's words.
+_RATIO_SIDE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_RATIO_WORDS = frozenset({"auto", "adaptive"})
 
 #: A field's check: (field name, value given) -> the value to send, or InvalidRequestError.
 Check = Callable[[str, Any], Any]
@@ -77,9 +80,18 @@ def check_url(field: str, value: object) -> str:
 
 
 def check_aspect_ratio(field: str, value: object) -> str:
-    if not isinstance(value, str) or not _ASPECT_RATIO.fullmatch(value):
-        raise InvalidRequestError(field, f"must look like '16:9' (W:H), not {show(value)}")
+    if not isinstance(value, str) or not (value in _RATIO_WORDS or _is_ratio(value)):
+        raise InvalidRequestError(
+            field, f"must be W:H ('16:9', '2.39:1'), 'auto' or 'adaptive', not {show(value)}"
+        )
     return value
+
+
+def _is_ratio(text: str) -> bool:
+    sides = text.split(":")
+    return len(sides) == 2 and all(
+        _RATIO_SIDE.fullmatch(side) and float(side) > 0 for side in sides
+    )
 
 
 def check_duration(field: str, value: object) -> int | float:
@@ -263,16 +275,18 @@ class VideoOptions(Route):
     )
     resolution: str | None = attrs.field(default=None, metadata=checked(check_text))
     sound_enabled: bool | None = attrs.field(default=None, metadata=checked(check_flag))
+    # Every route files its generation under a project and a session (Kolbo's client passes
+    # the submit answer's session_id back to keep a series together).
+    project_id: str | None = attrs.field(default=None, metadata=checked(check_text))
+    session_id: str | None = attrs.field(default=None, metadata=checked(check_text))
     extra_body: Mapping[str, Any] | None = attrs.field(default=None, hash=False)
 
 
 @attrs.frozen(kw_only=True, init=False, eq=False, repr=False)
 class VideoRoute(VideoOptions):
-    """The text- and image-to-video family: the video options and `reference_images`."""
+    """The text- and image-to-video family: the video options and `skip_color_palette`."""
 
-    reference_images: Sequence[str] | None = attrs.field(
-        default=None, converter=tuple_or_none, metadata=checked(check_each(check_url))
-    )
+    skip_color_palette: bool | None = attrs.field(default=None, metadata=checked(check_flag))
 
 
 @attrs.frozen(repr=False, field_transformer=route_order)
@@ -289,6 +303,12 @@ class TextToVideo(VideoRoute):
 
     _path: ClassVar[str] = TEXT_TO_VIDEO_PATH
     prompt: str = attrs.field(metadata=checked(check_text))
+    # Only the text route takes these (Kolbo's from-image route does not).
+    reference_images: Sequence[str] | None = attrs.field(
+        default=None, kw_only=True, converter=tuple_or_none,
+        metadata=checked(check_each(check_url)),
+    )  # fmt: skip
+    preset_id: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))
 
 
 @attrs.frozen(repr=False, field_transformer=route_order)

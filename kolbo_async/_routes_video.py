@@ -34,7 +34,6 @@ __all__ = [
     "ElementsToVideo",
     "FramesToVideo",
     "Lipsync",
-    "MotionRoute",
     "VideoToVideo",
 ]
 
@@ -46,17 +45,8 @@ LIPSYNC_PATH = "/api/v1/generate/lipsync"
 _URLS = checked(check_each(check_url))
 
 
-@attrs.frozen(kw_only=True, init=False, eq=False, repr=False)
-class MotionRoute(VideoOptions):
-    """The frames, elements and video-to-video family: the video options, a project and a
-    session."""
-
-    project_id: str | None = attrs.field(default=None, metadata=checked(check_text))
-    session_id: str | None = attrs.field(default=None, metadata=checked(check_text))
-
-
 @attrs.frozen(repr=False, field_transformer=route_order)
-class FramesToVideo(MotionRoute):
+class FramesToVideo(VideoOptions):
     """One first-and-last-frame request: the arguments of `client.videos.from_frames`.
 
     ``POST /api/v1/generate/first-last-frame``: the video moves from `first_frame` to
@@ -75,7 +65,7 @@ class FramesToVideo(MotionRoute):
 
 
 @attrs.frozen(repr=False, field_transformer=route_order)
-class VideoToVideo(MotionRoute):
+class VideoToVideo(VideoOptions):
     """One video-to-video request: the arguments of `client.videos.from_video`.
 
     ``POST /api/v1/generate/video-from-video``: restyle or extend `video` (an http(s) URL);
@@ -122,7 +112,7 @@ class Lipsync(Route):
 
 
 @attrs.frozen(repr=False, field_transformer=route_order)
-class ElementsToVideo(MotionRoute):
+class ElementsToVideo(VideoOptions):
     """One elements request: the arguments of `client.videos.from_elements`.
 
     ``POST /api/v1/generate/elements``: one scene from `prompt` and references, sent as

@@ -44,7 +44,7 @@ class Kolbo:
 
     Args:
         api_key: a ``kolbo_live_...`` key; defaults to ``$KOLBO_API_KEY``.
-        base_url: defaults to ``$KOLBO_BASE_URL``, then ``$KOLBO_API_URL``, then
+        base_url: defaults to ``$KOLBO_BASE_URL``, ``$KOLBO_API_URL``, ``$KOLBO_API_BASE``, then
             ``https://api.kolbo.ai``. A trailing ``/api`` or ``/api/v1`` is accepted.
         timeout: per HTTP request, in seconds or as an `httpx.Timeout`.
         max_retries: retries of one request on transient failures.

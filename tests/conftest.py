@@ -19,7 +19,7 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(autouse=True)
 def _no_kolbo_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never pick up a developer's real key or base URL from the environment."""
-    for name in ("KOLBO_API_KEY", "KOLBO_BASE_URL", "KOLBO_API_URL"):
+    for name in ("KOLBO_API_KEY", "KOLBO_BASE_URL", "KOLBO_API_URL", "KOLBO_API_BASE"):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -44,12 +44,17 @@ class TestConstructor:
                 {"KOLBO_API_URL": "https://a.example/api", "KOLBO_BASE_URL": "https://b.example"},
                 "https://b.example",
             ),
+            ({"KOLBO_API_BASE": "https://c.example/api"}, "https://c.example"),
+            (
+                {"KOLBO_API_BASE": "https://c.example/api", "KOLBO_API_URL": "https://a.example"},
+                "https://a.example",
+            ),
         ],
     )
     def test_base_url_env_fallbacks(
         self, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
     ) -> None:
-        """KOLBO_BASE_URL, then KOLBO_API_URL, then the default; /api is normalised away."""
+        """KOLBO_BASE_URL, KOLBO_API_URL, KOLBO_API_BASE, then the default; /api is dropped."""
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         assert str(AsyncKolbo(KEY).base_url).rstrip("/") == expected

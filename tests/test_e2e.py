@@ -54,6 +54,26 @@ class TestLifecycle:
         assert cdn, "the video came from the CDN origin"
         assert all("x-api-key" not in {h.lower() for h in r.headers} for r in cdn)
 
+    async def test_a_session_carries_a_series(self, sim: Simulator, client: AsyncKolbo) -> None:
+        """The submit answer's session_id, passed to the next call, files it in that session;
+        the text route sends its own fields, the from-image route does not take them."""
+        first = await client.videos.generate("a cat", preset_id="p1", skip_color_palette=True)
+        assert first.submission is not None and first.submission.session_id
+        session = first.submission.session_id
+        second = await client.videos.from_image(
+            "https://example.com/a.png", prompt="and then", session_id=session, project_id="pr"
+        )
+        assert second.submission is not None
+        assert second.submission.session_id == session
+        posts = [r.json for r in sim.requests if r.method == "POST"]
+        assert posts[0] == {"prompt": "a cat", "preset_id": "p1", "skip_color_palette": True}
+        assert posts[1]["session_id"] == session and posts[1]["project_id"] == "pr"
+        with pytest.raises(TypeError, match="reference_images"):
+            await client.videos.from_image(
+                "https://example.com/a.png", reference_images=["https://example.com/r.png"]
+            )
+        assert len([r for r in sim.requests if r.method == "POST"]) == 2
+
     async def test_polls_follow_the_hint(self, sim: Simulator, client: AsyncKolbo) -> None:
         """Polling happens at the server's hint: roughly generation time / 8 s polls."""
         gen = await client.videos.generate("a cat")

@@ -24,7 +24,7 @@ ROUTES = [("generate", TextToVideo), ("from_image", ImageToVideo)]
 
 #: Values to try on a field whose check is unknown to the test: one of them must pass it.
 SAMPLES: list[Any] = [
-    "16:9", 5, True, ["https://x.example/r.png"], "https://x.example/a.png", {"preset_id": "p"}
+    "16:9", 5, True, ["https://x.example/r.png"], "https://x.example/a.png", {"seed": 1}
 ]
 
 
@@ -122,9 +122,7 @@ class TestBodies:
 
     def test_a_rule_refuses_right_after_its_own_field(self) -> None:
         """The Smart Select limit is checked with visual_dna_ids, before later fields."""
-        request = TextToVideo(
-            "a", visual_dna_ids=["1", "2", "3", "4"], reference_images=["ftp://x/y"]
-        )
+        request = TextToVideo("a", visual_dna_ids=["1", "2", "3", "4"], resolution="")
         with pytest.raises(k.InvalidRequestError) as info:
             request.body()
         assert info.value.field == "visual_dna_ids"

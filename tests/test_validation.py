@@ -37,6 +37,8 @@ VALID: dict[str, Any] = {
 def _ratio(value: object) -> bool:
     if value in ("auto", "adaptive"):
         return True
+    if value in ("auto", "adaptive"):
+        return True
     parts = value.split(":") if isinstance(value, str) else []
     return len(parts) == 2 and all(re.fullmatch(r"\d+(\.\d+)?", p) and float(p) > 0 for p in parts)
 
@@ -72,6 +74,11 @@ class TestBodies:
             "image_url": "https://x.example/a.png"
         }
 
+    @pytest.mark.parametrize("ratio", ["2.39:1", "auto", "adaptive", "0.5:1", "21:9"])
+    def test_catalog_ratios_pass_untouched(self, ratio: str) -> None:
+        """Decimal ratios and the catalog's words reach Kolbo as given (Kolbo's client does so)."""
+        assert text_to_video_body("a cat", aspect_ratio=ratio)["aspect_ratio"] == ratio
+
     def test_every_field(self) -> None:
         """Every documented field lands under its API name."""
         body = text_to_video_body(
@@ -101,6 +108,10 @@ class TestBodies:
             ({"prompt": "a", "aspect_ratio": "16x9"}, "aspect_ratio"),
             ({"prompt": "a", "aspect_ratio": "0:9"}, "aspect_ratio"),
             ({"prompt": "a", "aspect_ratio": 1.77}, "aspect_ratio"),
+            ({"prompt": "a", "aspect_ratio": "2.39:0"}, "aspect_ratio"),
+            ({"prompt": "a", "aspect_ratio": "1.:2"}, "aspect_ratio"),
+            ({"prompt": "a", "aspect_ratio": "AUTO"}, "aspect_ratio"),
+            ({"prompt": "a", "aspect_ratio": "16:9:1"}, "aspect_ratio"),
             ({"prompt": "a", "visual_dna_ids": ["1", "2", "3", "4"]}, "visual_dna_ids"),
             ({"prompt": "a", "visual_dna_ids": "abc"}, "visual_dna_ids"),
             ({"prompt": "a", "visual_dna_ids": [""]}, "visual_dna_ids[0]"),

@@ -274,6 +274,8 @@ class ServiceState:
             "model": record.model,
             "credits_charged": number(record.credits),
             "poll_url": f"/api/v1/generate/{record.id}/status",
+            # Kolbo files every generation under a session; one passed in is kept.
+            "session_id": body.get("session_id") or f"session_{record.id}",
             "poll_interval_hint": number(
                 (IMAGE_POLL_INTERVAL_HINT if spec.image else POLL_INTERVAL_HINT) / self.hint_scale
             ),

@@ -42,6 +42,8 @@ def fresh_key() -> str:
 
 #: Seconds an admission may be recorded late (thread hand-back, a busy 2-CPU machine).
 SLOP = 0.25
+#: How long Redis is away in the outage tests (issue 15: "stopped for 10 s").
+OUTAGE = 10.0
 ROOT = Path(__file__).resolve().parent.parent
 
 WORKER = r"""
@@ -275,7 +277,7 @@ def test_generations_and_requests_share_both_buckets_atomically(store: str) -> N
 
 @pytest.mark.timeout(90)
 def test_redis_paused_mid_run_holds_then_resumes(own_redis: RedisServer) -> None:
-    """The server stops answering for 3 s (SIGSTOP) in the middle: no crash, nothing
+    """The server stops answering for 10 s (SIGSTOP) in the middle: no crash, nothing
     admitted meanwhile, never more than the budget, a WARNING, and the run resumes alone."""
     window = 1.5
     outage: list[float] = []
@@ -284,46 +286,53 @@ def test_redis_paused_mid_run_holds_then_resumes(own_redis: RedisServer) -> None
         time.sleep(max(0.0, start + 1.0 - time.time()))
         own_redis.signal(signal.SIGSTOP)
         outage.append(time.time())
-        time.sleep(3.0)
+        time.sleep(OUTAGE)
         outage.append(time.time())
         own_redis.signal(signal.SIGCONT)
 
     admitted, errors, _ = run_workers(
-        own_redis.url, processes=3, window=window, windows=5.5, during=pause
-    )
+        own_redis.url, processes=3, window=window, windows=(OUTAGE + 5.5) / window,
+        during=pause,
+    )  # fmt: skip
     times = [at for _, at in admitted]
     assert_sliding(times, 10, window)
     down, up = outage
     assert not [at for at in times if down + SLOP < at < up]
-    assert len([at for at in times if at > up]) >= 10  # resumed by itself
+    assert len([at for at in times if at > up]) >= 20  # resumed by itself
     assert all("unreachable" in err and "reachable again" in err for err in errors), errors
     assert all("Traceback" not in err for err in errors)
     assert not any(KEY[11:20] in err for err in errors)
 
 
 @pytest.mark.timeout(90)
-def test_redis_restarted_empty_mid_run_never_exceeds_the_budget(
+def test_redis_stopped_10s_and_restarted_empty_never_exceeds_the_budget(
     own_redis: RedisServer,
 ) -> None:
-    """The server is killed after the first window's burst and restarted 1.5 s later without
-    its data: no crash, never more than the budget, and the run resumes by itself."""
+    """The server is killed after the first window's burst and started again 10 s later
+    without its data: no crash, nothing admitted while it is down, never more than the
+    budget, and the run resumes by itself."""
     window = 1.5
-    restarted: list[float] = []
+    outage: list[float] = []
 
     def restart(start: float) -> None:
         time.sleep(max(0.0, start + 0.3 - time.time()))
         own_redis.stop()
-        time.sleep(1.5)
+        outage.append(time.time())
+        time.sleep(OUTAGE)
         own_redis.start()
-        restarted.append(time.time())
+        outage.append(time.time())
 
     admitted, errors, _ = run_workers(
-        own_redis.url, processes=3, window=window, windows=5, during=restart
-    )
+        own_redis.url, processes=3, window=window, windows=(OUTAGE + 5.0) / window,
+        during=restart,
+    )  # fmt: skip
     times = [at for _, at in admitted]
     assert_sliding(times, 10, window)
-    assert len([at for at in times if at > restarted[0] + window]) >= 10
+    down, up = outage
+    assert not [at for at in times if down + SLOP < at < up]
+    assert len([at for at in times if at > up + window]) >= 10
     assert all("reachable again" in err for err in errors), errors
+    assert all("Traceback" not in err for err in errors)
 
 
 @pytest.mark.anyio

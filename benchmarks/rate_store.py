@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import anyio  # noqa: E402
+from _servers import redis_url  # noqa: E402
 
 from kolbo_async import RateLimits  # noqa: E402
 from kolbo_async._clock import SYSTEM_CLOCK  # noqa: E402
@@ -65,34 +62,6 @@ async def main():
 
 anyio.run(main, backend=args["backend"])
 """
-
-
-@contextmanager
-def redis_server() -> Iterator[str]:
-    """A redis-server of our own on a free loopback port (no persistence)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server not found: apt-get install -y redis-server, or --redis URL")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory() as workdir:
-        proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", workdir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            for _ in range(200):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.02)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.kill()
-            proc.wait()
 
 
 async def latencies(store: str | None, rounds: int, backend_key: str) -> list[float]:
@@ -145,13 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="fewer rounds, no process run")
     args = parser.parse_args(argv)
     rounds = 200 if args.smoke else 3000
-    with tempfile.TemporaryDirectory() as tmp, (
-        redis_server() if args.redis is None else _given(args.redis)
-    ) as redis_url:
+    with tempfile.TemporaryDirectory() as tmp, redis_url(args.redis) as redis:
+        if redis is None:
+            raise SystemExit("redis-server not found: apt-get install -y redis-server, or --redis")
         stores: list[tuple[str, str | None]] = [
             ("in-process (default)", None),
             ("sqlite", f"sqlite:///{Path(tmp) / 'rates.db'}"),
-            ("redis (loopback)", redis_url),
+            ("redis (loopback)", redis),
         ]
         print(f"admission latency, one Pacer.admit ({rounds} rounds, 1 in 10 a generation)")
         print(f"  {'store':<22} {'median':>9} {'p95':>9}")
@@ -164,13 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.smoke:
             print("six processes, one budget of 10 per 1.5 s window, 3.5 windows")
             processes(stores[1][1] or "")
-            processes(redis_url)
+            processes(redis)
     return 0
-
-
-@contextmanager
-def _given(url: str) -> Iterator[str]:
-    yield url
 
 
 if __name__ == "__main__":

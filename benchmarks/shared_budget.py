@@ -39,19 +39,18 @@ import itertools
 import json
 import logging
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import anyio
 import attrs
+from _servers import redis_url
 
 from kolbo_async import AsyncKolbo, Event, RateLimits, RequestDone, as_completed
 from kolbo_async.testing import RecordedRequest, Simulator
@@ -247,41 +246,6 @@ def _tail(logs: str, worker: int) -> str:
     return (Path(logs) / f"{worker}.err").read_bytes().decode(errors="replace")[-3000:]
 
 
-@contextmanager
-def redis_server() -> Iterator[str | None]:
-    """A redis-server of our own on a free loopback port (no persistence); None when the
-    binary is missing."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        yield None
-        return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory() as workdir:
-        proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", workdir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            for _ in range(500):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.02)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.kill()
-            proc.wait()
-
-
-@contextmanager
-def _given(url: str | None) -> Iterator[str | None]:
-    yield url
-
-
 def bench(mode: Mode, redis: str | None, use_redis: bool = True) -> list[RunResult]:
     """The private run, then one run per shared store; prints the table as it goes."""
     print(f"{WORKERS} processes watching {mode.generations:,} generations for "
@@ -289,15 +253,14 @@ def bench(mode: Mode, redis: str | None, use_redis: bool = True) -> list[RunResu
           f"(the server counts fixed one-minute windows, the clients sliding ones)")  # fmt: skip
     print(HEADER, flush=True)
     results = []
-    given = redis if use_redis else None
-    servers = redis_server() if use_redis and given is None else _given(given)
-    with tempfile.TemporaryDirectory() as tmp, servers as redis_url:
+    servers = redis_url(redis) if use_redis else nullcontext(None)
+    with tempfile.TemporaryDirectory() as tmp, servers as url:
         stores: list[tuple[str, str | None]] = [
             ("private (store=None)", None),
             ("shared: sqlite", f"sqlite:///{Path(tmp) / 'rates.db'}"),
         ]
-        if redis_url is not None:
-            stores.append(("shared: redis", redis_url))
+        if url is not None:
+            stores.append(("shared: redis", url))
         elif use_redis:
             print("(redis-server not installed: no Redis run)", flush=True)
         for label, (name, store) in enumerate(stores):

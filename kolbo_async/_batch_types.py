@@ -12,6 +12,8 @@ import attrs
 from ._batch_send import Sender
 from ._models import GenerationStatus, Model, Submission
 from ._requests import ImageToVideo, TextToVideo
+from ._routes_image import ImageEdit, TextToImage
+from ._routes_video import ElementsToVideo, FramesToVideo, Lipsync, VideoToVideo
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -31,7 +33,10 @@ class BatchOutcome(Generic[H]):
 
     Attributes:
         index: the item's position in the requests (or handles) given.
-        request: its `TextToVideo` / `ImageToVideo` (None from `as_completed`).
+        request: its request, of any route: `TextToVideo`, `ImageToVideo`,
+            `FramesToVideo`, `ElementsToVideo`, `VideoToVideo`, `Lipsync`, `TextToImage`
+            or `ImageEdit` (a dict item comes back as the request made of it); None from
+            `as_completed`.
         generation: its handle, or None when no generation was created: the POST was
             refused, its outcome is unknown, or the batch stopped before sending it.
         status: the terminal `GenerationStatus`, or None when none was learnt.
@@ -48,7 +53,17 @@ class BatchOutcome(Generic[H]):
     """
 
     index: int
-    request: TextToVideo | ImageToVideo | None
+    request: (
+        TextToVideo
+        | ImageToVideo
+        | FramesToVideo
+        | ElementsToVideo
+        | VideoToVideo
+        | Lipsync
+        | TextToImage
+        | ImageEdit
+        | None
+    )
     generation: H | None
     status: GenerationStatus | None
     error: Exception | None

@@ -15,7 +15,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, cast
 
 import attrs
 import httpx
@@ -325,9 +325,15 @@ class ImageToVideo(VideoRoute):
     prompt: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))
 
 
-#: A batch item's type as `BatchOutcome.request` declares it today. `batch_request` takes a
-#: request of any route (every `Route`): the outcome's annotation is to widen to `Route`.
-BatchRequest = TextToVideo | ImageToVideo
+if TYPE_CHECKING:  # the routes' own modules import this one
+    from ._routes_image import ImageEdit, TextToImage
+    from ._routes_video import ElementsToVideo, FramesToVideo, Lipsync, VideoToVideo
+
+#: A batch item's type: a request of any route, as `BatchOutcome.request` declares it.
+BatchRequest: TypeAlias = (
+    "TextToVideo | ImageToVideo | FramesToVideo | ElementsToVideo | VideoToVideo | Lipsync"
+    " | TextToImage | ImageEdit"
+)
 
 
 def text_to_video_body(prompt: Any, **options: Any) -> dict[str, Any]:

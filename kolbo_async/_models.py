@@ -20,6 +20,7 @@ __all__ = [
     "GenerationStatus",
     "ImageResult",
     "Model",
+    "PER_IMAGE_TYPES",
     "Submission",
     "VideoResult",
     "submitted_id",
@@ -179,17 +180,31 @@ class GenerationStatus:
         return self.done and not self.succeeded
 
 
+#: Catalog types priced per image: their `credit` is per image, not per second of video.
+PER_IMAGE_TYPES = frozenset({"text_to_img", "image_editing"})
+
+
 @attrs.frozen
 class Model:
     """One entry of the model catalog.
 
-    `credit` is per second of video; use `cost()` rather than multiplying by hand, since it
-    applies the catalog's resolution multipliers.
+    `credit` is per second of video, or per image for an image model (`per_image`: its
+    catalog types are ``text_to_img`` / ``image_editing``); use `cost()` rather than
+    multiplying by hand, since it applies the catalog's resolution multipliers.
+
+    The caps Kolbo's catalog states per model are attributes where the SDK names them
+    (`max_reference_images`, `max_visual_dna`, `elements_max_images`, `elements_max_videos`,
+    `elements_max_audio`, `max_keyframes`); every other one (``images_per_request``,
+    ``supports_keyframes``, ``max_images``, ``max_videos``, ``max_elements``,
+    ``min_output_duration``, ...) is in `raw`. None means the catalog does not say.
 
     Example:
         >>> m = Model(identifier="kling", credit=18, resolution_multipliers={"1080p": 1.5})
         >>> m.cost(5), m.cost(5, resolution="1080p")
         (90.0, 135.0)
+        >>> flux = Model(identifier="flux", types=("text_to_img",), credit=4)
+        >>> flux.cost(num_images=3)
+        12.0
     """
 
     identifier: str
@@ -206,20 +221,48 @@ class Model:
     summary: str | None = None
     max_visual_dna: int | None = None
     max_reference_images: int | None = None
+    #: Elements route: how many reference images, videos and audio tracks the model takes.
+    elements_max_images: int | None = None
+    elements_max_videos: int | None = None
+    elements_max_audio: int | None = None
+    #: Elements route: how many keyframes the model takes.
+    max_keyframes: int | None = None
     raw: Mapping[str, Any] = attrs.field(default=_EMPTY, repr=False, eq=False)
 
-    def cost(self, duration: float, resolution: str | None = None) -> float | None:
-        """Estimated credits for a video of `duration` seconds, or None if the price is unknown.
+    @property
+    def per_image(self) -> bool:
+        """True when `credit` is per image: every catalog type of the model makes images."""
+        return bool(self.types) and all(t in PER_IMAGE_TYPES for t in self.types)
 
-        Applies ``resolution_multipliers[resolution]`` when the catalog lists one (a
+    def cost(
+        self,
+        duration: float | None = None,
+        resolution: str | None = None,
+        *,
+        num_images: int | None = None,
+    ) -> float | None:
+        """Estimated credits for one request, or None if the price is unknown.
+
+        A video model: `duration` seconds x `credit`. An image model (`per_image`):
+        `num_images` (1 when not given) x `credit`, whatever `duration` says. Either way
+        ``resolution_multipliers[resolution]`` applies when the catalog lists one (a
         resolution it does not list costs the base rate, as the server charges).
         """
-        if self.credit is None or not math.isfinite(duration) or duration <= 0:
+        if self.credit is None:
             return None
+        if self.per_image:
+            count = 1 if num_images is None else num_images
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                return None
+            amount = float(count)
+        elif duration is None or not math.isfinite(duration) or duration <= 0:
+            return None
+        else:
+            amount = float(duration)
         multiplier = 1.0
         if resolution is not None:
             multiplier = float(self.resolution_multipliers.get(resolution, 1.0))
-        return float(self.credit) * float(duration) * multiplier
+        return float(self.credit) * amount * multiplier
 
 
 @attrs.frozen
@@ -231,4 +274,3 @@ class Credits:
     credit_pack: float | None = None
     redemption: float | None = None
     raw: Mapping[str, Any] = attrs.field(default=_EMPTY, repr=False, eq=False)
-

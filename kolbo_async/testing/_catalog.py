@@ -21,8 +21,17 @@ __all__ = [
 #: Credits per second when no model is named; 5 s cost 35, as in Kolbo's docs example.
 SMART_SELECT_CREDIT = 7.0
 
-# The SDK aliases Kolbo documents for video, mapped to its raw catalog types.
-_ALIASES = {"video": "text_to_video", "video_from_image": "img_to_video"}
+# The aliases Kolbo documents for `?type=` (kolbo-api.md section 5), mapped to the raw catalog
+# types they list; a raw type stands for itself.
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "video": ("text_to_video",),
+    "video_from_image": ("img_to_video",),
+    "image": ("text_to_img",),
+    "image_edit": ("image_editing",),
+    "video_from_video": ("video_to_video",),
+    "first_last_frame": ("firstlastgenerations",),
+    "lipsync": ("lipsync-image", "lipsync-video"),
+}
 
 CATALOG: list[dict[str, Any]] = [
     {
@@ -238,7 +247,7 @@ def matches_type(model: dict[str, Any], wanted: str | None) -> bool:
     """Whether `model` is listed for ``?type=wanted`` (an SDK alias or a raw type)."""
     if wanted is None:
         return True
-    return _ALIASES.get(wanted, wanted) in model["types"]
+    return any(kind in model["types"] for kind in _ALIASES.get(wanted, (wanted,)))
 
 
 def price(model: Mapping[str, Any] | None, body: Mapping[str, Any]) -> float:
@@ -246,8 +255,9 @@ def price(model: Mapping[str, Any] | None, body: Mapping[str, Any]) -> float:
     durations = (model or {}).get("supported_durations") or []
     duration = snap(body.get("duration", 5), durations)
     credit = float((model or {}).get("credit", SMART_SELECT_CREDIT))
-    multiplier = float((model or {}).get("resolution_multipliers", {}).get(
-        body.get("resolution"), 1.0))
+    multiplier = float(
+        (model or {}).get("resolution_multipliers", {}).get(body.get("resolution"), 1.0)
+    )
     if body.get("sound_enabled") and (model or {}).get("sound_credit_multiplier"):
         multiplier *= float(model["sound_credit_multiplier"])  # type: ignore[index]
     return credit * duration * multiplier
@@ -255,8 +265,14 @@ def price(model: Mapping[str, Any] | None, body: Mapping[str, Any]) -> float:
 
 def snap(value: Any, allowed: list[Any]) -> float:
     """A duration snapped to the closest of `allowed` (5 s when not a positive number)."""
-    number = float(value) if isinstance(value, (int, float)) and not isinstance(
-        value, bool) and math.isfinite(value) and value > 0 else 5.0
+    number = (
+        float(value)
+        if isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+        else 5.0
+    )
     if not allowed:
         return number
     return float(min(allowed, key=lambda d: abs(float(d) - number)))

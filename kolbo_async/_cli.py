@@ -48,6 +48,7 @@ from ._cli_outcome import (
     silence,
 )
 from ._cli_parser import SANDBOX_SPEED, build_parser
+from ._cli_routes import call_of
 from ._cli_streams import Stream
 
 __all__ = ["main"]
@@ -127,14 +128,18 @@ def _check(args: argparse.Namespace) -> None:
     args.target = None
     # An empty value is a mistake, never "not given": `--image "$URL"` with $URL unset must
     # not pay for a text-to-video instead.
-    for option in ("base_url", "image", "model", "aspect_ratio"):
+    for option in ("base_url", "image", "model", "aspect_ratio", "resolution", "quality"):
         value = getattr(args, option, None)
-        if value is not None and not value.strip():
+        if isinstance(value, str) and not value.strip():
             raise InvalidRequestError("--" + option.replace("_", "-"), "must not be empty")
-    if args.command == "generate" and args.download is not None:
+    if call_of(args) is not None and args.download is not None:
         if args.no_wait:
             raise InvalidRequestError("--download", "cannot be used with --no-wait")
         args.target = DownloadTarget(args.download, option="--download", overwrite=args.overwrite)
+        # Several images to one file name are saved beside it, numbered: check those too.
+        count = getattr(args, "num_images", None) or 1
+        if count > 1:
+            args.target.check_numbered(count)
     elif args.command == "download":
         args.target = DownloadTarget(args.path, option="path", overwrite=args.overwrite)
     elif args.command == "batch":

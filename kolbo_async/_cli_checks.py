@@ -8,20 +8,25 @@ a usage error (exit 2) raised before the first request.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
 import stat
 from pathlib import Path
+from typing import Any
 
 from kolbo_async import InvalidRequestError
 
 __all__ = [
     "DownloadTarget",
     "api_key_is_set",
-    "duration_seconds",
     "batch_directory",
+    "bounding_box",
+    "duration_seconds",
+    "extra_field",
     "journal_file",
+    "keyframe",
     "port",
     "positive_count",
     "positive_credits",
@@ -57,6 +62,44 @@ def duration_seconds(text: str) -> float:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a number of seconds, at least 1, not {text!r}")
     return value
+
+
+def keyframe(text: str) -> tuple[str, float]:
+    """argparse type: ``IMAGE@SECONDS``, an image pinned at a time (``pose.png@2.5``).
+
+    Split at the last ``@``, so a URL holding one still reads; the SDK checks the image and
+    that the time is finite and not negative.
+    """
+    image, sep, seconds = text.rpartition("@")
+    try:
+        value = float(seconds)
+    except ValueError:
+        value = None
+    if not sep or not image or value is None:
+        raise argparse.ArgumentTypeError(f"must be IMAGE@SECONDS (pose.png@2.5), not {text!r}")
+    return image, value
+
+
+def bounding_box(text: str) -> tuple[float, float, float, float]:
+    """argparse type: ``X,Y,W,H``, four numbers."""
+    try:
+        x, y, w, h = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be X,Y,W,H (four numbers), not {text!r}") from None
+    return x, y, w, h
+
+
+def extra_field(text: str) -> tuple[str, Any]:
+    """argparse type: ``KEY=VALUE``, a field sent as is: VALUE as JSON when it reads as JSON
+    (``fps=24``, ``loop=true``, ``tags=["a"]``), else as the text typed."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"must be KEY=VALUE, not {text!r}")
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key.strip(), value
 
 
 def api_key_is_set() -> None:
@@ -151,6 +194,19 @@ class DownloadTarget:
         # must take new files.
         if not os.access(directory, os.W_OK | os.X_OK):
             raise InvalidRequestError(self.option, f"cannot write in {str(directory)!r}")
+
+    def check_numbered(self, count: int) -> None:
+        """With a file named, `count` images are saved beside it as ``NAME-0.EXT``, ...:
+        none of those may be there (or be anything but a file) unless overwriting."""
+        if self.file is None:
+            return
+        for index in range(count):
+            path = self.file.with_name(f"{self.file.stem}-{index}{self.file.suffix}")
+            _refuse_special(path, str(path), self.option)
+            if os.path.lexists(path) and not self.overwrite:
+                raise InvalidRequestError(
+                    self.option, f"{str(path)!r} exists; add --overwrite to replace it"
+                )
 
     def path_for(self, generation_id: str, suffix: str) -> Path:
         """The file to write: the path given, or ``{id}{suffix}`` in the directory given."""

@@ -13,18 +13,22 @@ import random
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TextIO
 
 from kolbo_async import (
     AsyncGeneration,
     AsyncKolbo,
     GenerationFailedError,
     GenerationStatus,
+    InvalidRequestError,
     Model,
 )
 
 from ._cli_checks import DownloadTarget
 from ._cli_outcome import EXIT_API, EXIT_FAILED, EXIT_OK, Session, line, say
+from ._cli_routes import call_of, renamed, text_or_image_to_video
+from ._cli_save import save
 
 __all__ = ["COMMANDS", "Command", "num", "serve_sandbox"]
 
@@ -46,12 +50,22 @@ def _models_table(models: list[Model]) -> str:
     def join(values: Sequence[object] | None) -> str:
         return ", ".join(num(v) if isinstance(v, float) else str(v) for v in values or ()) or "-"
 
-    rows = [("IDENTIFIER", "NAME", "CREDITS/S", "DURATIONS (S)", "ASPECT RATIOS")]
+    # A video model's credit is per second, an image model's per image: the header says
+    # which when every row agrees, else each price does.
+    units = {"/image" if m.per_image else "/s" for m in models}
+    header = "CREDITS" + ("/IMAGE" if units == {"/image"} else "/S" if len(units) < 2 else "")
+
+    def price(m: Model) -> str:
+        if m.credit is None:
+            return "-"
+        return num(m.credit) + ("" if len(units) < 2 else "/image" if m.per_image else "/s")
+
+    rows = [("IDENTIFIER", "NAME", header, "DURATIONS (S)", "ASPECT RATIOS")]
     rows += [
         (
             m.identifier,
             (m.name or "-") + (" *" if m.recommended else ""),
-            "-" if m.credit is None else num(m.credit),
+            price(m),
             join(m.supported_durations),
             join(m.supported_aspect_ratios),
         )
@@ -99,19 +113,11 @@ async def _submit(
     and a task group would hold back the second Ctrl-C too. A separate task behind
     `asyncio.shield` does neither.
     """
-    options: dict[str, Any] = {
-        "model": args.model,
-        "duration": args.duration,
-        "aspect_ratio": args.aspect_ratio,
-        "enhance_prompt": False if args.no_enhance else None,
-    }
+    call = call_of(args) or text_or_image_to_video
 
     async def post() -> AsyncGeneration | Exception:
         try:
-            if args.image is not None:
-                gen = await client.videos.from_image(args.image, prompt=args.prompt, **options)
-            else:
-                gen = await client.videos.generate(args.prompt, **options)
+            gen = await call(client, args)
         except Exception as exc:
             # Returned, not raised: a task left behind by a second Ctrl-C must not be logged
             # with a traceback when asyncio shuts down.
@@ -133,6 +139,8 @@ async def _submit(
         await asyncio.wait({task})
         raise
     session.in_flight = False
+    if isinstance(answer, InvalidRequestError):
+        raise renamed(args, answer) from None
     if isinstance(answer, Exception):
         raise answer
     return answer
@@ -166,7 +174,7 @@ async def _follow(
     from ._cli_progress import reporter  # rich, only when a command shows progress
 
     report = reporter(err, quiet=args.json)
-    path = None
+    paths: list[Path] = []
     try:
         async with gen.progress(timeout=timeout) as updates:
             async for status in updates:
@@ -181,26 +189,23 @@ async def _follow(
             session.reported = True
             reason = final.error or (final.failure.message if final.failure else None)
             if final.state == "completed":
-                reason = "completed without any video (a content filter removed it)"
+                what = getattr(args, "what", "video")
+                reason = f"completed without any {what} (a content filter removed it)"
             raise GenerationFailedError(
                 f"generation {gen.id} {final.state}" + (f": {reason}" if reason else ""),
                 status=final,
             )
         if target is not None:
-            path = await gen.download(
-                target.path_for(gen.id, ".mp4"),
-                overwrite=target.overwrite,
-                on_progress=report.bytes,
-                timeout=timeout,
-            )
+            paths = await save(gen, final, target, on_progress=report.bytes, timeout=timeout)
     finally:
         report.done()
     if args.json:
-        extra = {"path": str(path)} if path else {}
+        extra = {"path": str(paths[0]), "paths": [str(p) for p in paths]} if paths else {}
         line({**dict(final.raw), "generation_id": gen.id, **extra}, out)
     else:
         assert final.result is not None
-        out.write(f"{path if path else final.result.url}\n")
+        shown = [str(p) for p in paths] if paths else list(final.result.urls)
+        out.write("".join(f"{text}\n" for text in shown))
     session.reported = True
     return EXIT_OK
 
@@ -212,13 +217,20 @@ async def _download(
 
     gen = client.generations.attach(args.id)
     report = reporter(err, quiet=False)
-    method = gen.download_thumbnail if args.thumbnail else gen.download
-    target = args.target.path_for(gen.id, ".jpg" if args.thumbnail else ".mp4")
     try:
-        path = await method(target, overwrite=args.overwrite, on_progress=report.bytes)
+        if args.thumbnail:
+            target = args.target.path_for(gen.id, ".jpg")
+            paths = [
+                await gen.download_thumbnail(
+                    target, overwrite=args.overwrite, on_progress=report.bytes
+                )
+            ]
+        else:
+            final = await gen.wait()
+            paths = await save(gen, final, args.target, on_progress=report.bytes, timeout=None)
     finally:
         report.done()
-    out.write(f"{path}\n")
+    out.write("".join(f"{path}\n" for path in paths))
     return EXIT_OK
 
 
@@ -295,6 +307,11 @@ def _dump(data: object, out: TextIO) -> None:
 COMMANDS: dict[str, Command] = {
     "models": _models,
     "generate": _generate,
+    "image": _generate,
+    "frames": _generate,
+    "elements": _generate,
+    "restyle": _generate,
+    "lipsync": _generate,
     "status": _status,
     "download": _download,
     "cancel": _cancel,

@@ -5,15 +5,32 @@ from __future__ import annotations
 import argparse
 
 from ._cli_checks import (
-    duration_seconds,
     port,
     positive_count,
     positive_credits,
-    positive_seconds,
     positive_speed,
 )
+from ._cli_routes import (
+    add_follow_options,
+    add_model_options,
+    add_route_commands,
+    text_or_image_to_video,
+)
 
-__all__ = ["SANDBOX_SPEED", "build_parser"]
+__all__ = ["MODEL_TYPES", "SANDBOX_SPEED", "build_parser"]
+
+#: `kolbo models --type`: Kolbo's catalog types of each route, its video aliases first.
+MODEL_TYPES = (
+    "video",
+    "video_from_image",
+    "text_to_img",
+    "image_editing",
+    "firstlastgenerations",
+    "elements",
+    "video_to_video",
+    "lipsync-image",
+    "lipsync-video",
+)
 
 #: Simulated seconds per real second in sandbox mode: a 90 s generation takes 3 s.
 SANDBOX_SPEED = 30.0
@@ -23,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `kolbo`."""
     parser = argparse.ArgumentParser(
         prog="kolbo",
-        description="Generate videos with Kolbo from the command line.",
+        description="Generate videos and images with Kolbo from the command line: from a "
+        "prompt, an image, two frames, reference elements, a video, or a face and a voice.",
         epilog="The API key comes from $KOLBO_API_KEY. Try it with no key: "
         'kolbo --sandbox generate "A drone over snowy peaks" --download drone.mp4',
     )
@@ -36,10 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     models = commands.add_parser("models", help="list the models you can generate with")
-    models.add_argument("--type", default="video", choices=["video", "video_from_image"])
+    models.add_argument(
+        "--type",
+        default="video",
+        metavar="TYPE",
+        help="the models of one route: " + ", ".join(MODEL_TYPES) + " (default: video); "
+        "or a catalog type Kolbo adds",
+    )
     models.add_argument("--json", action="store_true", help="machine-readable output only")
 
     _generate(commands)
+    add_route_commands(commands)
     _batch(commands)
 
     status = commands.add_parser("status", help="show a generation's status")
@@ -47,9 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--wait", action="store_true", help="follow it until it ends")
     status.add_argument("--json", action="store_true", help="machine-readable output only")
 
-    download = commands.add_parser("download", help="save a finished generation's video")
+    download = commands.add_parser(
+        "download", help="save a finished generation's video (or every image)"
+    )
     download.add_argument("id", help="the generation id")
-    download.add_argument("path", help="where to save it (a directory: saved there as ID.mp4)")
+    download.add_argument(
+        "path",
+        help="where to save it (a directory: saved there as ID.mp4, ID.png, or ID-0.png, "
+        "ID-1.png, ... for several images, by what the CDN sends)",
+    )
     download.add_argument("--overwrite", action="store_true", help="replace an existing file")
     download.add_argument("--thumbnail", action="store_true", help="save the thumbnail instead")
 
@@ -77,35 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _generate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gen = commands.add_parser("generate", help="generate a video from a prompt (or an image)")
     gen.add_argument("prompt", help="what the video shows (with --image: how it moves)")
-    gen.add_argument("--image", metavar="URL", help="animate this image instead")
-    gen.add_argument("--model", metavar="ID", help="a model identifier (default: Smart Select)")
-    gen.add_argument(
-        "--duration", type=duration_seconds, metavar="N", help="seconds of video (at least 1)"
-    )
-    gen.add_argument("--aspect-ratio", metavar="W:H", help='e.g. "16:9", "9:16", "1:1"')
-    gen.add_argument("--no-enhance", action="store_true", help="send the prompt as written")
-    gen.add_argument("--no-wait", action="store_true", help="print the id and return at once")
-    gen.add_argument(
-        "--download",
-        metavar="PATH",
-        help="save the video to PATH when done (a directory: saved there as ID.mp4)",
-    )
-    gen.add_argument(
-        "--overwrite", action="store_true", help="let --download replace an existing file"
-    )
-    gen.add_argument(
-        "--timeout",
-        type=positive_seconds,
-        default=1800.0,
-        metavar="N",
-        help="give up waiting after N s (default 1800); the generation goes on at Kolbo",
-    )
-    gen.add_argument(
-        "--json",
-        action="store_true",
-        help="machine-readable output only: a JSON line with the id as soon as Kolbo answers, "
-        "then a JSON line with the outcome",
-    )
+    gen.add_argument("--image", metavar="URL|FILE", help="animate this image instead")
+    add_model_options(gen, duration=True, resolution='"720p", "1080p"', sound=True)
+    add_follow_options(gen, "video")
+    gen.set_defaults(call=text_or_image_to_video, what="video")
 
 
 def _batch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -113,7 +119,7 @@ def _batch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "batch",
         help="generate every request of a JSON Lines or CSV file",
         description="Generate every request of FILE: JSON Lines (one object a line, the "
-        "fields of TextToVideo, or of ImageToVideo with \"route\": \"image-to-video\" or an "
+        'fields of TextToVideo, or of ImageToVideo with "route": "image-to-video" or an '
         "image_url) or CSV with a header row of the same names. Every line is checked before "
         "anything is sent. With --journal, an interrupted batch resumes when the same "
         "command is run again: nothing is paid for twice.",

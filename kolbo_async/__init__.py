@@ -68,6 +68,7 @@ from ._exceptions import (
     SubmissionOutcomeUnknownError as SubmissionOutcomeUnknownError,
 )
 from ._handles import AsyncGeneration as AsyncGeneration
+from ._media import Media as Media
 from ._models import (
     Credits as Credits,
 )
@@ -171,6 +172,7 @@ __all__ = [
     "Kolbo",
     "KolboError",
     "Lipsync",
+    "Media",
     "Model",
     "NotFoundError",
     "PacingWait",

@@ -24,7 +24,14 @@ from ._config import (
 )
 from ._exceptions import InvalidRequestError
 from ._handles import AsyncGeneration, fetch_status
-from ._namespaces import AsyncAccount, AsyncGenerations, AsyncImages, AsyncModels, AsyncVideos
+from ._namespaces import (
+    AsyncAccount,
+    AsyncGenerations,
+    AsyncImages,
+    AsyncMediaLibrary,
+    AsyncModels,
+    AsyncVideos,
+)
 from ._pacing import Pacer
 from ._pipeline import Pipeline
 from ._poller import Poller
@@ -70,6 +77,7 @@ class AsyncKolbo:
 
     videos: AsyncVideos
     images: AsyncImages
+    media: AsyncMediaLibrary
     models: AsyncModels
     generations: AsyncGenerations
     account: AsyncAccount
@@ -152,7 +160,8 @@ class AsyncKolbo:
         handle = partial(
             AsyncGeneration, pipeline=pipeline, poller=self._poller, transfers=self._transfers
         )
-        self.videos = AsyncVideos(pipeline, self._poller, handle)
+        self.media = AsyncMediaLibrary(pipeline, self._transfers)
+        self.videos = AsyncVideos(pipeline, self._poller, handle, self._transfers)
         self.images = AsyncImages(self.videos)
         self.models = AsyncModels(pipeline)
         self.generations = AsyncGenerations(handle)

@@ -4,7 +4,9 @@ of that hash it is in the list (0, 1, ...).
 Reordering, prepending or filtering a list finds the same rows, and two identical prompts stay
 two items. Request bodies are hashed in a canonical form: keys sorted, and a float that is a
 whole number written as the integer (``duration=5.0`` is the same request as ``duration=5``).
-Journals of schema 2 were hashed without that rule (`legacy_key`).
+Journals of schema 2 were hashed without that rule (`legacy_key`). A local file given for a
+medium counts by its content (its SHA-256), not its path: an edited file is a new item, and
+the same file moved is the same one.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
+
+from ._local_files import LocalFile
 
 __all__ = ["ItemKey", "item_keys", "legacy_key", "request_key"]
 
@@ -52,6 +56,8 @@ def _digest(path: str, body: object) -> str:
 
 
 def _canonical(value: Any) -> Any:
+    if isinstance(value, LocalFile):
+        return {"local_file_sha256": value.digest()}
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, Mapping):

@@ -12,6 +12,7 @@ from ._config import positive_int
 from ._convert import structure
 from ._exceptions import InvalidRequestError
 from ._handles import AsyncGeneration
+from ._media import AsyncMediaLibrary, MediaSender
 from ._models import Credits, GenerationStatus, Model, Submission, submitted_id
 from ._pacing import GENERATE
 from ._pipeline import Call, Pipeline
@@ -28,24 +29,39 @@ from ._requests import (
 from ._routes_image import ImageEdit, TextToImage
 from ._routes_video import ElementsToVideo, FramesToVideo, Lipsync, VideoToVideo
 from ._signatures import arguments_of
+from ._transfers import Transfers
 
 if TYPE_CHECKING:
     from ._batch import AsyncBatch
 
-__all__ = ["AsyncAccount", "AsyncGenerations", "AsyncImages", "AsyncModels", "AsyncVideos"]
+__all__ = [
+    "AsyncAccount",
+    "AsyncGenerations",
+    "AsyncImages",
+    "AsyncMediaLibrary",
+    "AsyncModels",
+    "AsyncVideos",
+]
 
 
 class AsyncVideos:
     """``client.videos``: submit generations."""
 
-    __slots__ = ("_handle", "_pipeline", "_poller", "_urls")
+    __slots__ = ("_handle", "_media", "_pipeline", "_poller", "_urls")
 
     def __init__(
-        self, pipeline: Pipeline, poller: Poller, handle: Callable[..., AsyncGeneration]
+        self,
+        pipeline: Pipeline,
+        poller: Poller,
+        handle: Callable[..., AsyncGeneration],
+        transfers: Transfers | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._poller = poller
         self._handle = handle
+        # Sends a route's local files (parts, or uploads first) and re-hosts untrusted
+        # references; `transfers` downloads those (a raw-response copy makes its own).
+        self._media = MediaSender(pipeline, transfers)
         self._urls = {
             path: pipeline.prepared("POST", path).url
             for path in (TEXT_TO_VIDEO_PATH, IMAGE_TO_VIDEO_PATH)
@@ -210,7 +226,7 @@ class AsyncVideos:
         url = self._urls.get(path)
         if url is None:  # a route's URL is built once, on its first POST
             url = self._urls[path] = self._pipeline.prepared("POST", path).url
-        submission = await self._pipeline.call(
+        submission = await self._media.submit(
             Call("POST", path, json=body, generation=True, url=url),
             _parse_submission,
             admitted=admitted,

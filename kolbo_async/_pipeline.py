@@ -29,6 +29,7 @@ from ._send import CoolDown, Retries, Retryable, Unanswered, send
 
 if TYPE_CHECKING:
     from ._hooks import Hook
+    from ._multipart import Form
 
 __all__ = ["Call", "Lifecycle", "Pipeline"]
 
@@ -44,12 +45,14 @@ T = TypeVar("T")
 class Call:
     """One API request, before any attempt is made.
 
-    `generation` marks a paid generation POST (retried only when Kolbo cannot have acted on
-    it); `url` is the parsed URL when the caller keeps the call for reuse (a handle's status
-    poll): parsing it once saves a third of httpx's own per-request cost.
+    `generation` marks a POST counted in the generation bucket, retried only when Kolbo
+    cannot have acted on it (a paid generation, a media upload); `form` is a multipart body
+    (local files) sent instead of `json`, re-read from disk on every attempt; `url` is the
+    parsed URL when the caller keeps the call for reuse (a handle's status poll): parsing it
+    once saves a third of httpx's own per-request cost.
     """
 
-    __slots__ = ("generation", "json", "method", "params", "path", "url")
+    __slots__ = ("form", "generation", "json", "method", "params", "path", "url")
 
     def __init__(
         self,
@@ -60,10 +63,12 @@ class Call:
         params: Mapping[str, str] | None = None,
         generation: bool = False,
         url: httpx.URL | None = None,
+        form: Form | None = None,
     ) -> None:
         self.method = method
         self.path = path
         self.json = json
+        self.form = form
         self.params = params
         self.generation = generation
         self.url = url
@@ -309,12 +314,19 @@ class Pipeline:
         # The key goes straight into the request (whose repr hides headers), never into a
         # local of its own: tools that show a traceback's locals (Sentry, pytest -l, rich)
         # would print it.
+        form = call.form
         request = self.http.build_request(
             call.method,
             call.url or settings.root + call.path,
             json=call.json,
+            # A multipart body streams its files from disk afresh on each attempt.
+            content=form,
             params=call.params,
-            headers={"X-API-Key": settings.api_key, "Accept": "application/json"},
+            headers=(
+                {"X-API-Key": settings.api_key, "Accept": "application/json"}
+                if form is None
+                else {"X-API-Key": settings.api_key, "Accept": "application/json", **form.headers()}
+            ),
             timeout=settings.generation_timeout if generation else settings.timeout,
         )
         started = time.perf_counter()

@@ -15,12 +15,13 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, cast
+from typing import Any, ClassVar
 
 import attrs
 import httpx
 
 from ._exceptions import InvalidRequestError
+from ._local_files import MAX_FILE_BYTES, is_url, local_file
 
 __all__ = [
     "TEXT_TO_VIDEO_PATH",
@@ -53,6 +54,11 @@ Rule = Callable[[Any, Any], None]
 _CHECK = "kolbo_async.check"
 _RULE = "kolbo_async.rule"
 _SEND_AS = "kolbo_async.send_as"
+_PART = "kolbo_async.part"
+_TOGETHER = "kolbo_async.together"
+_REPEAT = "kolbo_async.repeat"
+#: A local file's multipart part name: a name, or one chosen from the file (its kind).
+Part = str | Callable[[Any], str]
 
 
 # --- Checks: (field name, value given) -> the value to send ------------------------------------
@@ -77,6 +83,23 @@ def check_url(field: str, value: object) -> str:
     if url.scheme not in ("http", "https") or not url.host:
         raise InvalidRequestError(field, f"must be an http(s) URL with a host, not {show(text)}")
     return text.strip()
+
+
+def check_medium(max_bytes: int = MAX_FILE_BYTES) -> Check:
+    """A medium's check: an http(s) URL is sent as it is; an `os.PathLike` or a `str` that
+    is not a URL is a local file, checked now (exists, readable, at most `max_bytes`) and
+    kept as a `LocalFile` for the send path to stream or upload."""
+
+    def check(field: str, value: object) -> str:
+        if isinstance(value, str) and is_url(value.strip()):
+            return check_url(field, value)
+        return local_file(field, value, max_bytes)
+
+    return check
+
+
+#: One medium, a URL or a local file of up to 500 MiB.
+check_media_item = check_medium()
 
 
 def check_aspect_ratio(field: str, value: object) -> str:
@@ -167,17 +190,33 @@ def show(value: object, limit: int = 60) -> str:
 
 
 def checked(
-    check: Check, rule: Rule | None = None, *, send_as: str | None = None
+    check: Check,
+    rule: Rule | None = None,
+    *,
+    send_as: str | None = None,
+    part: Part | None = None,
+    together: tuple[str, ...] = (),
+    repeat: bool = False,
 ) -> dict[str, Any]:
     """A field's metadata: `check` makes its JSON value; `rule(request, value)` may refuse it
     for what other fields hold (run right after the check, so errors keep the field order);
     `send_as` is its JSON name when Kolbo's differs from the parameter's (``first_frame`` is
     sent as ``first_frame_url``). Errors name the parameter.
 
+    How a local file given in it is sent (kolbo-api.md §13): `part` names the multipart part
+    it goes in where the route takes files (a name, or a function of the `LocalFile`), and
+    without one it is uploaded first through ``media.upload`` and sent as its URL. With
+    `together` (JSON names), it goes as a part only when every one of those fields is a
+    local file (else it is uploaded). `repeat`: in a multipart body, the field's URLs are
+    repeated fields rather than one JSON string.
+
     A field is ``attrs.field(metadata=checked(...))``, with ``default=None`` when it may be
     left out (then it is not sent): what mypy, IDEs and attrs all read as the same thing.
     """
-    return {_CHECK: check, _RULE: rule, _SEND_AS: send_as}
+    return {
+        _CHECK: check, _RULE: rule, _SEND_AS: send_as,
+        _PART: part, _TOGETHER: together, _REPEAT: repeat,
+    }  # fmt: skip
 
 
 def tuple_or_none(value: Sequence[str] | None) -> Sequence[str] | None:
@@ -220,6 +259,39 @@ def _checks(cls: type[Route]) -> tuple[_Checked, ...]:
 _CHECKS: dict[type[Route], tuple[_Checked, ...]] = {}
 
 
+class FilePolicy:
+    """How a field's local files and URLs go in a multipart body (see `checked`)."""
+
+    __slots__ = ("part", "repeat", "together")
+
+    def __init__(self, part: Part | None, together: tuple[str, ...], repeat: bool) -> None:
+        self.part = part
+        self.together = together
+        self.repeat = repeat
+
+
+def file_policies(path: str) -> dict[str, FilePolicy]:
+    """The route at `path`'s fields by JSON name, with how each sends local files."""
+    try:
+        return _POLICIES[path]
+    except KeyError:
+        cls = _ROUTES.get(path)
+        policies = _POLICIES[path] = {
+            field.metadata.get(_SEND_AS) or field.name: FilePolicy(
+                field.metadata.get(_PART), field.metadata.get(_TOGETHER, ()),
+                field.metadata.get(_REPEAT, False),
+            )
+            for field in (attrs.fields(cls) if cls is not None else ())
+            if _CHECK in field.metadata
+        }  # fmt: skip
+        return policies
+
+
+_POLICIES: dict[str, dict[str, FilePolicy]] = {}
+#: Every route class by its path (a class registers itself as it is made).
+_ROUTES: dict[str, type[Route]] = {}
+
+
 class Route:
     """What every route has: its path, `extra_body`, `body()` and a repr of what was set.
 
@@ -233,6 +305,11 @@ class Route:
     __attrs_attrs__: ClassVar[Any]  # a route is an attrs class
     _path: ClassVar[str]
     extra_body: Mapping[str, Any] | None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_path" in cls.__dict__:  # attrs remakes the class: the last one made stays
+            _ROUTES[cls._path] = cls
 
     def body(self) -> tuple[str, dict[str, Any]]:
         """The endpoint path and validated JSON body (raises `InvalidRequestError`)."""
@@ -306,7 +383,7 @@ class TextToVideo(VideoRoute):
     # Only the text route takes these (Kolbo's from-image route does not).
     reference_images: Sequence[str] | None = attrs.field(
         default=None, kw_only=True, converter=tuple_or_none,
-        metadata=checked(check_each(check_url)),
+        metadata=checked(check_each(check_media_item)),
     )  # fmt: skip
     preset_id: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))
 
@@ -321,19 +398,12 @@ class ImageToVideo(VideoRoute):
     """
 
     _path: ClassVar[str] = IMAGE_TO_VIDEO_PATH
-    image_url: str = attrs.field(metadata=checked(check_url))
+    image_url: str = attrs.field(metadata=checked(check_media_item))
     prompt: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))
 
 
-if TYPE_CHECKING:  # the routes' own modules import this one
-    from ._routes_image import ImageEdit, TextToImage
-    from ._routes_video import ElementsToVideo, FramesToVideo, Lipsync, VideoToVideo
-
-#: A batch item's type: a request of any route, as `BatchOutcome.request` declares it.
-BatchRequest: TypeAlias = (
-    "TextToVideo | ImageToVideo | FramesToVideo | ElementsToVideo | VideoToVideo | Lipsync"
-    " | TextToImage | ImageEdit"
-)
+#: A batch item's type: a request of any route (`BatchOutcome.request` says the same).
+BatchRequest = Route
 
 
 def text_to_video_body(prompt: Any, **options: Any) -> dict[str, Any]:
@@ -401,4 +471,4 @@ def batch_request(index: int, item: object) -> tuple[BatchRequest, str, dict[str
         path, body = request.body()
     except InvalidRequestError as exc:
         raise InvalidRequestError(f"{where}.{exc.field}", exc.message.partition(": ")[2]) from None
-    return cast(BatchRequest, request), path, body
+    return request, path, body

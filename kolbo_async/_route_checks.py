@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._exceptions import InvalidRequestError
-from ._requests import check_sequence, check_url, show
+from ._requests import check_media_item, check_sequence, show
 
 __all__ = [
     "check_box",
@@ -33,11 +33,12 @@ def check_count(field: str, value: object) -> int:
 
 
 def check_media_list(field: str, value: object) -> list[str]:
-    """A non-empty list of http(s) URLs (the pictures an edit starts from)."""
+    """A non-empty list of media, each an http(s) URL or a local file (the pictures an edit
+    starts from)."""
     items = check_sequence(field, value)
     if not items:
-        raise InvalidRequestError(field, "must hold at least one URL")
-    return [check_url(f"{field}[{i}]", item) for i, item in enumerate(items)]
+        raise InvalidRequestError(field, "must hold at least one URL or file")
+    return [check_media_item(f"{field}[{i}]", item) for i, item in enumerate(items)]
 
 
 def _seconds(field: str, value: object) -> int | float:
@@ -52,7 +53,7 @@ def check_keyframes(field: str, value: object) -> list[dict[str, Any]]:
     """Keyframes as Kolbo takes them: ``[{image_url, timestamp_seconds}, ...]``.
 
     Each item is a mapping with those two keys or an ``(image_url, timestamp_seconds)`` pair;
-    the URL is http(s), the timestamp a finite number of seconds >= 0.
+    the image an http(s) URL or a local file, the timestamp a finite number of seconds >= 0.
     """
     frames: list[dict[str, Any]] = []
     for i, item in enumerate(check_sequence(field, value)):
@@ -73,7 +74,7 @@ def check_keyframes(field: str, value: object) -> list[dict[str, Any]]:
                 f"(url, seconds) pair, not {show(item)}",
             )
         frames.append({
-            "image_url": check_url(f"{where}.image_url", url),
+            "image_url": check_media_item(f"{where}.image_url", url),
             "timestamp_seconds": _seconds(f"{where}.timestamp_seconds", seconds),
         })  # fmt: skip
     return frames

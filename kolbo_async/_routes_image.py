@@ -2,7 +2,8 @@
 
 Both answer like the video routes and are polled, cancelled and downloaded the same way; their
 status carries ``type: "image"`` and their result is an `ImageResult` (several URLs when
-`num_images` asks for more than one).
+`num_images` asks for more than one). Neither takes files (§13): a local file given for an
+image is uploaded first through ``media.upload`` and sent as its URL.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from ._requests import (
     check_aspect_ratio,
     check_each,
     check_flag,
+    check_media_item,
     check_text,
-    check_url,
     checked,
     route_order,
     smart_select,
@@ -43,7 +44,7 @@ class ImageRoute(Route):
     quality: str | None = attrs.field(default=None, metadata=checked(check_text))
     enhance_prompt: bool | None = attrs.field(default=None, metadata=checked(check_flag))
     reference_images: Sequence[str] | None = attrs.field(
-        default=None, converter=tuple_or_none, metadata=checked(check_each(check_url))
+        default=None, converter=tuple_or_none, metadata=checked(check_each(check_media_item))
     )
     visual_dna_ids: Sequence[str] | None = attrs.field(
         default=None,
@@ -80,8 +81,9 @@ class TextToImage(ImageRoute):
 class ImageEdit(ImageRoute):
     """One image-edit request: the arguments of `client.images.edit`.
 
-    ``POST /api/v1/generate/image-edit``: `images` (http(s) URLs, at least one) are the
-    pictures to edit, sent as ``source_images``; `prompt` says what to change.
+    ``POST /api/v1/generate/image-edit``: `images` (at least one; http(s) URLs or local
+    files, uploaded first) are the pictures to edit, sent as ``source_images``; `prompt` says
+    what to change.
 
     Example:
         >>> ImageEdit(["https://example.com/room.png"], "Paint the walls green")

@@ -18,8 +18,16 @@ import httpx
 
 from ._client import _UNSET, AsyncKolbo
 from ._config import RateLimits
+from ._media import Media
 from ._models import Credits, Model
-from ._namespaces import AsyncAccount, AsyncGenerations, AsyncImages, AsyncModels, AsyncVideos
+from ._namespaces import (
+    AsyncAccount,
+    AsyncGenerations,
+    AsyncImages,
+    AsyncMediaLibrary,
+    AsyncModels,
+    AsyncVideos,
+)
 from ._requests import ImageToVideo, TextToVideo
 from ._routes_image import ImageEdit, TextToImage
 from ._routes_video import ElementsToVideo, FramesToVideo, Lipsync, VideoToVideo
@@ -68,6 +76,7 @@ class Kolbo:
 
     videos: Videos
     images: Images
+    media: MediaLibrary
     models: Models
     generations: Generations
     account: Account
@@ -100,6 +109,7 @@ class Kolbo:
         self._close = close
         self.videos = Videos(runner, inner.videos)
         self.images = Images(runner, inner.images)
+        self.media = MediaLibrary(runner, inner.media)
         self.models = Models(runner, inner.models)
         self.generations = Generations(runner, inner.generations)
         self.account = Account(runner, inner.account)
@@ -290,6 +300,24 @@ class Images:
         return Generation(
             self._runner, self._runner.call(partial(self._inner.edit, *args, **kwargs))
         )
+
+
+class MediaLibrary:
+    """``client.media``: upload files to Kolbo's media library. Same as `AsyncMediaLibrary`."""
+
+    __slots__ = ("_inner", "_runner")
+
+    def __init__(self, runner: _Runner, inner: AsyncMediaLibrary) -> None:
+        self._runner = runner
+        self._inner = inner
+
+    @parameters_of(AsyncMediaLibrary.upload)
+    def upload(self, *args: Any, **kwargs: Any) -> Media:
+        """Upload `file` to the media library and return its `Media` (its Kolbo URL).
+
+        Same as `AsyncMediaLibrary.upload`.
+        """
+        return self._runner.call(partial(self._inner.upload, *args, **kwargs))
 
 
 class Models:

@@ -27,7 +27,7 @@ RAW_NAMES = {"RawResponse"}
 # DESIGN.md "Every generation route, one handle" (issue 14), as its routes arrive.
 ROUTE_NAMES = {
     "ImageResult", "TextToImage", "ImageEdit", "FramesToVideo", "VideoToVideo", "Lipsync",
-    "ElementsToVideo",
+    "ElementsToVideo", "Media",
 }
 
 

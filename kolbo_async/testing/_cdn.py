@@ -1,6 +1,8 @@
 """The simulated CDN: another origin serving each completed generation's files, with ranges.
 
-It takes no key (the SDK must not send one there; tests read the records). Past the end of
+It takes no key (the SDK must not send one there; tests read the records). It also serves the
+files uploaded through ``/api/v1/media/upload`` (or as parts of a generation POST) at
+``/uploads/{id}/{name}``. Past the end of
 the real sample video comes padding, so `video_size` can ask for large files without the
 simulator holding them.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Iterator, Mapping
+from urllib.parse import quote, unquote
 
 from ._faults import HTML_502
 from ._lifecycle import GenerationRecord
@@ -58,6 +61,26 @@ class CDN:
         self.video = video
         self.thumbnail = thumbnail
         self.video_size = video_size if video_size is not None else len(video)
+        #: Uploaded files by id: (owner's key, file name, content type, bytes).
+        self.uploads: dict[str, tuple[str, str, str, bytes]] = {}
+
+    def store(self, key: str, filename: str, content_type: str, data: bytes) -> str:
+        """Keep an uploaded file for `key`; the URL it is served at."""
+        upload_id = f"{len(self.uploads) + 1:08x}"
+        name = filename.replace("/", "_").replace("\\", "_") or "upload"
+        self.uploads[upload_id] = (key, name, content_type, data)
+        return f"{self.url}/uploads/{upload_id}/{quote(name)}"
+
+    def owned_by(self, url: object, key: str, generations: Mapping[str, GenerationRecord]) -> bool:
+        """Whether `url` is a file this CDN serves for `key`: its upload or its result."""
+        if not isinstance(url, str) or not url.startswith(self.url + "/"):
+            return False
+        parts = url[len(self.url) + 1 :].split("?")[0].split("/")
+        if parts[0] == "uploads" and len(parts) == 3:
+            upload = self.uploads.get(parts[1])
+            return upload is not None and upload[0] == key
+        record = _record(parts[0], parts[1], generations) if len(parts) == 2 else None
+        return record is not None and record.key == key
 
     def video_url(self, gen_id: str) -> str:
         """Where a completed generation's video is served."""
@@ -84,6 +107,8 @@ class CDN:
         if fault == "html_502":
             return SimResponse(502, {"content-type": "text/html"}, HTML_502)
         parts = request.path.strip("/").split("/")
+        if parts[0] == "uploads" and request.method in ("GET", "HEAD"):
+            return self._upload(request, parts)
         record = None
         if len(parts) == 2 and parts[0] in ("videos", "thumbs", "images"):
             record = _record(parts[0], parts[1], generations)
@@ -111,6 +136,18 @@ class CDN:
         if request.method == "HEAD":
             return SimResponse(status, headers)
         return SimResponse(status, headers, chunks=chunks(content, start, stop))
+
+
+    def _upload(self, request: SimRequest, parts: list[str]) -> SimResponse:
+        upload = self.uploads.get(parts[1]) if len(parts) == 3 else None
+        if upload is None or upload[1] != unquote(parts[2]):
+            return SimResponse(404, {"content-type": "text/plain"}, b"Not Found")
+        _, _, kind, content = upload
+        headers = {"content-type": kind, "content-length": str(len(content)),
+                   "accept-ranges": "bytes"}  # fmt: skip
+        if request.method == "HEAD":
+            return SimResponse(200, headers)
+        return SimResponse(200, headers, chunks=chunks(content, 0, len(content)))
 
 
 def _record(

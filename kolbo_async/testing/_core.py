@@ -14,6 +14,11 @@ rules follow Kolbo's documentation (see ``kolbo-api.md``), each kept where its c
 - Unsupported durations and aspect ratios are snapped to the closest supported value (the docs
   say "the API may select the closest match").
 - Faults (`_faults.py`) replace or spoil an answer; the CDN (`_cdn.py`) is another origin.
+- ``POST /api/v1/media/upload`` (one ``file`` part) stores the file on the CDN and counts
+  against the generation bucket, as Kolbo says; multipart generation POSTs are read as the
+  routes' controllers read them (`_forms.py`).
+- With `trust_gate`, the elements route refuses references the CDN does not serve for the
+  caller (400 ``UNTRUSTED_REFERENCE_MEDIA_URL``, before any charge).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from ._billing import Balance
 from ._catalog import Refused, listing, snap, snap_ratio
 from ._cdn import CDN
 from ._faults import HTML_502, FaultSource, gateway_page
+from ._forms import MEDIA_UPLOAD_PATH, Part
 from ._lifecycle import REFUNDING, TERMINAL, TRANSITIONS, GenerationRecord, check_outcome
 from ._limits import RateWindows
 from ._records import (
@@ -41,6 +47,7 @@ from ._records import (
     route_of,
 )
 from ._routes import IMAGE_KINDS, ROUTE_SPECS, image_count, read_request
+from ._uploads import check_trusted, upload_answer
 
 __all__ = ["POLL_INTERVAL_HINT", "ServiceState"]
 
@@ -74,8 +81,11 @@ class ServiceState:
         processing_seconds: float,
         seed: int,
         cdn: CDN,
+        trust_gate: bool = False,
     ) -> None:
         self.api_key = api_key
+        #: Refuse elements references the CDN does not serve for the caller.
+        self.trust_gate = trust_gate
         self.speed = speed
         # What the client is told to sleep is divided by this: the speed for a client on
         # real time, 1 for one sharing the simulator's scaled clock.
@@ -231,11 +241,16 @@ class ServiceState:
         if not key.startswith("kolbo_live_") or (self.api_key and key != self.api_key):
             return json_answer(401, {"success": False, "error": "Invalid API key",
                                      "code": "INVALID_API_KEY"})
+        # An upload counts against the generation bucket (kolbo-api.md §13).
+        upload = request.method == "POST" and request.path == MEDIA_UPLOAD_PATH
         limited = self.limits.check(
-            request.client, key, now, generation=route == "generate", forced=fault == "429"
-        )
+            request.client, key, now, generation=route == "generate" or upload,
+            forced=fault == "429",
+        )  # fmt: skip
         if limited is not None:
             return limited
+        if upload:
+            return upload_answer(self.cdn, request, key)
         if fault == "invalid_json":
             return SimResponse(200, {"content-type": "application/json"}, b'{"success": tru')
         if route == "generate":
@@ -257,8 +272,13 @@ class ServiceState:
         spec = ROUTE_SPECS.get(request.path)
         if spec is None:  # a generation route Kolbo has and the simulator does not serve
             return _error(404, "Not found", "NOT_FOUND")
+        def store(part: Part) -> str:
+            return self.cdn.store(key, part[1], part[2], part[3])
+
         try:
-            body, kind, model, cost = read_request(request, spec)
+            body, kind, model, cost = read_request(request, spec, store)
+            if self.trust_gate and request.path == "/api/v1/generate/elements":
+                check_trusted(self.cdn, body, key, self.generations)
         except Refused as refused:
             return _error(400, refused.message, refused.code)
         if self.faults.insufficient_credits or fault == "insufficient_credits" or (

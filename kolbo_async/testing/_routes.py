@@ -4,20 +4,22 @@ One `RouteSpec` per path of ``kolbo-api.md`` §2 and §13. The checks are the se
 SDK's: a missing required field is 400 ``MISSING_FIELDS``, a model of another catalog type
 400 ``WRONG_MODEL_TYPE``, and a list longer than the named model's cap a deterministic 400
 naming the cap (Kolbo states the caps per model in its catalog). Durations and aspect ratios
-are snapped, as on the video routes (`_catalog.snap`). Only JSON bodies are read here: a
-multipart body (local files) is not served yet and reads as missing fields.
+are snapped, as on the video routes (`_catalog.snap`). A multipart body (local files) is read
+as the route's controller reads it (`_forms`): its files stored on the CDN, their URLs put
+where the route's JSON body would hold them; a route that takes no files reads none.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
 from ._catalog import CATALOG, Refused, model_for, price
+from ._forms import Part, form_body, is_form, parse_form
 from ._records import SimRequest
 
 __all__ = ["IMAGE_KINDS", "ROUTE_SPECS", "RouteSpec", "image_count", "read_request"]
@@ -82,17 +84,28 @@ IMAGE_KINDS = frozenset({"text_to_img", "image_editing"})
 
 
 def read_request(
-    request: SimRequest, spec: RouteSpec
+    request: SimRequest, spec: RouteSpec, store: Callable[[Part], str] | None = None
 ) -> tuple[dict[str, Any], str, dict[str, Any] | None, float]:
     """The body, catalog type, model (None: Smart Select) and price of a generation POST.
+
+    A multipart body's files are kept through `store` (which returns each one's URL).
 
     Raises:
         Refused: the request cannot be served (its code and message make the 400).
     """
-    try:
-        body = json.loads(request.body or b"null")
-    except ValueError:
-        body = None
+    body: object
+    content_type = request.headers.get("content-type")
+    if is_form(content_type):
+        assert content_type is not None
+        fields, files = parse_form(content_type, request.body)
+        if files and store is None:
+            raise Refused("LIMIT_UNEXPECTED_FILE", f"Unexpected field: {files[0][0]}")
+        body = form_body(request.path, fields, files, store or (lambda part: ""))
+    else:
+        try:
+            body = json.loads(request.body or b"null")
+        except ValueError:
+            body = None
     if not isinstance(body, dict):
         raise Refused("MISSING_FIELDS", f"Missing required field: {spec.required[0]}")
     for name in spec.required:

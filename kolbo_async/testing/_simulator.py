@@ -62,6 +62,9 @@ class Simulator:
         seed: makes generation ids and random faults reproducible.
         video_size: bytes the CDN serves per video (the real sample MP4 by default; larger
             sizes pad it, for download tests).
+        trust_gate: the elements route refuses remote references that are not the CDN's own
+            files of the caller (uploads, results) with 400 ``UNTRUSTED_REFERENCE_MEDIA_URL``,
+            before any charge, as Kolbo does.
 
     Example:
         >>> clock = VirtualClock()
@@ -87,6 +90,7 @@ class Simulator:
         cdn_url: str = "https://cdn.kolbo.test",
         video_size: int | None = None,
         scaled_hints: bool = True,
+        trust_gate: bool = False,
     ) -> None:
         if isinstance(clock, VirtualClock):
             if speed != 1.0:
@@ -117,6 +121,7 @@ class Simulator:
                 thumbnail=_asset("sample.jpg", b"\xff\xd8\xff\xd9"),
                 video_size=video_size,
             ),
+            trust_gate=trust_gate,
         )
 
     @property

@@ -11,9 +11,7 @@ import attrs
 
 from ._batch_send import Sender
 from ._models import GenerationStatus, Model, Submission
-from ._requests import ImageToVideo, TextToVideo
-from ._routes_image import ImageEdit, TextToImage
-from ._routes_video import ElementsToVideo, FramesToVideo, Lipsync, VideoToVideo
+from ._requests import Route
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -53,17 +51,7 @@ class BatchOutcome(Generic[H]):
     """
 
     index: int
-    request: (
-        TextToVideo
-        | ImageToVideo
-        | FramesToVideo
-        | ElementsToVideo
-        | VideoToVideo
-        | Lipsync
-        | TextToImage
-        | ImageEdit
-        | None
-    )
+    request: Route | None
     generation: H | None
     status: GenerationStatus | None
     error: Exception | None

@@ -33,6 +33,7 @@ from kolbo_async import (
     TextToImage,
     TextToVideo,
     VideoToVideo,
+    _batch_types,
 )
 from kolbo_async.testing import Simulator
 from tests.test_journal_processes import KEY, LIMITS, SPEED, created, start
@@ -109,9 +110,8 @@ def make_requests(items: int) -> list[Any]:
 
 def test_batch_outcome_request_names_every_route() -> None:
     """`BatchOutcome.request` is typed as any route, not only the two video classes."""
-    # Read in the package's namespace, where users import the request classes from.
     annotation = attrs.fields(k.BatchOutcome).request.type
-    hint = eval(annotation, vars(k)) if isinstance(annotation, str) else annotation
+    hint = eval(annotation, vars(_batch_types)) if isinstance(annotation, str) else annotation
     allowed = tuple(arg for arg in typing.get_args(hint) if arg is not type(None))
     assert all(issubclass(route, allowed) for route in ROUTES), hint
 

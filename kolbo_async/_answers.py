@@ -80,8 +80,7 @@ def raise_unanswered(
     elif generation:
         error = SubmissionOutcomeUnknownError(
             f"{what} failed after the request may have reached Kolbo ({detail}). "
-            "The generation may have been created and charged; it was NOT resubmitted. "
-            "Check your Kolbo dashboard before submitting it again.",
+            + _may_exist(request),
             request=request,
         )
     elif isinstance(exc, httpx.TimeoutException):
@@ -171,11 +170,23 @@ def outcome_unknown(
     mask_key(request)
     return SubmissionOutcomeUnknownError(
         f"{request.method} {request.url.path} was answered {response.status_code} {how}: "
-        f"{preview(response.text, settings)}. The generation may have been created "
-        "and charged; it was NOT resubmitted. Check your Kolbo dashboard before "
-        "submitting it again.",
+        f"{preview(response.text, settings)}. " + _may_exist(request),
         request=request,
         response=response,
+    )
+
+
+def _may_exist(request: httpx.Request) -> str:
+    # What a POST whose outcome is unknown may have left behind: a media upload (the other
+    # POST counted in the generation bucket) a file, a generation POST a charge.
+    if request.url.path.endswith("/v1/media/upload"):
+        return (
+            "The file may have been stored in your media library; it was NOT sent again. "
+            "Check your Kolbo media library before uploading it again."
+        )
+    return (
+        "The generation may have been created and charged; it was NOT resubmitted. "
+        "Check your Kolbo dashboard before submitting it again."
     )
 
 

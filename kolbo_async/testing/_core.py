@@ -32,7 +32,7 @@ from ._billing import Balance
 from ._catalog import Refused, listing, snap, snap_ratio
 from ._cdn import CDN
 from ._faults import HTML_502, FaultSource, gateway_page
-from ._forms import MEDIA_UPLOAD_PATH, Part
+from ._forms import Part
 from ._lifecycle import REFUNDING, TERMINAL, TRANSITIONS, GenerationRecord, check_outcome
 from ._limits import RateWindows
 from ._records import (
@@ -242,7 +242,7 @@ class ServiceState:
             return json_answer(401, {"success": False, "error": "Invalid API key",
                                      "code": "INVALID_API_KEY"})
         # An upload counts against the generation bucket (kolbo-api.md §13).
-        upload = request.method == "POST" and request.path == MEDIA_UPLOAD_PATH
+        upload = route == "upload"
         limited = self.limits.check(
             request.client, key, now, generation=route == "generate" or upload,
             forced=fault == "429",

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 #: The routes a request can be for (faults are injected per route).
-ROUTES = frozenset({"generate", "status", "cancel", "models", "credits", "cdn"})
+ROUTES = frozenset({"generate", "status", "cancel", "models", "credits", "cdn", "upload"})
 #: Every generation POST the simulator serves (kolbo-api.md sections 2 and 13): the route
 #: "generate", counted in the generation bucket (`_routes.ROUTE_SPECS` says what each takes).
 GENERATION_PATHS = frozenset({
@@ -75,6 +75,8 @@ def route_of(request: SimRequest) -> str:
     path = request.path
     if request.method == "POST" and path in GENERATION_PATHS:
         return "generate"
+    if request.method == "POST" and path == "/api/v1/media/upload":
+        return "upload"  # counted in the generation bucket too (kolbo-api.md §13)
     if path.startswith("/api/v1/generate/") and path.endswith("/status"):
         return "status"
     if request.method == "POST" and path.startswith("/api/v1/generate/") and path.endswith(

@@ -168,7 +168,8 @@ class Simulator:
     def inject(self, route: str, fault: str, times: int = 1) -> None:
         """Make the next `times` requests to `route` misbehave as `fault`.
 
-        Routes: ``generate``, ``status``, ``cancel``, ``models``, ``credits``, ``cdn``.
+        Routes: ``generate``, ``status``, ``cancel``, ``models``, ``credits``, ``cdn``,
+        ``upload`` (``POST /api/v1/media/upload``).
         Faults: ``500``, ``502``, ``503``, ``html_502`` (a proxy's HTML page),
         ``invalid_json``, ``429`` (with Retry-After), ``drop_before`` (refused before the
         request is read), ``drop_after`` (processed, then the connection drops), ``slow``

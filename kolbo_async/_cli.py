@@ -50,6 +50,7 @@ from ._cli_outcome import (
 from ._cli_parser import SANDBOX_SPEED, build_parser
 from ._cli_routes import call_of
 from ._cli_streams import Stream
+from ._cli_upload import check_upload, upload
 
 __all__ = ["main"]
 
@@ -144,6 +145,8 @@ def _check(args: argparse.Namespace) -> None:
         args.target = DownloadTarget(args.path, option="path", overwrite=args.overwrite)
     elif args.command == "batch":
         check_batch(args)
+    elif args.command == "upload":
+        check_upload(args)
     if args.command == "sandbox" and args.speed is not None:
         args.sandbox_speed = args.speed
     elif args.command == "sandbox" or args.sandbox:
@@ -194,7 +197,7 @@ def _client(args: argparse.Namespace) -> AsyncKolbo:
 
 
 def _command(name: str) -> Command:
-    return batch if name == "batch" else COMMANDS[name]
+    return {"batch": batch, "upload": upload}.get(name) or COMMANDS[name]
 
 
 def run() -> None:

@@ -16,6 +16,7 @@ from ._cli_routes import (
     add_route_commands,
     text_or_image_to_video,
 )
+from ._cli_upload import add_upload_command
 
 __all__ = ["MODEL_TYPES", "SANDBOX_SPEED", "build_parser"]
 
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _generate(commands)
     add_route_commands(commands)
+    add_upload_command(commands)
     _batch(commands)
 
     status = commands.add_parser("status", help="show a generation's status")

@@ -295,5 +295,114 @@ def test_help_lists_every_route() -> None:
     from kolbo_async._cli_parser import build_parser
 
     text = build_parser().format_help()
-    for command in ("generate", "image", "frames", "elements", "restyle", "lipsync"):
+    for command in ("generate", "image", "frames", "elements", "restyle", "lipsync", "upload"):
         assert f"\n    {command} " in text
+
+
+# --- Local files ---------------------------------------------------------------------------------
+
+PNG_FILE = (
+    PNG + b"\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90wS\xde"
+    b"\x00\x00\x00\x0cIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84"
+    b"\x00\x00\x00\x00IEND\xaeB`\x82"
+)
+
+
+@pytest.fixture
+def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory holding a picture, a clip and a voice, as a user's would."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "day.png").write_bytes(PNG_FILE)
+    (tmp_path / "night.png").write_bytes(PNG_FILE)
+    (tmp_path / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+    (tmp_path / "voice.mp3").write_bytes(b"ID3" + b"\x00" * 64)
+    (tmp_path / "out").mkdir()
+    return tmp_path
+
+
+#: (command line with local files, how Kolbo's client sends them: as parts or uploaded first)
+LOCAL: list[tuple[list[str], str, str]] = [
+    (["image", "paint it", "--edit", "day.png"], "/image-edit", "upload"),
+    (["image", "a fox", "--reference", "night.png"], "/image", "upload"),
+    (["frames", "day.png", "night.png"], "/first-last-frame", "multipart"),
+    (["elements", "a scene", "--image", "day.png", "--audio", "voice.mp3"], "/elements",
+     "multipart"),
+    (["restyle", "clip.mp4", "--prompt", "watercolour"], "/video-from-video", "multipart"),
+    (["lipsync", "day.png", "voice.mp3"], "/lipsync", "multipart"),
+    (["generate", "slow zoom", "--image", "day.png"], "/video/from-image", "upload"),
+]  # fmt: skip
+LOCAL_IDS = [" ".join(route[0][:2]) if route[0][0] == "image" else route[0][0] for route in LOCAL]
+
+
+@pytest.mark.parametrize(("argv", "path", "how"), LOCAL, ids=LOCAL_IDS)
+def test_local_files_are_sent_as_kolbo_takes_them(
+    sim: Simulator, files: Path, argv: list[str], path: str, how: str
+) -> None:
+    code, out, err = run(*argv, "--download", "out")
+    assert code == 0, err
+    (post,) = [p for p in posts(sim) if p.path.startswith("/api/v1/generate/")]
+    assert post.path == "/api/v1/generate" + path
+    uploads = [r for r in sim.requests if r.path == "/api/v1/media/upload"]
+    if how == "multipart":
+        assert post.headers["content-type"].startswith("multipart/form-data") and not uploads
+    else:
+        assert post.headers["content-type"] == "application/json" and len(uploads) == 1
+        assert "https://cdn.kolbo.test/uploads/" in json.dumps(post.json)
+    assert Path(out.strip()).parent == Path("out") and Path(out.strip()).is_file()
+
+
+@pytest.mark.parametrize("argv", [route[0] for route in LOCAL], ids=LOCAL_IDS)
+def test_sandbox_takes_local_files_for_each_route(files: Path, argv: list[str]) -> None:
+    code, out, err = run("--sandbox", *argv, "--download", "out")
+    assert code == 0, err
+    assert Path(out.strip()).is_file()
+
+
+def test_a_missing_local_file_names_it_and_sends_nothing(sim: Simulator, files: Path) -> None:
+    code, _, err = run("elements", "a scene", "--image", "day.png", "--audio", "gone.mp3")
+    assert code == 2
+    assert err.startswith("kolbo: error: --audio[0]") and "gone.mp3" in err
+    assert not sim.requests
+
+
+class TestUpload:
+    def test_prints_each_url_in_order(self, sim: Simulator, files: Path) -> None:
+        code, out, err = run("upload", "day.png", "voice.mp3", "--description", "a day")
+        assert code == 0, err
+        urls = out.split()
+        assert [Path(u).name for u in urls] == ["day.png", "voice.mp3"]
+        uploads = [r for r in sim.requests if r.path == "/api/v1/media/upload"]
+        assert len(uploads) == 2
+        assert all(r.headers["content-type"].startswith("multipart/") for r in uploads)
+
+    def test_json_lines_and_the_urls_feed_a_generation(self, sim: Simulator, files: Path) -> None:
+        code, out, err = run("upload", "day.png", "night.png", "--json")
+        assert code == 0 and err == ""
+        records = [json.loads(text) for text in out.splitlines()]
+        assert [r["file"] for r in records] == ["day.png", "night.png"]
+        first, last = (r["url"] for r in records)
+        # `kolbo frames $(kolbo upload day.png night.png)`
+        code, _, err = run("frames", first, last, "--no-wait")
+        assert code == 0, err
+        assert posts(sim)[-1].json == {"first_frame_url": first, "last_frame_url": last}
+
+    @pytest.mark.parametrize(
+        ("argv", "named"),
+        [
+            (["upload", "gone.png"], "FILE: 'gone.png' does not exist"),
+            (["upload", "day.png", "out"], "FILE 2: 'out' is a directory"),
+            (["upload", "day.png", ""], "FILE 2: must not be empty"),
+        ],
+    )
+    def test_every_file_is_checked_before_the_first_is_sent(
+        self, sim: Simulator, files: Path, argv: list[str], named: str
+    ) -> None:
+        code, out, err = run(*argv)
+        assert code == 2 and out == ""
+        assert err.strip() == f"kolbo: error: {named}"
+        assert not sim.requests
+
+    def test_sandbox(self, files: Path) -> None:
+        code, out, err = run("--sandbox", "upload", "clip.mp4")
+        assert code == 0, err
+        assert out.strip().startswith("https://") and out.strip().endswith("/clip.mp4")

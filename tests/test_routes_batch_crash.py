@@ -52,9 +52,12 @@ ROUTES = (
 )
 
 #: The batch, as source shared by the child (which runs it) and the test (which reruns it):
-#: item i is of route i % 8 and its prompt is "item i", which names it at the server.
+#: every route with URLs, then two items with a local file; item i's prompt is "item i",
+#: which names it at the server.
 REQUESTS = textwrap.dedent(
     """
+    import os
+
     from kolbo_async import (
         ElementsToVideo, FramesToVideo, ImageEdit, ImageToVideo, Lipsync, TextToImage,
         TextToVideo, VideoToVideo,
@@ -64,6 +67,8 @@ REQUESTS = textwrap.dedent(
     CLIP, VOICE = "https://example.com/clip.mp4", "https://example.com/voice.mp3"
 
     def make_requests(items):
+        # A local file, as a multipart part (elements) and uploaded first (image references).
+        local = os.environ["ROUTES_BATCH_LOCAL_FILE"]
         makers = [
             lambda p: TextToVideo(p, duration=5),
             lambda p: ImageToVideo(A, prompt=p),
@@ -73,6 +78,8 @@ REQUESTS = textwrap.dedent(
             lambda p: Lipsync(A, VOICE, prompt=p),
             lambda p: TextToImage(p, num_images=2),
             lambda p: ImageEdit([A], p),
+            lambda p: ElementsToVideo(p, images=[local]),
+            lambda p: TextToImage(p, reference_images=[local]),
         ]
         return [makers[i % len(makers)](f"item {i}") for i in range(items)]
     """
@@ -96,7 +103,7 @@ CHILD = REQUESTS + textwrap.dedent(
     """
 ).format(gpm=LIMITS.generations_per_minute, rpm=LIMITS.requests_per_minute, key=KEY)
 
-ITEMS = 32  # four of each route
+ITEMS = 30  # three of each route, and of each local-file item
 KILL_AFTER = 12  # generations created before the SIGKILL
 
 
@@ -116,12 +123,25 @@ def test_batch_outcome_request_names_every_route() -> None:
     assert all(issubclass(route, allowed) for route in ROUTES), hint
 
 
-def test_the_batch_mixes_every_route() -> None:
-    assert {type(r) for r in make_requests(ITEMS)} == set(ROUTES)
+@pytest.fixture
+def local_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The batch's local file (the child inherits its name through the environment)."""
+    path = tmp_path / "shot.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 256)
+    monkeypatch.setenv("ROUTES_BATCH_LOCAL_FILE", str(path))
+    return path
+
+
+def test_the_batch_mixes_every_route(local_file: Path) -> None:
+    requests = make_requests(ITEMS)
+    assert {type(r) for r in requests} == set(ROUTES)
+    assert sum(str(local_file) in repr(r) for r in requests) == 2 * ITEMS // 10
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
-def test_sigkill_mid_batch_of_every_route_then_rerun_pays_nothing_twice(tmp_path: Path) -> None:
+def test_sigkill_mid_batch_of_every_route_then_rerun_pays_nothing_twice(
+    tmp_path: Path, local_file: Path
+) -> None:
     """Kill the batch at an instant of its POSTs; the rerun re-attaches what was submitted,
     flags what it cannot know, sends every other item once, and every item has an outcome."""
     journal = tmp_path / "routes.db"
@@ -155,6 +175,7 @@ def test_sigkill_mid_batch_of_every_route_then_rerun_pays_nothing_twice(tmp_path
 
         after = created(sim)
         generations = sim.generations
+        seen = sim.requests
     # Every item ends with exactly one outcome, carrying its own request.
     assert sorted(o.index for o in outcomes) == list(range(ITEMS))
     assert all(o.request == requests[o.index] for o in outcomes)
@@ -179,3 +200,7 @@ def test_sigkill_mid_batch_of_every_route_then_rerun_pays_nothing_twice(tmp_path
     assert kinds >= {"text_to_video", "img_to_video", "firstlastgenerations", "elements"}
     assert kinds >= {"video_to_video", "text_to_img", "image_editing"}
     assert kinds & {"lipsync-image", "lipsync-video"}
+    # The local file went as Kolbo's client sends it: a multipart part, and an upload first.
+    parts = [r for r in seen if r.headers.get("content-type", "").startswith("multipart/")]
+    assert any(r.path == "/api/v1/generate/elements" for r in parts)
+    assert any(r.path == "/api/v1/media/upload" for r in parts)

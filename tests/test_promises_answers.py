@@ -251,3 +251,32 @@ async def test_a_transport_error_quoting_the_key_reaches_no_output() -> None:
         error = error.__cause__
     assert raised.value.request is not None
     assert KEY not in str(raised.value.request.headers)
+
+
+class TestNotAnObject:
+    """A 2xx whose body is not Kolbo's JSON object: said as such, the text kept."""
+
+    @pytest.mark.parametrize(
+        ("text", "what"),
+        [("<html>maintenance</html>", "a non-JSON body"), ("[1, 2]", "JSON that is not an object")],
+    )
+    def test_a_read_says_what_came(self, text: str, what: str) -> None:
+        error = read_error(answered(200, text=text), generation=False)
+        assert isinstance(error, k.APIResponseValidationError)
+        assert str(error) == f"POST {POST_PATH} answered 200 with {what}: {text}"
+        assert error.body == text
+
+    @pytest.mark.parametrize(
+        ("text", "what"),
+        [("<html>maintenance</html>", "a non-JSON body"), ("null", "JSON that is not an object")],
+    )
+    def test_a_paid_post_is_outcome_unknown(self, text: str, what: str) -> None:
+        error = read_error(answered(201, text=text), generation=True)
+        assert isinstance(error, k.SubmissionOutcomeUnknownError)
+        assert str(error).startswith(f"POST {POST_PATH} was answered 201 with {what}: {text}. ")
+
+    def test_a_refusals_text_is_kept_masked(self) -> None:
+        error = read_error(answered(400, text=f"bad key {KEY}"), generation=False)
+        assert isinstance(error, k.APIStatusError)
+        assert error.body == f"bad key {REDACTED}"
+        assert KEY not in str(error)

@@ -111,7 +111,9 @@ def _generate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     gen = commands.add_parser("generate", help="generate a video from a prompt (or an image)")
     gen.add_argument("prompt", help="what the video shows (with --image: how it moves)")
     gen.add_argument("--image", metavar="URL|FILE", help="animate this image instead")
-    add_model_options(gen, duration=True, resolution='"720p", "1080p"', sound=True)
+    add_model_options(
+        gen, duration=True, resolution='"720p", "1080p"', sound=True, example="preset_id=ID"
+    )
     add_follow_options(gen, "video")
     gen.set_defaults(call=text_or_image_to_video, what="video")
 

@@ -47,12 +47,14 @@ MEDIA = "URL|FILE"
 def add_follow_options(parser: argparse.ArgumentParser, what: str) -> None:
     """The options every generation command shares: how it is followed and saved."""
     parser.add_argument("--no-wait", action="store_true", help="print the id and return at once")
-    ext = ".png (or .jpg, .webp)" if what == "image" else ".mp4"
+    if what == "image":
+        named = "ID.png (or .jpg, .webp: what the CDN sends); several as ID-0.png, ID-1.png, ..."
+    else:
+        named = "ID.mp4 (or .mov, .webm: what the CDN sends)"
     parser.add_argument(
         "--download",
         metavar="PATH",
-        help=f"save the {what} to PATH when done (a directory: saved there as ID{ext}, "
-        "named by what the CDN sends)",
+        help=f"save the {what} to PATH when done (a directory: saved there as {named})",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="let --download replace an existing file"
@@ -80,6 +82,7 @@ def add_model_options(
     enhance: bool = True,
     resolution: str | None = None,
     sound: bool = False,
+    example: str = "sync_mode=loop",
 ) -> None:
     """The options a route's request takes, as its route allows them."""
     parser.add_argument("--model", metavar="ID", help="a model identifier (default: Smart Select)")
@@ -108,7 +111,7 @@ def add_model_options(
         default=[],
         metavar="KEY=VALUE",
         help="send another field as is (VALUE read as JSON when it is, else as text); "
-        "for a model's own options, e.g. --set sync_mode=loop",
+        f"for a model's own options, e.g. --set {example}",
     )
 
 
@@ -136,7 +139,7 @@ def add_route_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         default=[],
         help="a reference image to follow (repeat)",
     )
-    add_model_options(image, resolution='"1K", "2K", "4K"')
+    add_model_options(image, resolution='"1K", "2K", "4K"', example="moodboard_id=ID")
     add_follow_options(image, "image")
     image.set_defaults(call=_image, what="image")
 
@@ -150,7 +153,9 @@ def add_route_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     frames.add_argument("first", metavar="FIRST", help="the first frame (URL or file)")
     frames.add_argument("last", metavar="LAST", help="the last frame (URL or file)")
     frames.add_argument("--prompt", help="how it moves from one to the other")
-    add_model_options(frames, duration=True, resolution='"720p", "1080p"', sound=True)
+    add_model_options(
+        frames, duration=True, resolution='"720p", "1080p"', sound=True, example="preset_id=ID"
+    )
     add_follow_options(frames, "video")
     frames.set_defaults(call=_frames, what="video")
 
@@ -178,7 +183,13 @@ def add_route_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         default=[],
         help="pin an image at a time, e.g. pose.png@2.5 (repeat)",
     )
-    add_model_options(elements, duration=True, resolution='"720p", "1080p"', sound=True)
+    add_model_options(
+        elements,
+        duration=True,
+        resolution='"720p", "1080p"',
+        sound=True,
+        example="multi_shots=true",
+    )
     add_follow_options(elements, "video")
     elements.set_defaults(call=_elements, what="video")
 
@@ -198,7 +209,9 @@ def add_route_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         default=[],
         help="a reference image to follow (repeat)",
     )
-    add_model_options(restyle, duration=True, resolution='"720p", "1080p"', sound=True)
+    add_model_options(
+        restyle, duration=True, resolution='"720p", "1080p"', sound=True, example="target_fps=24"
+    )
     add_follow_options(restyle, "video")
     restyle.set_defaults(call=_restyle, what="video")
 

@@ -19,12 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._batch_feed import Look, open_feed, resolve
-from ._batch_journal import BatchJournal
-from ._batch_send import Created, Fault, post
+from ._batch_feed import open_feed, resolve
+from ._batch_submit import SubmittingBatch
 from ._batch_types import BatchOutcome, Nothing, Submitter, warn_unfinished
 from ._budget import Budget
-from ._exceptions import InvalidRequestError, KolboError, outcome_error
+from ._exceptions import InvalidRequestError, outcome_error
 from ._handles import AsyncGeneration, poller_of, track_of
 from ._journal_path import SharedSpec, journal_spec
 from ._models import Submission
@@ -33,7 +32,7 @@ from ._requests import BatchRequest
 from ._rerun import Step
 
 if TYPE_CHECKING:
-    from anyio.abc import TaskGroup
+    pass
 
 # Defined beside it, and imported from here by the client and the blocking wrapper.
 __all__ = ["AsyncBatch", "BatchOutcome", "Nothing", "Submitter", "completion_batch", "journal_spec"]
@@ -41,7 +40,7 @@ __all__ = ["AsyncBatch", "BatchOutcome", "Nothing", "Submitter", "completion_bat
 logger = logging.getLogger("kolbo_async")
 
 
-class AsyncBatch:
+class AsyncBatch(SubmittingBatch):
     """The async iterator of `BatchOutcome` that `generate_many` and `as_completed` return.
 
     Outcomes come in completion order, one per item; one failure never stops the rest. Work
@@ -77,9 +76,9 @@ class AsyncBatch:
         # POSTs with one id) share a track, and each still gets its outcome.
         self._running: dict[Track, list[tuple[int, AsyncGeneration]]] = {}
         self._posting = 0
-        self._slot: anyio.Event | None = None
-        self._halted = False
-        self._fatal: BaseException | None = None
+        self._slot = None
+        self._halted = None
+        self._fatal = None
         self._started = False
         self._closed = False
 
@@ -121,10 +120,6 @@ class AsyncBatch:
         with anyio.CancelScope(shield=True):
             await self._journal.close()
 
-    @property
-    def _journal(self) -> BatchJournal:
-        return self._feed.journal
-
     def __del__(self) -> None:
         # `break` out of `async for` calls nothing, but CPython collects the batch at once.
         # (A Ctrl-C may have interrupted `__init__`: then there is nothing to do.)
@@ -165,8 +160,9 @@ class AsyncBatch:
             # warns, at once.
             stop = anyio.CancelScope()
             async with anyio.create_task_group() as tg:
-                if self._feed.waiting() and not self._halted:
-                    tg.start_soon(AsyncBatch._submit_loop, weakref.ref(self), tg, stop)
+                if self._feed.waiting() and self._halted is None:
+                    ref: weakref.ref[SubmittingBatch] = weakref.ref(self)
+                    tg.start_soon(SubmittingBatch._submit_loop, ref, tg, stop)
                 listener.woken = False  # its own flag: set by `_wake` from the submitter
                 await poller.wait(listener, None)
                 stop.cancel()
@@ -220,133 +216,6 @@ class AsyncBatch:
         self._running[track] = [(index, generation)]
         poller.watch(self._listener, track, fresh=fresh, due=due)
 
-    # -- submitting ----------------------------------------------------------------------
-
-    @staticmethod
-    async def _submit_loop(
-        ref: weakref.ref[AsyncBatch], tg: TaskGroup, stop: anyio.CancelScope
-    ) -> None:
-        # Holds the batch only between awaits (see `__anext__`).
-        with stop:
-            while True:
-                batch = ref()
-                if batch is None:
-                    return
-                ready = batch._ready()
-                admit = batch._submitter.admit if batch._submitter is not None else None
-                del batch
-                if ready is False or admit is None:
-                    return
-                if isinstance(ready, anyio.Event):
-                    await ready.wait()
-                    continue
-                look = await AsyncBatch._look(ref)
-                if look is None:
-                    return
-                if look.steps or not look.send:  # slots taken over, or others hold the rest
-                    if not look.steps:
-                        await anyio.sleep(look.wait)  # the journal's clock: real seconds
-                    continue
-                # Waited for (and counted) here, cancellably; the POST itself is shielded.
-                await admit()
-                batch = ref()
-                if batch is None:
-                    return
-                batch._launch(tg)
-                del batch
-
-    @staticmethod
-    async def _look(ref: weakref.ref[AsyncBatch]) -> Look | None:
-        """Ask the feed what to do, and act on the items it took over (None: stop)."""
-        batch = ref()
-        feed = batch._feed if batch is not None else None
-        del batch
-        try:
-            look = None if feed is None else await feed.look()
-        except KolboError as error:  # the shared journal stayed unreachable
-            look, failed = None, error
-        batch = ref()
-        if batch is None or look is None:
-            if batch is not None and feed is not None:
-                batch._halt(batch._feed.journal.lost(failed))
-            return None
-        for index, submission in batch._dispatch(look.steps):
-            batch._account(index, submission)
-        if look.steps or not batch._feed.waiting():
-            batch._wake()
-        return look if batch._feed.waiting() else None
-
-    def _ready(self) -> anyio.Event | bool:
-        """Whether the next item may be admitted now (True), once a slot frees (the event
-        to wait for), or not at all (False: nothing to send, or the batch halted)."""
-        if not self._feed.waiting() or self._halted:
-            return False
-        one_at_a_time = self._budget.limit is not None and self._posting > 0
-        if one_at_a_time or len(self._running) + self._posting >= self._concurrency:
-            self._slot = wait = anyio.Event()
-            return wait
-        first = self._feed.peek()
-        refusal = None if first is None else self._budget.refusal(self._items[first][2])
-        if refusal is not None:
-            self._halt(refusal)
-            return False
-        return True
-
-    def _launch(self, tg: TaskGroup) -> None:
-        """POST the next item (admitted in the generation window)."""
-        if not self._feed.waiting() or self._halted:
-            return  # halted while it was being admitted
-        self._posting += 1
-        tg.start_soon(self._post)
-
-    async def _post(self) -> None:
-        assert self._submitter is not None  # items come with generate_many
-        index = None
-        try:
-            try:
-                index = await self._feed.take()
-            except KolboError as error:  # the shared journal stayed unreachable
-                self._halt(self._journal.lost(error))
-                return
-            if index is None:
-                return  # another worker took the last one meanwhile
-            request, path, body = self._items[index]
-            answer = await post(index, path, body, self._submitter, self._journal)
-        except anyio.get_cancelled_exc_class():
-            if index is not None:
-                self._feed.put_back(index)  # not sent: it goes back to be sent later
-            raise
-        finally:
-            self._posting -= 1
-            self._free_slot()
-        if isinstance(answer, Fault):
-            self._fatal = self._fatal or answer.error
-            self._wake()
-            return
-        submission = None
-        if isinstance(answer, Created):
-            submission = answer.generation.submission
-            self._track(answer.generation, index, fresh=False)
-        else:
-            self._yield(BatchOutcome(index, request, None, None, answer.error))
-        if answer.halt is not None:
-            self._halt(answer.halt)
-        if submission is not None:
-            self._account(index, submission)
-
-    def _account(self, index: int, submission: Submission) -> None:
-        """Count what item `index` was charged; an unknown charge under a budget halts."""
-        stop = self._budget.charge(index, self._items[index][2], submission)
-        if stop is not None:
-            self._halt(stop)
-
-    def _halt(self, error: KolboError) -> None:
-        """Send nothing more: every item not yet sent ends with `error`."""
-        self._halted = True
-        for index in self._feed.halt():
-            self._outcomes.append(BatchOutcome(index, self._items[index][0], None, None, error))
-        self._wake()
-
     # -- outcomes ------------------------------------------------------------------------
 
     async def _collect(self) -> None:
@@ -374,11 +243,6 @@ class AsyncBatch:
 
     def _wake(self) -> None:
         self._poller.poke(self._listener)
-
-    def _free_slot(self) -> None:
-        if self._slot is not None:
-            self._slot.set()
-            self._slot = None
 
     def _warn_unfinished(self) -> None:
         warn_unfinished([generation.id for generation in self.unfinished])

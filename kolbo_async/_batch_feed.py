@@ -100,6 +100,10 @@ class Feed(Protocol):
     def put_back(self, index: int) -> None:
         """Item `index` was not sent after all (its journal row is back as it was)."""
 
+    async def release(self, index: int) -> None:
+        """Item `index` was taken and its POST never started (no journal write was made for
+        it): it is to be sent again, by this run or by another worker."""
+
     def halt(self) -> list[int]:
         """Send nothing more; the items this run will now never send."""
 
@@ -162,6 +166,9 @@ class LocalFeed:
     def put_back(self, index: int) -> None:
         self._queue.appendleft(index)
 
+    async def release(self, index: int) -> None:
+        self.put_back(index)
+
     def halt(self) -> list[int]:
         halted = list(self._queue)
         self._queue.clear()
@@ -207,6 +214,12 @@ class SharedFeed:
 
     def put_back(self, index: int) -> None:
         """Nothing to keep: `unsent` gave the row back to every worker."""
+
+    async def release(self, index: int) -> None:
+        # The claim was committed: give the row back to every worker (a failure to reach
+        # the journal leaves it to be taken over once this worker's lease runs out).
+        await self.journal.unsent(index)
+        self._open = True
 
     def halt(self) -> list[int]:
         self._halted = True

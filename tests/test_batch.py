@@ -205,6 +205,20 @@ class TestOutcomes:
         assert all(isinstance(o.error, k.InsufficientCreditsError) for o in outcomes)
         assert len(posts(sim)) == 1
 
+    async def test_an_item_waiting_for_its_place_when_the_batch_halts_is_reported(
+        self, sim: Simulator
+    ) -> None:
+        """Item 1 is claimed and waits a minute for its place in the generation window when
+        item 0's POST answers INSUFFICIENT_CREDITS: it goes back, and ends like the rest
+        (reported, never sent); the batch does not wait for it."""
+        sim.inject("generate", "insufficient_credits", times=1)
+        async with sim.client(KEY, rate_limits=RateLimits(1, 300)) as client:
+            outcomes = await collect(client.videos.generate_many(
+                [TextToVideo(f"p{i}") for i in range(3)], concurrency=3))  # fmt: skip
+        assert sorted(o.index for o in outcomes) == [0, 1, 2]
+        assert all(isinstance(o.error, k.InsufficientCreditsError) for o in outcomes)
+        assert len(posts(sim)) == 1
+
     async def test_posts_are_paced_at_the_generation_rate(self, vclock: VirtualClock) -> None:
         """25 items, limits on at both ends: no 429, and no trailing minute holds over 10."""
         sim = Simulator(clock=vclock, rate_limits=True, processing_seconds=20)

@@ -356,12 +356,15 @@ class TestSharedBatch:
         assert states == ["intent", "finished", "finished", "finished", "finished"]
         assert all(lease is None for *_, lease in rows(postgres_url, batch_id))
 
-    async def test_stopping_early_lets_another_worker_finish(
-        self, sim: Simulator, postgres_url: str
-    ) -> None:
+    async def test_stopping_early_lets_another_worker_finish(self, postgres_url: str) -> None:
         """A worker that stops after its first outcome releases what it still held: another
         worker re-attaches those (no second POST) and sends the rest."""
+        # Real (scaled) time: each claim is a round trip to the server, during which a
+        # virtual clock would run on and end the generations before the next claim.
+        sim = Simulator(speed=500.0)
         batch_id, requests = batch_name(), prompts(6)
+        sim.plan(processing_seconds=200)  # the first ends long before the others
+        sim.plan(processing_seconds=600, times=5)
         async with sim.client(KEY) as first:
             batch = first.videos.generate_many(
                 requests, journal=postgres_url, batch_id=batch_id, concurrency=3)

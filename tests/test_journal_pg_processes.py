@@ -141,6 +141,28 @@ def wait_for(check: Any, timeout: float = 30.0) -> Any:
 
 
 @pytest.mark.timeout(90)
+def test_racing_for_the_last_items_spends_no_admission(
+    postgres_url: str, workers_of: Any
+) -> None:
+    """Four workers, 40 prompts, a shared budget of exactly 40 generations a minute: every
+    item is claimed before its admission is waited for, so workers racing for the batch's
+    last items never spend a place in the window on an item another worker took. All 40
+    go out in the first minute (a place lost would hold the last POST for a whole minute)."""
+    items, batch = 40, batch_name()
+    sim = simulator()
+    with sim.serve() as url:
+        workers = workers_of(url, postgres_url, batch, items)
+        workers.start(MODES)
+        results = workers.finish()
+    for code, _, err in results:
+        assert code == 0, err
+    assert sorted(o[0] for _, out, _ in results for o in out) == list(range(items))
+    assert set(post_counts(sim).values()) == {1} and len(post_counts(sim)) == items
+    posts = sorted(r.time for r in sim.requests if r.method == "POST")
+    assert (posts[-1] - posts[0]) / SPEED < 20.0  # real seconds; a lost place costs 60
+
+
+@pytest.mark.timeout(90)
 def test_kill_9_mid_post_others_finish_nothing_paid_twice(
     postgres_url: str, workers_of: Any
 ) -> None:

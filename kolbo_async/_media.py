@@ -17,8 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -93,7 +91,8 @@ class AsyncMediaLibrary:
 
         Example:
             >>> media = await client.media.upload("shots/front.png")        # doctest: +SKIP
-            >>> gen = await client.videos.from_image(media.url, prompt="Slow zoom in")
+            >>> gen = await client.videos.from_image(                         # doctest: +SKIP
+            ...     media.url, prompt="Slow zoom in")
         """
         fields = _fields(description, project_id)
         if isinstance(file, str) and is_url(file.strip()):
@@ -123,6 +122,10 @@ class MediaSender:
         self, field: str, url: str, extension: str, fields: dict[str, str]
     ) -> Media:
         # Streamed to a temporary file, never held whole; the file goes once it is sent.
+        # (Imported here: only a re-host needs them.)
+        import shutil
+        import tempfile
+
         from ._download import download_to
         from ._requests import check_url
 

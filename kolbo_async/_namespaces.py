@@ -73,6 +73,8 @@ class AsyncVideos:
 
         Takes the fields of `TextToVideo`: ``generate(prompt, *, model=None,
         aspect_ratio=None, duration=None, ..., extra_body=None)``. Credits are charged now.
+        Wherever a call takes a medium, it is an http(s) URL or a local file (a path, sent
+        as a multipart part where the route takes files, else uploaded first).
         Omit `model` to let Kolbo choose (Smart Select, the recommended default). Fields left
         as None are not sent; `extra_body` adds fields the SDK does not know yet. The POST is
         never retried once it may have reached Kolbo.
@@ -93,7 +95,8 @@ class AsyncVideos:
         """Submit an image-to-video generation (animate `image_url`) and return its handle.
 
         Takes the fields of `ImageToVideo`; same rules as `generate`. `prompt` describes the
-        motion and is optional.
+        motion and is optional. `image_url` is an http(s) URL or a local file (a path), which
+        is uploaded first with `client.media.upload` (Kolbo's route takes no files).
 
         Example:
             >>> gen = await client.videos.from_image(                         # doctest: +SKIP
@@ -271,7 +274,7 @@ class AsyncImages:
         """Submit an edit of `images` (http(s) URLs) as `prompt` says; return its handle.
 
         Takes the fields of `ImageEdit` (`images` is sent as ``source_images``); same rules
-        as `generate`.
+        as `generate`. Local files (paths) are uploaded first with `client.media.upload`.
         """
         return await self._videos._submit(*ImageEdit(*args, **kwargs).body())
 

@@ -392,6 +392,8 @@ class TextToVideo(VideoRoute):
 class ImageToVideo(VideoRoute):
     """One image-to-video request: the arguments of `client.videos.from_image`.
 
+    `image_url` is an http(s) URL or a local file, uploaded first (the route takes no files).
+
     Example:
         >>> ImageToVideo("https://example.com/photo.jpg", prompt="Slow zoom in")
         ImageToVideo(image_url='https://example.com/photo.jpg', prompt='Slow zoom in')

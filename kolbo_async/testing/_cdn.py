@@ -64,8 +64,10 @@ class CDN:
         #: Uploaded files by id: (owner's key, file name, content type, bytes).
         self.uploads: dict[str, tuple[str, str, str, bytes]] = {}
 
-    def store(self, key: str, filename: str, content_type: str, data: bytes) -> str:
-        """Keep an uploaded file for `key`; the URL it is served at."""
+    def store(self, key: str, part: tuple[str, str, str, bytes]) -> str:
+        """Keep an uploaded file (a form's part: name, file name, content type, bytes) for
+        `key`; the URL it is served at."""
+        _, filename, content_type, data = part
         upload_id = f"{len(self.uploads) + 1:08x}"
         name = filename.replace("/", "_").replace("\\", "_") or "upload"
         self.uploads[upload_id] = (key, name, content_type, data)

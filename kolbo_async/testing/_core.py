@@ -14,11 +14,7 @@ rules follow Kolbo's documentation (see ``kolbo-api.md``), each kept where its c
 - Unsupported durations and aspect ratios are snapped to the closest supported value (the docs
   say "the API may select the closest match").
 - Faults (`_faults.py`) replace or spoil an answer; the CDN (`_cdn.py`) is another origin.
-- ``POST /api/v1/media/upload`` (one ``file`` part) stores the file on the CDN and counts
-  against the generation bucket, as Kolbo says; multipart generation POSTs are read as the
-  routes' controllers read them (`_forms.py`).
-- With `trust_gate`, the elements route refuses references the CDN does not serve for the
-  caller (400 ``UNTRUSTED_REFERENCE_MEDIA_URL``, before any charge).
+- Uploads, multipart bodies (`_forms.py`) and the elements trust gate: `_uploads.py`.
 """
 
 from __future__ import annotations
@@ -26,13 +22,13 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from ._billing import Balance
 from ._catalog import Refused, listing, snap, snap_ratio
 from ._cdn import CDN
 from ._faults import HTML_502, FaultSource, gateway_page
-from ._forms import Part
 from ._lifecycle import REFUNDING, TERMINAL, TRANSITIONS, GenerationRecord, check_outcome
 from ._limits import RateWindows
 from ._records import (
@@ -84,8 +80,7 @@ class ServiceState:
         trust_gate: bool = False,
     ) -> None:
         self.api_key = api_key
-        #: Refuse elements references the CDN does not serve for the caller.
-        self.trust_gate = trust_gate
+        self.trust_gate = trust_gate  # elements refuses references not hosted for the caller
         self.speed = speed
         # What the client is told to sleep is divided by this: the speed for a client on
         # real time, 1 for one sharing the simulator's scaled clock.
@@ -233,28 +228,22 @@ class ServiceState:
         if route == "cdn":
             return self.cdn.answer(request, fault, now, self.generations)
         if fault in ("500", "502", "503"):
-            return json_answer(int(fault), {"success": False, "error": "Internal error",
-                                            "code": "GENERATION_ERROR"})
+            return _error(int(fault), "Internal error", "GENERATION_ERROR")
         if fault == "html_502":
             return SimResponse(502, {"content-type": "text/html"}, HTML_502)
         key = request.headers.get("x-api-key", "")
         if not key.startswith("kolbo_live_") or (self.api_key and key != self.api_key):
-            return json_answer(401, {"success": False, "error": "Invalid API key",
-                                     "code": "INVALID_API_KEY"})
-        # An upload counts against the generation bucket (kolbo-api.md §13).
-        upload = route == "upload"
-        limited = self.limits.check(
-            request.client, key, now, generation=route == "generate" or upload,
-            forced=fault == "429",
-        )  # fmt: skip
+            return _error(401, "Invalid API key", "INVALID_API_KEY")
+        paid, forced = route in ("generate", "upload"), fault == "429"  # uploads count too
+        limited = self.limits.check(request.client, key, now, generation=paid, forced=forced)
         if limited is not None:
             return limited
-        if upload:
-            return upload_answer(self.cdn, request, key)
         if fault == "invalid_json":
             return SimResponse(200, {"content-type": "application/json"}, b'{"success": tru')
         if route == "generate":
             return self._generate(request, key, now, fault)
+        if route == "upload":
+            return upload_answer(self.cdn, request, key)
         if route == "status":
             return self._status(request, key, now)
         if route == "cancel":
@@ -264,7 +253,7 @@ class ServiceState:
             return json_answer(200, {"success": True, "models": models, "count": len(models)})
         if route == "credits":
             return json_answer(200, {"success": True, "credits": self.balance.report()})
-        return json_answer(404, {"success": False, "error": "Not found", "code": "NOT_FOUND"})
+        return _error(404, "Not found", "NOT_FOUND")
 
     def _generate(
         self, request: SimRequest, key: str, now: float, fault: str | None
@@ -272,13 +261,10 @@ class ServiceState:
         spec = ROUTE_SPECS.get(request.path)
         if spec is None:  # a generation route Kolbo has and the simulator does not serve
             return _error(404, "Not found", "NOT_FOUND")
-        def store(part: Part) -> str:
-            return self.cdn.store(key, part[1], part[2], part[3])
-
         try:
-            body, kind, model, cost = read_request(request, spec, store)
-            if self.trust_gate and request.path == "/api/v1/generate/elements":
-                check_trusted(self.cdn, body, key, self.generations)
+            body, kind, model, cost = read_request(request, spec, partial(self.cdn.store, key))
+            if self.trust_gate:
+                check_trusted(self.cdn, request.path, body, key, self.generations)
         except Refused as refused:
             return _error(400, refused.message, refused.code)
         if self.faults.insufficient_credits or fault == "insufficient_credits" or (

@@ -24,9 +24,16 @@ _REFERENCES = ("reference_images", "reference_videos", "reference_audio_urls")
 
 
 def check_trusted(
-    cdn: CDN, body: Mapping[str, Any], key: str, generations: Mapping[str, GenerationRecord]
+    cdn: CDN,
+    path: str,
+    body: Mapping[str, Any],
+    key: str,
+    generations: Mapping[str, GenerationRecord],
 ) -> None:
-    """Refuse (`Refused`) an elements body holding a reference `cdn` does not serve for `key`."""
+    """Refuse (`Refused`) an elements body holding a reference `cdn` does not serve for `key`
+    (other routes have no trust gate)."""
+    if path != "/api/v1/generate/elements":
+        return
     for field in _REFERENCES:
         urls = body.get(field)
         for url in urls if isinstance(urls, list) else [urls] if urls else []:
@@ -54,7 +61,7 @@ def upload_answer(cdn: CDN, request: SimRequest, key: str) -> SimResponse:
         return json_answer(400, {"success": False, "error": refused.message,
                                  "code": refused.code})  # fmt: skip
     _, filename, kind, data = files[0]
-    url = cdn.store(key, filename, kind, data)
+    url = cdn.store(key, files[0])
     text = dict(fields)
     media = {
         "id": url.rsplit("/", 2)[-2], "url": url, "filename": filename,

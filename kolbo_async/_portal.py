@@ -11,12 +11,12 @@ core refuses any other). The loop is run by whoever needs it, one thread at a ti
   the loop runs it.
 - When the thread that runs the loop is done with its own call and work is still queued (an
   overlapping call, or a call whose caller left: a paid POST shielded until its answer), the
-  loop passes to the client's daemon thread, which runs it until nothing is queued and parks.
+  loop passes to the client's daemon thread, which runs it until nothing is queued and parks
+  (a caller arriving before the daemon has started takes the loop back).
 
 Why not an anyio blocking portal for everything: every call then pays two thread hand-offs,
-which cost most exactly when the machine is busy (issue 17 measured the portal at 2-3.5x a
-raw ``httpx.Client`` call, a plain ``call_soon_threadsafe`` + lock wake-up at 1.2-3x, and
-running the loop in the caller at 0.95-1.7x, on two loaded cores).
+which cost most when the machine is busy (issue 17: the portal 2-3.5x a raw ``httpx.Client``
+call, a ``call_soon_threadsafe`` + lock wake-up 1.2-3x, the loop in the caller 0.95-1.7x).
 
 No request, retry, pacing, polling or validation logic lives here: only who runs the loop.
 """
@@ -50,9 +50,9 @@ T = TypeVar("T")
 
 _SIGINT = int(_fast_signal.SIGINT)
 _MAIN_THREAD = threading.main_thread().ident
-_CANCELLED: Any = object()
+_CANCELLED: Any = object()  # what a call's guard returns when its scope swallowed a cancel
 #: Seconds the daemon thread keeps running an idle loop before handing it back to callers.
-LINGER = 0.002  # what a call's guard returns when its scope swallowed a cancel
+LINGER = 0.002
 
 CLOSED = "This Kolbo client is closed; create a new one to make requests."
 _CLOSED_UNDER = "The Kolbo client was closed while this call was running."
@@ -81,7 +81,8 @@ class _Call:
 
 
 class Portal:
-    """One asyncio loop, run in the calling thread when free, else by a daemon thread.
+    """One asyncio loop (made by `new_loop`), run in the calling thread when free, else by a
+    daemon thread.
 
     State that decides who runs the loop is guarded by one mutex: `_busy` (some thread runs,
     or is about to run, the loop), `_queued` (calls whose callers do not run the loop for
@@ -89,14 +90,15 @@ class Portal:
     to run the loop), `_exited` (closing: no new call is taken).
     """
 
-    __slots__ = ("_busy", "_calls", "_cond", "_exited", "_forks", "_loop", "_mutex",
-                 "_queued", "_thread", "_thread_id", "_turn", "_wakeup", "stopped")  # fmt: skip
+    __slots__ = ("_busy", "_calls", "_cond", "_exited", "_forks", "_loop", "_mutex", "_queued",
+                 "_scope", "_thread", "_thread_id", "_turn", "_wakeup", "stopped")  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(self, new_loop: Callable[[], asyncio.AbstractEventLoop] | None = None) -> None:
         # Imported here: asyncio costs ~15 ms that `import kolbo_async` should not pay.
         import asyncio
 
-        self._loop = asyncio.new_event_loop()
+        self._loop = (new_loop or asyncio.new_event_loop)()
+        self._scope: Callable[[], anyio.CancelScope] | None = None
         # A signal may be taken by any thread; the main thread asleep in the loop's select()
         # would not notice it. While it runs the loop, the signal also writes a byte here.
         self._wakeup = socket.socketpair()
@@ -142,9 +144,12 @@ class Portal:
         with self._mutex:
             if self._exited:
                 raise KolboError(CLOSED)
-            drive = running is None and not self._busy
+            drive = running is None and (not self._busy or self._turn)
             if drive:
+                # A loop handed to a daemon that has not started yet is taken back: a thread
+                # that keeps calling keeps the loop, running the queued calls with its own.
                 self._busy = True
+                self._turn = False
             else:
                 self._queued += 1
                 if not self._busy:  # idle, but this thread cannot run it: wake the thread
@@ -179,8 +184,7 @@ class Portal:
                 _fast_signal.set_wakeup_fd(wakeup)
                 _fast_signal.signal(_SIGINT, previous)
             self._let_go(call)
-        result: T = self._outcome(call)
-        return result
+        return self._outcome(call)  # type: ignore[no-any-return]
 
     def _wait(self, call: _Call, func: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
         """Queue `call` for whoever runs the loop and wait for its end."""
@@ -235,7 +239,10 @@ class Portal:
         try:
             # An anyio scope, not Task.cancel(): a native cancel would cut through the
             # core's shields (a paid POST must run to its answer).
-            with anyio.CancelScope() as scope:
+            scope_class = self._scope
+            if scope_class is None:  # `anyio.CancelScope()` finds the backend every time
+                scope_class = self._scope = type(anyio.CancelScope())
+            with scope_class() as scope:
                 call.scope = scope
                 if call.cancelled:
                     scope.cancel()

@@ -137,18 +137,14 @@ class MediaSender:
         try:
             target = Path(folder) / name
             transfers = self._transfers
-            if transfers is None:  # a raw-response copy: downloads of its own
+            if transfers is None:  # a raw-response copy: through the API's own client
                 from ._transfers import Transfers
 
-                transfers = Transfers(limit=2)
-            try:
-                await download_to(
-                    self._pipeline, transfers, url, target,
-                    overwrite=True, on_progress=None, deadline=None,
-                )  # fmt: skip
-            finally:
-                if transfers is not self._transfers:
-                    await transfers.aclose()
+                transfers = Transfers(limit=2, http_client=self._pipeline.http)
+            await download_to(
+                self._pipeline, transfers, url, target,
+                overwrite=True, on_progress=None, deadline=None,
+            )  # fmt: skip
             return await self.send(local_file(field, target), fields)
         finally:
             shutil.rmtree(folder, ignore_errors=True)

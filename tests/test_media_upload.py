@@ -260,3 +260,29 @@ async def test_a_journal_knows_a_file_by_its_content(
     assert await run() == 2  # rerun: no POST
     a.write_bytes(b"edited")
     assert await run() == 4  # both items hold the edited file: both new
+
+
+def test_served_over_a_real_socket(tmp_path: Path) -> None:
+    """Crosses a real loopback socket (uvicorn): the blocking client uploads a file and
+    sends two local frames as parts; the served CDN gives the upload back."""
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    a.write_bytes(b"A" * 70_000)
+    b.write_bytes(b"B" * 10)
+    sim = Simulator(speed=200.0, processing_seconds=30.0)
+    with sim.serve() as base_url, Kolbo(KEY, base_url=base_url) as client:
+        media = client.media.upload(a)
+        gen = client.videos.from_frames(a, b, prompt="p")
+        assert gen.result().url
+        assert httpx.get(media.url).content == a.read_bytes()
+    request = sim.generations[gen.id].request
+    assert request["first_frame_url"] != request["last_frame_url"]
+
+
+@pytest.mark.anyio
+async def test_raw_response_of_a_local_image(
+    sim: Simulator, client: AsyncKolbo, png: Path
+) -> None:
+    """with_raw_response: the upload goes first, the raw answer is the generation POST's."""
+    raw = await client.with_raw_response.videos.from_image(png, prompt="zoom")
+    assert raw.status_code == 200 and raw.parse().id
+    assert [c[1] for c in calls(sim)] == [UPLOAD, "/api/v1/generate/video/from-image"]

@@ -19,7 +19,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 from ._exceptions import InvalidRequestError
 
@@ -29,6 +29,7 @@ __all__ = [
     "FRAME_MAX_BYTES",
     "MAX_FILE_BYTES",
     "LocalFile",
+    "OpenedFile",
     "content_type_of",
     "is_url",
     "kind_of",
@@ -152,6 +153,53 @@ class LocalFile(str):
 
     def __reduce__(self) -> tuple[Any, ...]:  # a str subclass with attributes
         return (_rebuild, (str(self), self.field, self.size))
+
+
+class OpenedFile:
+    """An open binary file given to ``media.upload`` (an `open(..., "rb")`, a `BytesIO`):
+    sent from where it stood when checked to its end, re-read from there on a retry."""
+
+    __slots__ = ("_file", "_start", "field", "filename", "size")
+
+    def __init__(self, file: BinaryIO, *, field: str, max_bytes: int = MAX_FILE_BYTES) -> None:
+        if not all(callable(getattr(file, name, None)) for name in ("read", "seek", "tell")):
+            raise InvalidRequestError(
+                field, f"must be a path, an http(s) URL or a seekable binary file, not "
+                f"{type(file).__name__}",
+            )  # fmt: skip
+        try:
+            self._start = file.tell()
+            self.size = file.seek(0, os.SEEK_END) - self._start
+            file.seek(self._start)
+        except (OSError, ValueError) as exc:  # closed, or not seekable after all
+            raise InvalidRequestError(field, f"cannot be read again: {exc}") from None
+        if self.size > max_bytes:
+            raise InvalidRequestError(
+                field, f"is {self.size:,} bytes; Kolbo takes files up to {max_bytes:,} bytes"
+            )
+        self._file = file
+        self.field = field
+        name = getattr(file, "name", None)
+        self.filename = os.path.basename(name) if isinstance(name, str) and name else "upload"
+
+    @property
+    def content_type(self) -> str:
+        """Its content type, by the extension of its name."""
+        return content_type_of(self.filename)
+
+    def chunks(self, chunk: int = CHUNK) -> Iterator[bytes]:
+        """Its bytes from where it stood, `chunk` at a time: exactly `size` of them."""
+        left = self.size
+        try:
+            self._file.seek(self._start)
+            while left > 0:
+                data = self._file.read(min(chunk, left))
+                if not data:
+                    raise InvalidRequestError(self.field, "shrank while it was being sent")
+                left -= len(data)
+                yield data
+        except (OSError, ValueError) as exc:
+            raise InvalidRequestError(self.field, f"cannot be read: {exc}") from None
 
 
 def local_files(value: object) -> list[LocalFile]:

@@ -19,13 +19,13 @@ import os
 import posixpath
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import attrs
 import httpx
 
 from ._exceptions import BadRequestError
-from ._local_files import LocalFile, is_url, local_file, local_files
+from ._local_files import LocalFile, OpenedFile, is_url, local_file, local_files
 from ._pipeline import Call, Pipeline
 from ._requests import check_text
 from ._routes_video import ELEMENTS_PATH
@@ -71,15 +71,17 @@ class AsyncMediaLibrary:
 
     async def upload(
         self,
-        file: str | os.PathLike[str],
+        file: str | os.PathLike[str] | BinaryIO,
         *,
         description: str | None = None,
         project_id: str | None = None,
     ) -> Media:
         """Upload `file` to the media library and return its `Media` (its Kolbo URL).
 
-        `file` is a local path (streamed from disk, at most 500 MiB) or an http(s) URL
-        (downloaded to a temporary file, then uploaded: Kolbo then hosts a copy). The upload
+        `file` is a local path (streamed from disk, at most 500 MiB), an open binary file
+        (an ``open(path, "rb")``, a `BytesIO`: sent from where it stands, seeked back there
+        for a retry) or an http(s) URL (downloaded to a temporary file, then uploaded: Kolbo
+        then hosts a copy). The upload
         counts against the generation rate limit; a 429 is waited out and the file sent
         again, as Kolbo's own client does.
 
@@ -97,7 +99,9 @@ class AsyncMediaLibrary:
         fields = _fields(description, project_id)
         if isinstance(file, str) and is_url(file.strip()):
             return await self._sender.rehost_url("file", file.strip(), ".bin", fields)
-        return await self._sender.send(local_file("file", file), fields)
+        if isinstance(file, (str, os.PathLike)):
+            return await self._sender.send(local_file("file", file), fields)
+        return await self._sender.send(OpenedFile(file, field="file"), fields)
 
 
 class MediaSender:
@@ -110,7 +114,7 @@ class MediaSender:
         self._pipeline = pipeline
         self._transfers = transfers
 
-    async def send(self, file: LocalFile, fields: dict[str, str]) -> Media:
+    async def send(self, file: LocalFile | OpenedFile, fields: dict[str, str]) -> Media:
         from ._multipart import media_form
 
         form = media_form(file, fields)

@@ -22,7 +22,7 @@ import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
-from ._local_files import CHUNK, LocalFile, local_files
+from ._local_files import CHUNK, LocalFile, OpenedFile, local_files
 from ._requests import FilePolicy, file_policies
 
 __all__ = ["Form", "form_of", "media_form", "uploads", "with_urls"]
@@ -69,7 +69,7 @@ def form_of(path: str, body: Mapping[str, Any]) -> Form | None:
     if not local_files(body):
         return None
     policies = file_policies(path)
-    files: list[tuple[str, LocalFile]] = []
+    files: list[tuple[str, LocalFile | OpenedFile]] = []
     fields: list[tuple[str, str]] = []
     for key, value in body.items():
         policy = policies.get(key, _NO_POLICY)
@@ -85,7 +85,7 @@ def form_of(path: str, body: Mapping[str, Any]) -> Form | None:
     return Form(files, fields)
 
 
-def media_form(file: LocalFile, fields: Mapping[str, str]) -> Form:
+def media_form(file: LocalFile | OpenedFile, fields: Mapping[str, str]) -> Form:
     """The body of ``POST /api/v1/media/upload``: one ``file`` part, then `fields`."""
     return Form([("file", file)], list(fields.items()))
 
@@ -132,7 +132,9 @@ class Form:
 
     __slots__ = ("_heads", "boundary", "content_type", "fields", "files", "length", "tail")
 
-    def __init__(self, files: list[tuple[str, LocalFile]], fields: list[tuple[str, str]]) -> None:
+    def __init__(
+        self, files: list[tuple[str, LocalFile | OpenedFile]], fields: list[tuple[str, str]]
+    ) -> None:
         self.files = files
         self.fields = fields
         self.boundary = os.urandom(16).hex()

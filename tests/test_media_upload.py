@@ -9,6 +9,7 @@ through an upload and sends once more; a journal knows a local file by its conte
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -143,6 +144,27 @@ class TestUpload:
             await client.videos.generate("p")
         upload, generate = sim.requests[:2]
         assert upload.path == UPLOAD and generate.time - upload.time >= 59
+
+    async def test_an_open_file_sent_whole_twice_after_a_429(
+        self, sim: Simulator, client: AsyncKolbo, png: Path
+    ) -> None:
+        """An open binary file is sent from where it stands, and from there again on a retry."""
+        sim.inject("upload", "429")
+        with png.open("rb") as file:
+            file.seek(4)
+            media = await client.media.upload(file)
+        assert media.url.endswith("/front.png")
+        assert await fetch(sim, media.url) == png.read_bytes()[4:]
+        assert [r.status for r in sim.requests if r.path == UPLOAD] == [429, 200]
+
+    async def test_bytes_in_memory(self, sim: Simulator, client: AsyncKolbo) -> None:
+        media = await client.media.upload(io.BytesIO(b"abc"))
+        assert media.url.endswith("/upload") and await fetch(sim, media.url) == b"abc"
+
+    async def test_not_a_file_object(self, sim: Simulator, client: AsyncKolbo) -> None:
+        with pytest.raises(k.InvalidRequestError, match="seekable binary file") as info:
+            await client.media.upload(42)  # type: ignore[arg-type]
+        assert info.value.field == "file" and not sim.requests
 
     async def test_a_missing_file_sends_nothing(
         self, sim: Simulator, client: AsyncKolbo, tmp_path: Path

@@ -196,7 +196,10 @@ async def _follow(
                 status=final,
             )
         if target is not None:
-            paths = await save(gen, final, target, on_progress=report.bytes, timeout=timeout)
+            paths = await save(
+                gen, final, target, on_progress=report.bytes, timeout=timeout,
+                next_file=report.done,
+            )  # fmt: skip
     finally:
         report.done()
     if args.json:
@@ -227,7 +230,10 @@ async def _download(
             ]
         else:
             final = await gen.wait()
-            paths = await save(gen, final, args.target, on_progress=report.bytes, timeout=None)
+            paths = await save(
+                gen, final, args.target, on_progress=report.bytes, timeout=None,
+                next_file=report.done,
+            )  # fmt: skip
     finally:
         report.done()
     out.write("".join(f"{path}\n" for path in paths))

@@ -70,13 +70,19 @@ async def save(
     *,
     on_progress: Callable[[int, int | None], object],
     timeout: float | None,
+    next_file: Callable[[], object] = lambda: None,
 ) -> list[Path]:
-    """Download every file of the finished generation `status` to `target`; the paths."""
+    """Download every file of the finished generation `status` to `target`; the paths.
+
+    `next_file()` is called between files (a progress display starts a new bar for each).
+    """
     count = result_count(status)
     image = isinstance(status.result, ImageResult)
     urls = status.result.urls if status.result is not None else ()
     saved = []
     for index in range(count):
+        if index:
+            next_file()
         url = urls[index] if index < len(urls) else None
         if target.file is not None:
             path = target.file if count == 1 else numbered(target.file, index)

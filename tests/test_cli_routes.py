@@ -406,3 +406,30 @@ class TestUpload:
         code, out, err = run("--sandbox", "upload", "clip.mp4")
         assert code == 0, err
         assert out.strip().startswith("https://") and out.strip().endswith("/clip.mp4")
+
+
+def test_each_image_gets_its_own_download_bar(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The progress display is told where one file ends and the next begins."""
+    from kolbo_async import _cli_progress
+
+    events: list[str] = []
+
+    class Recorder:
+        def status(self, status: object) -> None:
+            events.append("status")
+
+        def bytes(self, done: int, total: int | None) -> None:
+            if done == 0:
+                events.append("start")
+
+        def done(self) -> None:
+            events.append("done")
+
+    monkeypatch.setattr(_cli_progress, "reporter", lambda stream, quiet: Recorder())
+    code, _, err = run("image", "a fox", "--num-images", "3", "--download", str(tmp_path))
+    assert code == 0, err
+    downloads = [e for e in events if e != "status"]
+    # (the first "done" ends the generation's bar)
+    assert downloads[1:6] == ["start", "done", "start", "done", "start"]

@@ -163,3 +163,27 @@ async def test_the_writer_thread_is_named_and_never_keeps_python_alive() -> None
     await writer.finish()
     assert file.size == BATCH
     assert not writing[0].is_alive()
+
+
+class Failing:
+    """A file on a disk that fills up after the first batch."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def writelines(self, batch: list[bytes]) -> None:
+        self.batches += 1
+        if self.batches > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.anyio
+async def test_a_write_that_fails_in_the_thread_is_raised() -> None:
+    """A disk error in the writer thread reaches the download (which then places nothing):
+    a short file is never taken for a whole one."""
+    writer = Writer(Failing())  # type: ignore[arg-type]
+    with pytest.raises(OSError, match="No space left") as raised:  # noqa: PT012
+        for _ in range(4):
+            await writer.add(bytes(BATCH))
+        await writer.finish()
+    assert raised.value.errno == errno.ENOSPC

@@ -7,6 +7,7 @@ report it rather than pay again, and it keeps the error as its cause. Counted at
 from __future__ import annotations
 
 from pathlib import Path
+
 import pytest
 
 import kolbo_async as k

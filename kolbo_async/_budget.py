@@ -112,6 +112,8 @@ def price(
     model = catalog.get(named)
     if model is None:
         return None
+    if model.per_image:  # Kolbo makes one image when the body asks for no number
+        return stated(model.cost(resolution=resolution, num_images=body.get("num_images", 1)))
     duration = seconds(body.get("duration"))
     if duration is None and "duration" not in body and model.supported_durations:
         # Kolbo picks the duration: budget for the dearest it could pick (fail closed).

@@ -47,6 +47,7 @@ def price(index: int, item: Item, catalog: Mapping[str, Model]) -> Price:
     resolution = getattr(request, "resolution", None) or extra.get("resolution")
     if not isinstance(resolution, str):
         resolution = None
+    images = getattr(request, "num_images", None) or extra.get("num_images")
     base = Price(index, item.line, item.route, named, duration)
     if named is None:
         kind = CATALOG_TYPES.get(item.route)
@@ -54,7 +55,7 @@ def price(index: int, item: Item, catalog: Mapping[str, Model]) -> Price:
             cost
             for model in catalog.values()
             if kind in model.types
-            and (cost := _cost(model, duration, resolution)) is not None
+            and (cost := _cost(model, duration, resolution, images)) is not None
         ]
         return attrs.evolve(
             base,
@@ -65,7 +66,7 @@ def price(index: int, item: Item, catalog: Mapping[str, Model]) -> Price:
     model = catalog.get(str(named))
     if model is None:
         return attrs.evolve(base, problem="not in the model catalog: Kolbo will refuse it")
-    cost = _cost(model, duration, resolution)
+    cost = _cost(model, duration, resolution, images)
     if cost is None:
         return attrs.evolve(base, problem="the catalog gives no price for it")
     return attrs.evolve(base, credits=cost)
@@ -128,7 +129,11 @@ async def preview(client: AsyncKolbo, items: list[Item], out: TextIO, *, as_json
     return EXIT_OK
 
 
-def _cost(model: Model, duration: float | None, resolution: str | None) -> float | None:
+def _cost(
+    model: Model, duration: float | None, resolution: str | None, images: Any
+) -> float | None:
+    if model.per_image:
+        return model.cost(resolution=resolution, num_images=images if images else None)
     if duration is None:
         durations = model.supported_durations or ()
         duration = max(durations) if durations else None

@@ -12,7 +12,9 @@ from kolbo_async._budget import Budget, price, seconds, stated
 
 KLING = Model(identifier="kling", credit=10, supported_durations=(5, 10),
               resolution_multipliers={"1080p": 1.5})  # fmt: skip
-CATALOG = {"kling": KLING}
+FLUX = Model(identifier="flux", credit=4, types=("text_to_img", "image_editing"),
+             resolution_multipliers={"2K": 1.5})  # fmt: skip
+CATALOG = {"kling": KLING, "flux": FLUX}
 
 
 def budget(limit: float | None, spent: float = 0.0) -> Budget:
@@ -47,6 +49,15 @@ class TestPrice:
     def test_the_model_kolbo_picked_counts_when_the_body_names_none(self) -> None:
         assert price({"duration": 5}, CATALOG, picked="kling") == 50
         assert price({"model": "veo", "duration": 5}, CATALOG, picked="kling") is None
+
+
+    def test_image_models_cost_per_image(self) -> None:
+        """An image model's credit is per image: one when the body asks for no number."""
+        assert price({"model": "flux", "prompt": "a"}, CATALOG) == 4
+        assert price({"model": "flux", "num_images": 3}, CATALOG) == 12
+        assert price({"model": "flux", "num_images": 2, "resolution": "2K"}, CATALOG) == 12
+        for count in ("two", 0, True, 1.5):
+            assert price({"model": "flux", "num_images": count}, CATALOG) is None, count
 
 
 class TestRefusal:

@@ -228,6 +228,18 @@ class TestDryRun:
         assert [r.method for r in sim.requests[before:]] == ["GET"]
         assert posts(sim) == []
 
+    def test_image_items_are_priced_per_image(self, sim: Simulator, tmp_path: Path) -> None:
+        """A text-to-image item with a named model costs its credit per image asked for."""
+        _, models_out, _ = run("models", "--type", "text_to_img", "--json")
+        model = json.loads(models_out)[0]
+        requests = [{"route": "text-to-image", "prompt": "a", "model": model["identifier"],
+                     "num_images": 2}]  # fmt: skip
+        code, out, _ = run("batch", jsonl(tmp_path, *requests), "--dry-run", "--json")
+        assert code == 0
+        _, total = (json.loads(line) for line in out.splitlines())
+        assert total["credits"] == 2 * model["credit"]
+        assert total["unpriced_items"] == 0
+
     def test_plain_preview_makes_no_directory(self, sim: Simulator, tmp_path: Path) -> None:
         """The human preview says what it counted; a dry run creates nothing."""
         code, out, _ = run(

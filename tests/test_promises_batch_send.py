@@ -7,11 +7,15 @@ report it rather than pay again, and it keeps the error as its cause. Counted at
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 import kolbo_async as k
 from kolbo_async import TextToVideo
+from kolbo_async._batch_send import Ends, Fault, post
 from kolbo_async.testing import Simulator, VirtualClock
 
 pytestmark = pytest.mark.anyio
@@ -49,3 +53,115 @@ async def test_a_5xx_refusal_ends_outcome_unknown_and_says_what_a_rerun_does(
         f"dashboard before sending it again.{rerun}"
     )
     assert posts(sim) == 1
+
+
+async def test_a_cancelled_batch_with_slow_posts_keeps_every_paid_generation() -> None:
+    """Cancelled while its POSTs are on the wire (Kolbo has created the generations, the
+    answers take 30 s), the batch still waits for each answer and knows every generation
+    Kolbo created: none is paid for and lost."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    sim.faults.slow_seconds = 30
+    sim.inject("generate", "slow", times=4)
+    async with sim.client(KEY, rate_limits=None) as client:
+        batch = client.videos.generate_many([TextToVideo(f"p{i}") for i in range(4)], concurrency=4)
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+
+                async def cancel_mid_post() -> None:
+                    await clock.sleep(10)
+                    scope.cancel()
+
+                tg.start_soon(cancel_mid_post)
+                await batch.__anext__()
+        assert scope.cancelled_caught
+        assert posts(sim) == 4 and len(sim.generations) == 4
+        assert {g.id for g in batch.unfinished} == set(sim.generations)
+        rest = [o async for o in batch]
+    assert sorted(o.generation.id for o in rest if o.generation) == sorted(sim.generations)
+    assert posts(sim) == 4
+
+
+class FakeJournal:
+    """The journal calls `post` makes, each after a checkpoint (where a cancellation lands)."""
+
+    def __init__(self, stop: k.KolboError | None = None) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.stop = stop
+        self.kept = True
+
+    async def _note(self, *call: Any) -> None:
+        await anyio.lowlevel.checkpoint()
+        self.calls.append(call)
+
+    async def intent(self, index: int, path: str, body: Any) -> k.KolboError | None:
+        await self._note("intent", index, path, body)
+        return self.stop
+
+    async def unsent(self, index: int) -> None:
+        await self._note("unsent", index)
+
+    async def rejected(self, index: int, error: str) -> None:
+        await self._note("rejected", index)
+
+    async def unknown(self, index: int, error: str) -> None:
+        await self._note("unknown", index)
+
+    async def submitted(self, index: int, generation_id: str, raw: Any) -> None:
+        await self._note("submitted", index, generation_id)
+
+
+class FakeSender:
+    def __init__(self, *, closed: bool = False, fails: Exception | None = None) -> None:
+        self.sent: list[Any] = []
+        self.is_closed = closed
+        self.fails = fails
+
+    async def submit(self, path: str, body: dict[str, Any]) -> Any:
+        self.sent.append(body)
+        if self.fails is not None:
+            raise self.fails
+        raise AssertionError("not expected to send")
+
+    def closed(self) -> bool:
+        return self.is_closed
+
+
+BODY = {"prompt": "a cat"}
+
+
+async def post_of(sender: FakeSender, journal: FakeJournal) -> Any:
+    return await post(3, "/api/v1/generate/video", BODY, sender, journal)  # type: ignore[arg-type]
+
+
+async def test_a_cancellation_before_the_post_leaves_takes_the_intent_back() -> None:
+    """Cancelled before its POST: the intent is written whole, then taken back (a rerun
+    sends the item instead of reporting an unknown outcome); nothing is sent."""
+    journal, sender = FakeJournal(), FakeSender()
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await post_of(sender, journal)
+    assert scope.cancelled_caught
+    assert journal.calls == [("intent", 3, "/api/v1/generate/video", BODY), ("unsent", 3)]
+    assert sender.sent == []
+
+
+async def test_a_journal_that_refuses_the_intent_sends_nothing_and_halts() -> None:
+    stop = k.KolboError("the journal cannot be written")
+    journal, sender = FakeJournal(stop), FakeSender()
+    assert await post_of(sender, journal) == Ends(stop, halt=stop)
+    assert sender.sent == []
+
+
+async def test_a_closed_client_sends_nothing_and_takes_the_intent_back() -> None:
+    journal, sender = FakeJournal(), FakeSender(closed=True)
+    answer = await post_of(sender, journal)
+    assert isinstance(answer, Ends) and answer.halt is None
+    assert str(answer.error) == "Not submitted: the client was closed before its POST was sent."
+    assert journal.calls[-1] == ("unsent", 3)
+    assert sender.sent == []
+
+
+async def test_an_error_of_the_sdks_own_is_a_fault_not_an_outcome() -> None:
+    bug = ValueError("a bug in the SDK")
+    assert await post_of(FakeSender(fails=bug), FakeJournal()) == Fault(bug)

@@ -112,13 +112,17 @@ class FakeJournal:
 
 
 class FakeSender:
-    def __init__(self, *, closed: bool = False, fails: Exception | None = None) -> None:
+    def __init__(
+        self, *, closed: bool = False, fails: Exception | None = None, closes: bool = False
+    ) -> None:
         self.sent: list[Any] = []
         self.is_closed = closed
         self.fails = fails
+        self.closes = closes  # the client is closed while the POST is under way
 
     async def submit(self, path: str, body: dict[str, Any]) -> Any:
         self.sent.append(body)
+        self.is_closed = self.is_closed or self.closes
         if self.fails is not None:
             raise self.fails
         raise AssertionError("not expected to send")
@@ -165,3 +169,23 @@ async def test_a_closed_client_sends_nothing_and_takes_the_intent_back() -> None
 async def test_an_error_of_the_sdks_own_is_a_fault_not_an_outcome() -> None:
     bug = ValueError("a bug in the SDK")
     assert await post_of(FakeSender(fails=bug), FakeJournal()) == Fault(bug)
+
+
+async def test_the_closed_clients_own_refusal_takes_the_intent_back() -> None:
+    """The SDK refusing a POST on a client closed meanwhile (a plain `KolboError`) sent no
+    byte: the intent is taken back, and the item ends without halting the rest."""
+    refusal = k.KolboError("The client is closed")
+    journal, sender = FakeJournal(), FakeSender(fails=refusal, closes=True)
+    assert await post_of(sender, journal) == Ends(refusal)
+    assert [call[0] for call in journal.calls] == ["intent", "unsent"]
+    assert journal.calls[-1] == ("unsent", 3)
+
+
+async def test_a_lost_answer_keeps_its_intent_even_if_the_client_closed_meanwhile() -> None:
+    """A POST that may have reached Kolbo keeps its intent (a rerun reports it, never pays
+    again), even when the client was closed while it was under way."""
+    lost = k.SubmissionOutcomeUnknownError("POST /api/v1/generate/video: connection lost")
+    journal, sender = FakeJournal(), FakeSender(fails=lost, closes=True)
+    answer = await post_of(sender, journal)
+    assert isinstance(answer, Ends) and answer.error is lost
+    assert [call[0] for call in journal.calls] == ["intent", "unknown"]

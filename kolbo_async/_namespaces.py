@@ -159,9 +159,12 @@ class AsyncVideos:
     ) -> AsyncBatch:
         """Submit many generations; yield a `BatchOutcome` for each as it finishes.
 
-        `requests` are `TextToVideo` / `ImageToVideo` objects or dicts of their fields, all
-        validated now: one bad item raises `InvalidRequestError` (``requests[3].duration``)
-        and nothing is sent. POSTs are paced at the generation rate; at most `concurrency`
+        `requests` are request objects of any route (`TextToVideo`, `ImageToVideo`,
+        `FramesToVideo`, `ElementsToVideo`, `VideoToVideo`, `Lipsync`, `TextToImage`,
+        `ImageEdit`) or dicts of `TextToVideo` / `ImageToVideo` fields, all validated now: one
+        bad item raises `InvalidRequestError` (``requests[3].duration``) and nothing is sent.
+        A journal knows a local file in a request by its content (an edited file is a new
+        item). POSTs are paced at the generation rate; at most `concurrency`
         generations are in flight (submitted, not finished) at once; all are polled by the
         client's shared poller. Outcomes come in completion order; one failure never stops
         the rest.

@@ -226,6 +226,16 @@ class TestTrustGate:
         assert gate.call_count == 2 and upload.call_count == 1
         assert b"https://cdn.kolbo.ai/r.png" in gate.calls.last.request.content
 
+    async def test_the_callers_own_results_and_uploads_pass(
+        self, vclock: VirtualClock, png: Path
+    ) -> None:
+        sim = Simulator(clock=vclock, trust_gate=True)
+        async with AsyncKolbo(KEY, _transport=sim.transport(), _clock=vclock) as client:
+            image = await (await client.images.generate("a still")).result()
+            upload = await client.media.upload(png)
+            await client.videos.from_elements("p", images=[image.urls[0], upload.url])
+        assert [c[2] for c in calls(sim) if c[1] == ELEMENTS] == [200]
+
     async def test_off_by_default(self, sim: Simulator, client: AsyncKolbo) -> None:
         await client.videos.from_elements("p", images=["https://example.com/a.png"])
         assert [c[2] for c in calls(sim)] == [200]

@@ -6,16 +6,18 @@ report it rather than pay again, and it keeps the error as its cause. Counted at
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.lowlevel
+import httpx
 import pytest
 
 import kolbo_async as k
 from kolbo_async import TextToVideo
-from kolbo_async._batch_send import Ends, Fault, post
+from kolbo_async._batch_send import Created, Ends, Fault, post
 from kolbo_async.testing import Simulator, VirtualClock
 
 pytestmark = pytest.mark.anyio
@@ -85,9 +87,12 @@ async def test_a_cancelled_batch_with_slow_posts_keeps_every_paid_generation() -
 class FakeJournal:
     """The journal calls `post` makes, each after a checkpoint (where a cancellation lands)."""
 
-    def __init__(self, stop: k.KolboError | None = None) -> None:
+    def __init__(
+        self, stop: k.KolboError | None = None, unrecorded: k.KolboError | None = None
+    ) -> None:
         self.calls: list[tuple[Any, ...]] = []
         self.stop = stop
+        self.unrecorded = unrecorded  # what `submitted` returns: the id could not be written
         self.kept = True
 
     async def _note(self, *call: Any) -> None:
@@ -102,13 +107,14 @@ class FakeJournal:
         await self._note("unsent", index)
 
     async def rejected(self, index: int, error: str) -> None:
-        await self._note("rejected", index)
+        await self._note("rejected", index, error)
 
     async def unknown(self, index: int, error: str) -> None:
-        await self._note("unknown", index)
+        await self._note("unknown", index, error)
 
-    async def submitted(self, index: int, generation_id: str, raw: Any) -> None:
-        await self._note("submitted", index, generation_id)
+    async def submitted(self, index: int, generation_id: str, raw: Any) -> k.KolboError | None:
+        await self._note("submitted", index, generation_id, raw)
+        return self.unrecorded
 
 
 class FakeSender:
@@ -125,13 +131,17 @@ class FakeSender:
         self.is_closed = self.is_closed or self.closes
         if self.fails is not None:
             raise self.fails
-        raise AssertionError("not expected to send")
+        return CREATED
 
     def closed(self) -> bool:
         return self.is_closed
 
 
 BODY = {"prompt": "a cat"}
+#: What the client's submit returns for a created generation (its id and Kolbo's answer).
+CREATED = types.SimpleNamespace(
+    id="gen_7", submission=types.SimpleNamespace(raw={"generation_id": "gen_7"})
+)
 
 
 async def post_of(sender: FakeSender, journal: FakeJournal) -> Any:
@@ -188,4 +198,28 @@ async def test_a_lost_answer_keeps_its_intent_even_if_the_client_closed_meanwhil
     journal, sender = FakeJournal(), FakeSender(fails=lost, closes=True)
     answer = await post_of(sender, journal)
     assert isinstance(answer, Ends) and answer.error is lost
-    assert [call[0] for call in journal.calls] == ["intent", "unknown"]
+    assert journal.calls[1] == ("unknown", 3, f"SubmissionOutcomeUnknownError: {lost}")
+
+
+async def test_a_refusal_is_recorded_with_its_reason() -> None:
+    """Kolbo's 4xx charged nothing: the row says why (a rerun sends the item again)."""
+    refusal = k.BadRequestError(
+        "400 Bad Request: bad prompt",
+        response=httpx.Response(400, request=httpx.Request("POST", "https://api.kolbo.ai")),
+        body={"success": False, "error": "bad prompt"},
+        code=None,
+    )
+    journal = FakeJournal()
+    assert await post_of(FakeSender(fails=refusal), journal) == Ends(refusal)
+    assert journal.calls[1] == ("rejected", 3, "400 Bad Request: bad prompt")
+
+
+async def test_a_created_generation_is_recorded_and_an_unrecorded_id_halts() -> None:
+    """The id Kolbo answered is written at once; when it cannot be, the batch is told to send
+    nothing more (no POST goes out without its record)."""
+    journal = FakeJournal()
+    assert await post_of(FakeSender(), journal) == Created(CREATED, None)  # type: ignore[arg-type]
+    assert journal.calls[1] == ("submitted", 3, "gen_7", {"generation_id": "gen_7"})
+    full = k.KolboError("the journal cannot be written: disk full")
+    answer = await post_of(FakeSender(), FakeJournal(unrecorded=full))
+    assert answer == Created(CREATED, halt=full)  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from ._local_files import CHUNK, LocalFile, OpenedFile, local_files
-from ._requests import FilePolicy, file_policies
+from ._route_files import FilePolicy, file_policies
 
 __all__ = ["Form", "form_of", "media_form", "uploads", "with_urls"]
 

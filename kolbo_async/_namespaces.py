@@ -17,13 +17,13 @@ from ._models import Credits, GenerationStatus, Model, Submission, submitted_id
 from ._pacing import GENERATE
 from ._pipeline import Call, Pipeline
 from ._poller import Poller
+from ._request_items import batch_request
 from ._requests import (
     IMAGE_TO_VIDEO_PATH,
     TEXT_TO_VIDEO_PATH,
     ImageToVideo,
     Route,
     TextToVideo,
-    batch_request,
     validate_generation_id,
 )
 from ._routes_image import ImageEdit, TextToImage

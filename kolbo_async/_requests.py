@@ -22,13 +22,13 @@ import httpx
 
 from ._exceptions import InvalidRequestError
 from ._local_files import MAX_FILE_BYTES, is_url, local_file
+from ._route_files import PART, REPEAT, ROUTES, SEND_AS, TOGETHER, Part
 
 __all__ = [
     "TEXT_TO_VIDEO_PATH",
     "BatchRequest",
     "ImageToVideo",
     "TextToVideo",
-    "batch_request",
     "IMAGE_TO_VIDEO_PATH",
     "MAX_VISUAL_DNA_SMART_SELECT",
     "image_to_video_body",
@@ -53,12 +53,6 @@ Rule = Callable[[Any, Any], None]
 #: Field metadata keys: its check, and a rule on the checked value that needs the request.
 _CHECK = "kolbo_async.check"
 _RULE = "kolbo_async.rule"
-_SEND_AS = "kolbo_async.send_as"
-_PART = "kolbo_async.part"
-_TOGETHER = "kolbo_async.together"
-_REPEAT = "kolbo_async.repeat"
-#: A local file's multipart part name: a name, or one chosen from the file (its kind).
-Part = str | Callable[[Any], str]
 
 
 # --- Checks: (field name, value given) -> the value to send ------------------------------------
@@ -214,8 +208,8 @@ def checked(
     left out (then it is not sent): what mypy, IDEs and attrs all read as the same thing.
     """
     return {
-        _CHECK: check, _RULE: rule, _SEND_AS: send_as,
-        _PART: part, _TOGETHER: together, _REPEAT: repeat,
+        _CHECK: check, _RULE: rule, SEND_AS: send_as,
+        PART: part, TOGETHER: together, REPEAT: repeat,
     }  # fmt: skip
 
 
@@ -248,7 +242,7 @@ def _checks(cls: type[Route]) -> tuple[_Checked, ...]:
                 field.name,
                 field.metadata[_CHECK],
                 field.metadata[_RULE],
-                field.metadata.get(_SEND_AS) or field.name,
+                field.metadata.get(SEND_AS) or field.name,
                 (None,) if field.default is None else (None, ()) if field.default == () else (),
             )
             for field in attrs.fields(cls)
@@ -257,39 +251,6 @@ def _checks(cls: type[Route]) -> tuple[_Checked, ...]:
         return checks
 
 _CHECKS: dict[type[Route], tuple[_Checked, ...]] = {}
-
-
-class FilePolicy:
-    """How a field's local files and URLs go in a multipart body (see `checked`)."""
-
-    __slots__ = ("part", "repeat", "together")
-
-    def __init__(self, part: Part | None, together: tuple[str, ...], repeat: bool) -> None:
-        self.part = part
-        self.together = together
-        self.repeat = repeat
-
-
-def file_policies(path: str) -> dict[str, FilePolicy]:
-    """The route at `path`'s fields by JSON name, with how each sends local files."""
-    try:
-        return _POLICIES[path]
-    except KeyError:
-        cls = _ROUTES.get(path)
-        policies = _POLICIES[path] = {
-            field.metadata.get(_SEND_AS) or field.name: FilePolicy(
-                field.metadata.get(_PART), field.metadata.get(_TOGETHER, ()),
-                field.metadata.get(_REPEAT, False),
-            )
-            for field in (attrs.fields(cls) if cls is not None else ())
-            if _CHECK in field.metadata
-        }  # fmt: skip
-        return policies
-
-
-_POLICIES: dict[str, dict[str, FilePolicy]] = {}
-#: Every route class by its path (a class registers itself as it is made).
-_ROUTES: dict[str, type[Route]] = {}
 
 
 class Route:
@@ -309,7 +270,7 @@ class Route:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "_path" in cls.__dict__:  # attrs remakes the class: the last one made stays
-            _ROUTES[cls._path] = cls
+            ROUTES[cls._path] = cls
 
     def body(self) -> tuple[str, dict[str, Any]]:
         """The endpoint path and validated JSON body (raises `InvalidRequestError`)."""
@@ -436,41 +397,3 @@ def validate_generation_id(generation_id: object) -> str:
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in generation_id):
         raise InvalidRequestError("generation_id", "contains a control character")
     return generation_id
-
-
-def batch_request(index: int, item: object) -> tuple[BatchRequest, str, dict[str, Any]]:
-    """Item `index` of a batch as a request object, its path and its validated body.
-
-    A request object of any route is taken as it is; a mapping with ``image_url`` is an
-    `ImageToVideo`, any other mapping a `TextToVideo`; errors name the item, as in
-    ``requests[3].duration``.
-    """
-    where = f"requests[{index}]"
-    request: Route
-    if isinstance(item, Route):
-        request = item
-    elif isinstance(item, Mapping):
-        cls: type[BatchRequest] = ImageToVideo if "image_url" in item else TextToVideo
-        names = {field.name for field in attrs.fields(cls)}
-        for key in item:
-            if key not in names:
-                raise InvalidRequestError(
-                    f"{where}.{key}", f"is not a field of {cls.__name__}; known: "
-                    + ", ".join(sorted(names)),
-                )
-        if cls is TextToVideo and "prompt" not in item:
-            raise InvalidRequestError(f"{where}.prompt", "is required (or give an image_url)")
-        try:
-            request = cls(**item)
-        except TypeError as exc:  # not str keys
-            raise InvalidRequestError(where, str(exc)) from None
-    else:
-        raise InvalidRequestError(
-            where, f"must be a request (TextToVideo, TextToImage, ...) or a dict, "
-            f"not {type(item).__name__}"
-        )
-    try:
-        path, body = request.body()
-    except InvalidRequestError as exc:
-        raise InvalidRequestError(f"{where}.{exc.field}", exc.message.partition(": ")[2]) from None
-    return request, path, body

@@ -58,7 +58,8 @@ def test_a_caller_inside_a_running_loop_never_takes_the_loop_back(portal: Portal
         with portal._mutex:
             portal._busy = portal._turn = True
             portal._cond.notify_all()
-        return await asyncio.to_thread(portal.call, _thread_id)
+        # A blocking call made right in a running loop (a notebook cell does this).
+        return portal.call(_thread_id)
 
     # Queued for the daemon thread, which runs it: never the caller's own loop thread.
     assert asyncio.run(from_a_loop()) == portal._thread_id

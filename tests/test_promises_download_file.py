@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import secrets
 import threading
 import types
 from pathlib import Path
@@ -16,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from kolbo_async import _download_file
-from kolbo_async._download_file import BATCH, TargetExistsError, Writer, place
+from kolbo_async._download_file import BATCH, TargetExistsError, Writer, open_temp, place
+from kolbo_async._exceptions import KolboError
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(1000)
 
@@ -187,3 +190,79 @@ async def test_a_write_that_fails_in_the_thread_is_raised() -> None:
             await writer.add(bytes(BATCH))
         await writer.finish()
     assert raised.value.errno == errno.ENOSPC
+
+
+class TestTemporaryFile:
+    @pytest.mark.anyio
+    async def test_it_grows_beside_the_target_under_a_hidden_unique_name(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Beside the target (the rename stays on one filesystem), whatever the current
+        directory, named ``.NAME.<12 hex>.part`` (room for long names under NAME_MAX)."""
+        (tmp_path / "elsewhere").mkdir()
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        target = tmp_path / "videos" / "v.mp4"
+        target.parent.mkdir()
+        temp, file = await open_temp(target)
+        file.close()
+        assert temp.parent == target.parent
+        assert re.fullmatch(r"\.v\.mp4\.[0-9a-f]{12}\.part", temp.name)
+
+    @pytest.mark.anyio
+    async def test_it_never_takes_over_an_existing_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Created exclusively: a file already there under that name is never truncated."""
+        monkeypatch.setattr(secrets, "token_hex", lambda n: "0" * (2 * n))
+        taken = tmp_path / ".v.mp4.000000000000.part"
+        taken.write_bytes(b"someone else's")
+        with pytest.raises(KolboError, match="Cannot write the download beside"):
+            await open_temp(tmp_path / "v.mp4")
+        assert taken.read_bytes() == b"someone else's"
+
+    @pytest.mark.anyio
+    async def test_a_directory_that_cannot_take_it_is_named(self, tmp_path: Path) -> None:
+        target = tmp_path / "missing" / "v.mp4"
+        with pytest.raises(KolboError) as refused:
+            await open_temp(target)
+        assert str(refused.value).startswith(f"Cannot write the download beside {str(target)!r}: ")
+        assert "No such file or directory" in str(refused.value)
+
+
+def test_with_hard_links_the_file_appears_in_one_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the filesystem has hard links, the finished file is linked into place: readers
+    never see an empty claim at the target, as they briefly may without links."""
+    linked: list[tuple[str, str]] = []
+    real_link = os.link
+
+    def link(source: object, target: object) -> None:
+        linked.append((str(source), str(target)))
+        real_link(str(source), str(target))
+
+    monkeypatch.setattr(os, "link", link)
+    temp, target = finished_temp(tmp_path), tmp_path / "v.mp4"
+    place(temp, target, overwrite=False)
+    assert linked == [(str(temp), str(target))]
+    assert list(tmp_path.iterdir()) == [target] and target.read_bytes() == VIDEO
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def writelines(self, batch: list[bytes]) -> None:
+        self.batches.append(sum(map(len, batch)))
+
+
+@pytest.mark.anyio
+async def test_small_chunks_are_handed_to_the_disk_as_they_add_up() -> None:
+    """Memory stays flat: chunks are handed over every `BATCH` bytes, not held to the end."""
+    file = Recording()
+    writer = Writer(file)  # type: ignore[arg-type]
+    chunk = bytes(64 * 1024)
+    for _ in range(3 * BATCH // len(chunk) + 1):
+        await writer.add(chunk)
+    await writer.finish()
+    assert file.batches == [BATCH, BATCH, BATCH, len(chunk)]

@@ -291,10 +291,14 @@ class AsyncModels:
         self._pipeline = pipeline
 
     async def list(self, type: str | None = "video") -> list[Model]:
-        """List the models for `type`: ``"video"`` (text to video) or ``"video_from_image"``.
+        """List the models for `type` (None: every model).
 
-        Kolbo's raw types (``"text_to_video"``, ``"img_to_video"``, ...) pass through, and
-        None lists every model. Model identifiers change: fetch them rather than hard-coding.
+        ``"video"`` (text to video) and ``"video_from_image"``, or any of Kolbo's catalog
+        types, one per route: ``"text_to_img"``, ``"image_editing"``,
+        ``"firstlastgenerations"``, ``"elements"``, ``"video_to_video"``,
+        ``"lipsync-image"``, ``"lipsync-video"`` (and the raw ``"text_to_video"``,
+        ``"img_to_video"``). A model's caps are on `Model` or in its `raw`. Model identifiers
+        change: fetch them rather than hard-coding.
 
         Example:
             >>> models = await client.models.list(type="video")               # doctest: +SKIP

@@ -105,7 +105,8 @@ class TestConstructor:
     def test_import_does_not_load_the_simulator(self) -> None:
         """import kolbo_async pulls in neither the simulator nor its server or mocks, nor
         what only some programs use (asyncio for the blocking client, the journals and their
-        drivers, a shared rate budget, hooks, tracing, trio): import time is measured against
+        drivers, a shared rate budget, hooks, tracing, trio, multipart bodies): import time is
+        measured against
         the dependencies alone."""
         code = (
             "import sys, kolbo_async; "
@@ -113,7 +114,7 @@ class TestConstructor:
             "'respx', 'sqlite3', 'trio', 'psycopg', 'redis', 'opentelemetry', "
             "'kolbo_async._journal.', 'kolbo_async._journal_pg', 'kolbo_async._shared_budget', "
             "'kolbo_async._hooks', 'kolbo_async.otel', 'anyio.to_thread', 'kolbo_async._batch', "
-            "'kolbo_async._rerun', 'kolbo_async._budget'))] "
+            "'kolbo_async._rerun', 'kolbo_async._budget', 'kolbo_async._multipart'))] "
             "+ [m for m in ('asyncio', 'kolbo_async._journal') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)"
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+import kolbo_async as k
 from kolbo_async._resume import Transfer, check_version, complete, place_of
 
 URL = httpx.URL("https://cdn.kolbo.test/v.mp4")
@@ -77,3 +78,18 @@ def test_an_answer_of_unknown_length_short_of_the_file_is_a_break() -> None:
     state.done, state.expected = 600, 1000
     with pytest.raises(httpx.ReadError, match=r"^got 600 of 1000 bytes$"):
         complete(state, 400, None)
+
+
+def test_an_encoded_slice_is_refused_saying_why() -> None:
+    """A 206 in an encoding cannot be spliced (its offsets count encoded bytes): refused with
+    the answer, naming the file and the reason."""
+    state = Transfer()
+    state.done, state.expected = 400, 1000
+    sliced = answer(206, content_encoding="gzip", content_range="bytes 400-999/1000")
+    with pytest.raises(k.APIResponseValidationError) as refused:
+        place_of(sliced, state, URL)
+    assert refused.value.response is sliced
+    assert str(refused.value) == (
+        f"The CDN answered part of {URL} (206) in an encoding (its offsets are the encoded "
+        "ones); it cannot be saved as the whole file"
+    )

@@ -140,3 +140,60 @@ class TestFailures:
         track.last_error = RateLimitError.__new__(RateLimitError)
         track.due = 60.0
         assert track.outlasts(60.0) and not track.outlasts(60.5)
+
+
+class TestPlanning:
+    def test_a_later_turn_never_moves_a_planned_one(self) -> None:
+        """The first track ever planned too: asked again for the same or a later turn, the
+        plan keeps its turn and says nothing moved; an earlier one moves it."""
+        p = new_plan(budget=None)
+        track = p.track("a", fallback_hint=8.0)
+        assert p.plan(track, 10.0)
+        assert not p.plan(track, 20.0) and not p.plan(track, 10.0)
+        assert track.due == 10.0
+        assert p.plan(track, 4.0) and track.due == 4.0
+
+    def test_the_first_hint_known_is_kept(self) -> None:
+        """A later asker's fallback hint fills a missing one, and never replaces one."""
+        p = new_plan()
+        track = p.track("a")
+        assert p.track("a", fallback_hint=5.0).fallback_hint == 5.0
+        assert p.track("a", fallback_hint=9.0).fallback_hint == 5.0
+        assert track.interval() == 5.0
+
+    def test_a_stale_turn_does_not_unplan_the_live_one(self) -> None:
+        p = new_plan(budget=None)
+        track = watched(p, "a", 8.0)
+        [first], _, _ = p.due(0.0, wanted=everyone, admit=free)
+        p.landed(first)
+        p.plan(track, 10.0)
+        p.plan(track, 5.0)  # the turn at 10 is now stale
+        [polled], _, _ = p.due(5.0, wanted=everyone, admit=free)
+        p.landed(polled)
+        p.on_status(track, status("processing"), 5.0)  # next turn in 8-8.8 s
+        assert p.due(10.0, wanted=everyone, admit=free)[0] == []
+        assert p.due(20.0, wanted=everyone, admit=free)[0] == [track]
+
+    def test_a_parked_track_is_polled_again_when_someone_waits(self) -> None:
+        """Nobody waiting now: parked at its turn; a new wait plans it again, at once."""
+        p = new_plan(budget=None)
+        track = watched(p, "a", 8.0)
+        _, parked, _ = p.due(0.0, wanted=lambda t: False, admit=free)
+        assert parked == [track] and not track.counted
+        p.join(track, object(), fresh=True, every=True, live=False, now=1.0)
+        assert p.due(1.0, wanted=everyone, admit=free)[0] == [track]
+
+    def test_an_unwatched_track_is_polled_again_when_someone_watches(self) -> None:
+        p = new_plan(budget=None)
+        watcher = object()
+        track = watched(p, "a", 8.0, watcher)
+        p.leave(track, watcher)
+        assert p.due(0.0, wanted=everyone, admit=free)[0] == []
+        p.join(track, object(), fresh=True, every=True, live=False, now=1.0)
+        assert p.due(1.0, wanted=everyone, admit=free)[0] == [track]
+
+    def test_parking_one_track_does_not_hold_back_the_others(self) -> None:
+        p = new_plan(budget=None)
+        a, b = watched(p, "a", 8.0), watched(p, "b", 8.0)
+        launch, parked, _ = p.due(0.0, wanted=lambda t: t is b, admit=free)
+        assert (launch, parked) == ([b], [a])

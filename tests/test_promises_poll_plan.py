@@ -197,3 +197,14 @@ class TestPlanning:
         a, b = watched(p, "a", 8.0), watched(p, "b", 8.0)
         launch, parked, _ = p.due(0.0, wanted=lambda t: t is b, admit=free)
         assert (launch, parked) == ([b], [a])
+
+
+def test_the_version_grows_by_one_with_each_status_learnt() -> None:
+    """A reader tells news by the version: asking for a track again is no news; a status
+    known from elsewhere (a journal) is one."""
+    p = new_plan()
+    track = p.track("a")
+    assert p.track("a") is track and track.version == 0 and track.status is None
+    assert p.track("a", known=status("completed")).version == 1
+    assert p.track("a", known=status("failed")).status == status("completed")
+    assert track.version == 1 and track.finished

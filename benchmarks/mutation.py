@@ -3,6 +3,7 @@
     python benchmarks/mutation.py --ref HEAD                   # every promise module
     python benchmarks/mutation.py --ref HEAD --module _pacing  # one module (repeatable)
     python benchmarks/mutation.py --ref HEAD --module _poll_plan --tests tests/test_poll_plan.py
+    nice -n 19 python benchmarks/mutation.py --ref HEAD --module _journal --max-minutes 25
 
 mutmut 3 (``pip install -e '.[mutation]'``) plants one small bug at a time in the modules
 listed under ``[tool.mutmut] only_mutate`` in pyproject.toml, and for each bug runs only the
@@ -18,6 +19,8 @@ kill, and under the slower mutated code they tripped their own real-time limits.
 
 ``--tests`` limits the run to some test files (a module's own tests): minutes instead of up
 to an hour for a module that every request goes through, and a lower bound of its score.
+``--max-minutes`` stops a module's run after that long (mutmut and its workers, as one
+process group) and reports the mutants it finished, with how many were not run.
 
 The run happens in a snapshot of the working tree, or of a commit with ``--ref HEAD`` (a
 scratch directory, removed afterwards unless ``--workdir`` is given, where a rerun keeps the
@@ -29,10 +32,12 @@ with the score per module, its time, and the diff of every survivor.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import re
 import shutil
+import signal
 import site
 import subprocess
 import sys
@@ -45,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # What a test run needs; mutmut copies the package into mutants/ and puts it first on the path.
 COPIED = ("kolbo_async", "tests", "benchmarks", "examples", "pyproject.toml", "README.md")
 KILLED = "killed"
+NOT_RUN = "not checked"  # mutmut's status of a mutant it never ran (a run stopped early)
 PLUGIN = "_mutation_plugin"
 # Loaded into every pytest run mutmut makes (`-p _mutation_plugin`), never into the real suite.
 PLUGIN_SOURCE = r'''
@@ -202,7 +208,9 @@ def _copy(workdir: Path) -> None:
             shutil.copy2(source, target)
 
 
-def _mutmut(workdir: Path, *args: str) -> str:
+def _mutmut(workdir: Path, *args: str, minutes: float | None = None) -> str | None:
+    """mutmut's output; None when `minutes` ran out first (mutmut and its workers stopped:
+    what they finished is kept, the rest reported as not run)."""
     # `-S` and an explicit path: the editable install's .pth would put the live tree on the
     # path, and tests must import the mutated snapshot only (children too: a killed batch).
     # (mutmut calls the `exit` builtin that only `site` defines.)
@@ -211,20 +219,52 @@ def _mutmut(workdir: Path, *args: str) -> str:
     command = [sys.executable, "-S", "-c", start, *args]
     path = [str(workdir / "mutants"), *site.getsitepackages()]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
-    done = subprocess.run(
-        command, cwd=workdir, env=env, text=True, capture_output=True, check=False
+    # A session of its own: on a timeout the forked workers go with it, none left running.
+    proc = subprocess.Popen(
+        command,
+        cwd=workdir,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
-    if done.returncode != 0:
+    try:
+        stdout, stderr = proc.communicate(timeout=None if minutes is None else minutes * 60)
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        return None
+    except BaseException:
+        _stop(proc)
+        raise
+    if proc.returncode != 0:
         # mutmut's spinner redraws with carriage returns; the last frame of each line is enough.
-        shown = "\n".join(line.rsplit("\r", 1)[-1] for line in done.stdout.splitlines()[-60:])
-        print(shown, done.stderr, sep="\n")
-        raise SystemExit(f"mutmut {' '.join(args)} failed with exit code {done.returncode}")
-    return done.stdout
+        shown = "\n".join(line.rsplit("\r", 1)[-1] for line in stdout.splitlines()[-60:])
+        print(shown, stderr, sep="\n")
+        raise SystemExit(f"mutmut {' '.join(args)} failed with exit code {proc.returncode}")
+    return stdout
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+
+
+def _output(workdir: Path, *args: str) -> str:
+    out = _mutmut(workdir, *args)
+    assert out is not None  # no time limit
+    return out
 
 
 def _statuses(workdir: Path) -> dict[str, str]:
     # `results --all true` lists every mutant with its status, one per line: "    name: status".
-    listing = _mutmut(workdir, "results", "--all", "true")
+    listing = _output(workdir, "results", "--all", "true")
     statuses: dict[str, str] = {}
     for line in listing.splitlines():
         name, sep, status = line.strip().rpartition(": ")
@@ -238,32 +278,37 @@ def _module_of(mutant: str) -> str:
     return mutant.split(".x", maxsplit=1)[0]
 
 
-def _report(workdir: Path, modules: list[str], seconds: dict[str, float]) -> int:
+def _report(workdir: Path, modules: list[str], seconds: dict[str, float], cut: set[str]) -> int:
     statuses = {
         name: status for name, status in _statuses(workdir).items() if _module_of(name) in modules
     }
     if not statuses:
         print("no mutants found")
         return 1
-    print("\nMutation score (killed / mutants; a timeout counts as killed)")
+    print("\nMutation score (killed / mutants run; a timeout counts as killed)")
     for module in modules:
         seen = [status for name, status in statuses.items() if _module_of(name) == module]
-        if not seen:
+        ran = [status for status in seen if status != NOT_RUN]
+        if not ran:
             continue
-        killed = sum(status in (KILLED, "timeout") for status in seen)
+        killed = sum(status in (KILLED, "timeout") for status in ran)
         took = f"{seconds[module] / 60:5.1f} min" if module in seconds else ""
+        partial = f"  stopped: {len(seen) - len(ran)} not run" if module in cut else ""
         print(
-            f"  {module:28} {killed:4} / {len(seen):4}  {100 * killed / len(seen):5.1f} %  {took}"
+            f"  {module:28} {killed:4} / {len(ran):4}  {100 * killed / len(ran):5.1f} %  "
+            f"{took}{partial}"
         )
-    total = len(statuses)
-    killed = sum(status in (KILLED, "timeout") for status in statuses.values())
-    print(f"  {'total':28} {killed:4} / {total:4}  {100 * killed / total:5.1f} %")
-    survivors = sorted(n for n, s in statuses.items() if s not in (KILLED, "timeout"))
+    ran_all = {name: status for name, status in statuses.items() if status != NOT_RUN}
+    total = len(ran_all)
+    killed = sum(status in (KILLED, "timeout") for status in ran_all.values())
+    if total:
+        print(f"  {'total':28} {killed:4} / {total:4}  {100 * killed / total:5.1f} %")
+    survivors = sorted(n for n, s in ran_all.items() if s not in (KILLED, "timeout"))
     if survivors:
         print(f"\n{len(survivors)} surviving mutants (status, then diff):")
         for name in survivors:
             print(f"\n--- {name}: {statuses[name]}")
-            diff = _mutmut(workdir, "show", name)
+            diff = _output(workdir, "show", name)
             print("\n".join(diff.splitlines()[1:]).strip())
     return 0
 
@@ -298,6 +343,12 @@ def main() -> int:
     parser.add_argument(
         "--max-children", type=int, default=1, help="parallel mutant runs (default 1)"
     )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        metavar="M",
+        help="stop a module's run after M minutes and report what it finished (partial score)",
+    )
     options = parser.parse_args()
 
     configured = _configured_modules()
@@ -321,16 +372,26 @@ def main() -> int:
         print(f"mutating {', '.join(only)} in {workdir}", flush=True)
         # One module at a time (each of its mutants against the tests that reach its
         # function); the first run also traces the whole suite once, which the others reuse.
+        cut: set[str] = set()
         for module in modules:
             began = time.monotonic()
             ran = _mutmut(
-                workdir, "run", "--max-children", str(options.max_children), f"{module}.*"
+                workdir,
+                "run",
+                "--max-children",
+                str(options.max_children),
+                f"{module}.*",
+                minutes=options.max_minutes,
             )
             seconds[module] = time.monotonic() - began
+            if ran is None:
+                cut.add(module)
+                print(f"  {module}: stopped after {options.max_minutes:g} min", flush=True)
+                continue
             speed = [line for line in ran.splitlines() if "mutations/second" in line]
             rate = speed[-1].rsplit("\r", 1)[-1] if speed else ""
             print(f"  {module}: {seconds[module] / 60:.1f} min ({rate})", flush=True)
-        return _report(workdir, modules, seconds)
+        return _report(workdir, modules, seconds, cut)
     finally:
         if scratch:
             shutil.rmtree(workdir, ignore_errors=True)

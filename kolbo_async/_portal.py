@@ -81,8 +81,7 @@ class _Call:
 
 
 class Portal:
-    """One asyncio loop (made by `new_loop`), run in the calling thread when free, else by a
-    daemon thread.
+    """One asyncio loop, run in the calling thread when free, else by a daemon thread.
 
     State that decides who runs the loop is guarded by one mutex: `_busy` (some thread runs,
     or is about to run, the loop), `_queued` (calls whose callers do not run the loop for
@@ -93,11 +92,11 @@ class Portal:
     __slots__ = ("_busy", "_calls", "_cond", "_exited", "_forks", "_loop", "_mutex", "_queued",
                  "_scope", "_thread", "_thread_id", "_turn", "_wakeup", "stopped")  # fmt: skip
 
-    def __init__(self, new_loop: Callable[[], asyncio.AbstractEventLoop] | None = None) -> None:
+    def __init__(self) -> None:
         # Imported here: asyncio costs ~15 ms that `import kolbo_async` should not pay.
         import asyncio
 
-        self._loop = (new_loop or asyncio.new_event_loop)()
+        self._loop = asyncio.new_event_loop()
         self._scope: Callable[[], anyio.CancelScope] | None = None
         # A signal may be taken by any thread; the main thread asleep in the loop's select()
         # would not notice it. While it runs the loop, the signal also writes a byte here.

@@ -330,7 +330,7 @@ class Models:
         self._inner = inner
 
     def list(self, type: str | None = "video") -> list[Model]:
-        """List the models for `type`: ``"video"`` (text to video) or ``"video_from_image"``.
+        """List the models for `type` (None: every model).
 
         Same as `AsyncModels.list`.
         """

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 import kolbo_async as k
-from kolbo_async._resume import Transfer, check_version, complete, place_of
+from kolbo_async._resume import StartOver, Transfer, check_version, complete, place_of
 
 URL = httpx.URL("https://cdn.kolbo.test/v.mp4")
 
@@ -93,3 +93,44 @@ def test_an_encoded_slice_is_refused_saying_why() -> None:
         f"The CDN answered part of {URL} (206) in an encoding (its offsets are the encoded "
         "ones); it cannot be saved as the whole file"
     )
+
+
+class TestSlices:
+    """A 206's place in the file, from what it and earlier answers announced."""
+
+    @staticmethod
+    def holding(done: int, expected: int | None) -> Transfer:
+        state = Transfer()
+        state.done, state.expected = done, expected
+        return state
+
+    def test_a_slice_without_content_range_is_the_rest_asked_for(self) -> None:
+        """RFC 9110 requires Content-Range; without it, the body is the range asked for,
+        checked against the size an earlier answer announced."""
+        with_length = answer(206, content_length="600")
+        assert place_of(with_length, self.holding(400, 1000), URL) == (400, 1000)
+        assert place_of(answer(206), self.holding(400, 1000), URL) == (400, None)
+
+    def test_a_slice_of_unknown_total_takes_the_size_announced_before(self) -> None:
+        state = self.holding(400, 1000)
+        assert place_of(answer(206, content_range="bytes 400-999/*"), state, URL) == (400, 1000)
+        assert state.expected == 1000
+
+    @pytest.mark.parametrize("headers", [{}, {"content_range": "bytes 0-99/*"}])
+    def test_a_slice_with_no_size_anywhere_is_refused_saying_why(
+        self, headers: dict[str, str]
+    ) -> None:
+        sliced = answer(206, **headers)
+        with pytest.raises(k.APIResponseValidationError) as refused:
+            place_of(sliced, Transfer(), URL)
+        assert refused.value.response is sliced
+        assert str(refused.value) == (
+            f"The CDN answered part of {URL} (206) without the file's size; it cannot be "
+            "saved as the whole file"
+        )
+
+    def test_an_unreadable_content_range_is_quoted_short(self) -> None:
+        header = "bytes " + "9" * 100
+        with pytest.raises(StartOver) as restart:
+            place_of(answer(206, content_range=header), self.holding(0, None), URL)
+        assert str(restart.value) == f"the CDN answered an unreadable Content-Range {header[:60]!r}"

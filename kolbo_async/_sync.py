@@ -332,7 +332,8 @@ class Models:
     def list(self, type: str | None = "video") -> list[Model]:
         """List the models for `type` (None: every model).
 
-        Same as `AsyncModels.list`.
+        Same as `AsyncModels.list`: ``"video"``, ``"video_from_image"`` or any of Kolbo's
+        catalog types, one per route.
         """
         return self._runner.call(self._inner.list, type)
 

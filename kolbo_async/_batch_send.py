@@ -24,6 +24,7 @@ from ._exceptions import (
     KolboError,
     PermissionDeniedError,
     SubmissionOutcomeUnknownError,
+    was_nothing_sent,
 )
 from ._handles import AsyncGeneration
 
@@ -128,7 +129,9 @@ async def _send(
             # POST on the wire keeps the client's connections open until it lands).
             await journal.unsent(index)
             return Ends(error)
-        if refused(error):
+        if refused(error) or was_nothing_sent(error):
+            # Nothing created: Kolbo refused it, or its generation POST never left whole
+            # (an upload first failed, a file could not be read): a rerun sends it.
             await journal.rejected(index, str(error))
             ends = error
         else:

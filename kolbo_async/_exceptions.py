@@ -25,7 +25,7 @@ KolboError
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -62,6 +62,24 @@ class KolboError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+#: Set on an error raised before a generation's POST left (an upload first, a file that
+#: could not be read whole): Kolbo cannot have charged for it, so it may be sent again.
+_NOTHING_SENT = "_kolbo_nothing_sent"
+
+
+def nothing_sent(error: _E) -> _E:
+    """Mark `error` (and return it) as raised before the generation's POST left whole."""
+    setattr(error, _NOTHING_SENT, True)
+    return error
+
+
+def was_nothing_sent(error: BaseException) -> bool:
+    """Whether `error` was marked by `nothing_sent`: its generation certainly not charged."""
+    return getattr(error, _NOTHING_SENT, False) is True
 
 
 class InvalidRequestError(KolboError, ValueError):

@@ -168,6 +168,16 @@ class OpenedFile:
                 f"{type(file).__name__}",
             )  # fmt: skip
         try:
+            # read(0) reads nothing, but says what read() gives: text is not what is sent.
+            probe = file.read(0)
+        except Exception as exc:  # the caller's own file object: anything may come out
+            raise InvalidRequestError(field, f"cannot be read: {_what(exc)}") from None
+        if not isinstance(probe, bytes):
+            raise InvalidRequestError(
+                field, f"must be opened in binary mode ('rb'): {type(file).__name__}.read() "
+                f"gives {type(probe).__name__}, not bytes",
+            )  # fmt: skip
+        try:
             self._start = file.tell()
             self.size = file.seek(0, os.SEEK_END) - self._start
             file.seek(self._start)
@@ -194,12 +204,16 @@ class OpenedFile:
             self._file.seek(self._start)
             while left > 0:
                 data = self._file.read(min(chunk, left))
+                if not isinstance(data, bytes):
+                    raise InvalidRequestError(self.field, "read() gave no bytes")
                 if not data:
                     raise InvalidRequestError(self.field, "shrank while it was being sent")
                 left -= len(data)
                 yield data
-        except (OSError, ValueError) as exc:
-            raise InvalidRequestError(self.field, f"cannot be read: {exc}") from None
+        except InvalidRequestError:
+            raise
+        except Exception as exc:  # the caller's file object: not the SDK's own fault
+            raise InvalidRequestError(self.field, f"cannot be read: {_what(exc)}") from None
 
 
 def local_files(value: object) -> list[LocalFile]:
@@ -259,3 +273,7 @@ def _checked_file(field: str, path: str, max_bytes: int) -> LocalFile:
 
 def _why(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
+
+
+def _what(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 import attrs
 import httpx
 
-from ._exceptions import BadRequestError
+from ._exceptions import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    BadRequestError,
+    InvalidRequestError,
+    KolboError,
+    nothing_sent,
+)
 from ._local_files import LocalFile, OpenedFile, is_url, local_file, local_files
 from ._pipeline import Call, Pipeline
 from ._requests import check_text
@@ -46,6 +54,9 @@ UNTRUSTED = "UNTRUSTED_REFERENCE_MEDIA_URL"
 #: The elements fields whose remote references the trust gate re-hosts, and the extension a
 #: downloaded file gets when its URL names none (Kolbo's client's defaults).
 _REHOSTED = {"reference_images": ".png", "reference_videos": ".mp4", "reference_audio_urls": ".mp3"}
+#: The argument each of them is given as (errors name it).
+_ARGUMENTS = {"reference_images": "images", "reference_videos": "videos",
+              "reference_audio_urls": "audio"}  # fmt: skip
 
 
 @attrs.frozen
@@ -145,10 +156,15 @@ class MediaSender:
                 from ._transfers import Transfers
 
                 transfers = Transfers(limit=2, http_client=self._pipeline.http)
-            await download_to(
-                self._pipeline, transfers, url, target,
-                overwrite=True, on_progress=None, deadline=None,
-            )  # fmt: skip
+            try:
+                await download_to(
+                    self._pipeline, transfers, url, target,
+                    overwrite=True, on_progress=None, deadline=None,
+                )  # fmt: skip
+            except (APIStatusError, APIResponseValidationError, APIConnectionError) as exc:
+                # The reference's host answered, not Kolbo: its 401/403 (an expired signed
+                # URL) is no account error, its 5xx no fault of Kolbo's API.
+                raise _unfetchable(field, url, exc) from exc
             return await self.send(local_file(field, target), fields)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
@@ -167,7 +183,11 @@ class MediaSender:
         assert body is not None  # a route's POST has a body
         pipeline = self._pipeline
         if local_files(body):
-            body, call.form = await self.prepare(path, dict(body))
+            try:
+                body, call.form = await self.prepare(path, dict(body))
+            except KolboError as error:  # an upload failed: the generation POST never left
+                nothing_sent(error)
+                raise
             call.json = None if call.form else body
         try:
             return await pipeline.call(call, parse, admitted=admitted)
@@ -179,7 +199,11 @@ class MediaSender:
                 "re-hosting them through media.upload and sending once more",
                 path, ", ".join(untrusted_hosts(body)), UNTRUSTED,
             )  # fmt: skip
-        body = await self.rehost(dict(body))
+        try:
+            body = await self.rehost(dict(body))
+        except KolboError as error:  # refused before any charge, and not sent again
+            nothing_sent(error)
+            raise
         from ._multipart import form_of
 
         form = form_of(path, body)
@@ -210,12 +234,22 @@ class MediaSender:
             for url in body.get(key) or ():
                 if isinstance(url, LocalFile) or url in urls:
                     continue
-                media = await self.rehost_url(key, url, extension, _project(body))
+                media = await self.rehost_url(_ARGUMENTS[key], url, extension, _project(body))
                 urls[url] = media.url
         return {
             key: [urls.get(item, item) for item in value] if key in _REHOSTED else value
             for key, value in body.items()
         }
+
+
+def _unfetchable(field: str, url: str, error: KolboError) -> InvalidRequestError:
+    # Named without its query: a signed URL's signature stays out of logs and tracebacks.
+    shown = str(httpx.URL(url).copy_with(query=None, fragment=None))
+    status = getattr(error, "status_code", None)
+    why = f"answered {status}" if isinstance(status, int) else "could not be reached"
+    return InvalidRequestError(
+        field, f"the reference {shown} could not be fetched to re-host it ({why}: {error})"
+    )
 
 
 def _project(body: Mapping[str, Any]) -> dict[str, str]:

@@ -22,6 +22,7 @@ import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
+from ._exceptions import InvalidRequestError, nothing_sent
 from ._local_files import CHUNK, LocalFile, OpenedFile, local_files
 from ._route_files import FilePolicy, file_policies
 
@@ -162,6 +163,16 @@ class Form:
         return {"Content-Type": self.content_type, "Content-Length": str(self.length)}
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for data in self._parts():
+                yield data
+        except InvalidRequestError as error:
+            # A file that could not be read whole: the body never ended, so no server can
+            # have acted on it (a batch may send the item again).
+            nothing_sent(error)
+            raise
+
+    async def _parts(self) -> AsyncIterator[bytes]:
         for head, (_, file) in zip(self._heads, self.files, strict=True):
             yield head
             if file.size <= CHUNK:

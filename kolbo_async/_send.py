@@ -131,6 +131,8 @@ async def send(
     except httpx.HTTPError as exc:
         raise _unanswered(exc) from exc
     except RuntimeError as exc:  # httpx's "client has been closed"
+        if not http.is_closed:  # anything else (a body's own error) is not a closed client
+            raise
         raise _closed(exc) from None
     return _classified(response, cool_down)
 
@@ -177,6 +179,8 @@ async def _send_streamed(http: httpx.AsyncClient, request: httpx.Request) -> htt
     except httpx.HTTPError as exc:
         raise _unanswered(exc) from exc
     except RuntimeError as exc:  # httpx's "client has been closed"
+        if not http.is_closed:  # anything else (a body's own error) is not a closed client
+            raise
         raise _closed(exc) from None
 
 

@@ -1,0 +1,254 @@
+"""Fixes of issue 14's adversarial findings (local files, uploads, the trust gate, routes).
+
+Each test comes from the tester's repro (tests/test_adversary_routes_*.py hold the passing
+ones); each failed before its fix.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+import respx
+
+import kolbo_async as k
+from kolbo_async import AsyncKolbo
+from kolbo_async.testing import Simulator, VirtualClock
+
+KEY = "kolbo_live_" + "0f" * 20
+API = "https://api.kolbo.ai/api/v1"
+
+pytestmark = pytest.mark.timeout(60)
+
+_UNTRUSTED = {"success": False, "error": "u", "code": "UNTRUSTED_REFERENCE_MEDIA_URL"}
+
+
+# --- The trust gate's re-host: the reference's host is not Kolbo ---------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [401, 403])
+async def test_a_reference_hosts_401_is_not_an_account_error_halting_the_batch(
+    status: int,
+) -> None:
+    """An expired signed URL (S3 answers 403 AccessDenied) met while re-hosting one item's
+    reference is that item's problem: not AuthenticationError / PermissionDeniedError, the
+    URL named without its signature, and the rest of the batch goes on."""
+    ref = "https://bucket.example.com/ref.png?X-Amz-Signature=expired"
+    done = {"success": True, "generation_id": "g2", "state": "completed", "progress": 100,
+            "result": {"urls": ["https://cdn.kolbo.ai/v.mp4"]}}  # fmt: skip
+    with respx.mock(assert_all_called=False) as router:
+        router.post(f"{API}/generate/elements").mock(
+            return_value=httpx.Response(400, json=_UNTRUSTED)
+        )
+        router.get(url__startswith="https://bucket.example.com/").mock(
+            return_value=httpx.Response(status, text="AccessDenied")
+        )
+        text = router.post(f"{API}/generate/video").mock(
+            return_value=httpx.Response(200, json={"success": True, "generation_id": "g2"})
+        )
+        router.get(f"{API}/generate/g2/status").mock(return_value=httpx.Response(200, json=done))
+        requests = [
+            k.ElementsToVideo("p", images=[ref]),
+            k.TextToVideo("a"),
+            k.TextToVideo("b"),
+        ]
+        async with AsyncKolbo(KEY, rate_limits=None, _clock=VirtualClock()) as client:
+            with anyio.fail_after(30):
+                outcomes = {
+                    o.index: o.error
+                    async for o in client.videos.generate_many(requests, concurrency=1)
+                }
+    error = outcomes[0]
+    assert isinstance(error, k.InvalidRequestError) and error.field == "images"
+    assert "https://bucket.example.com/ref.png" in str(error)
+    assert "Signature" not in str(error)
+    assert outcomes[1] is None and outcomes[2] is None
+    assert text.call_count == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [401, 404, 500])
+async def test_an_unfetchable_reference_names_the_argument_and_its_url(status: int) -> None:
+    ref = "https://example.com/gone.png?token=secret"
+    with respx.mock(assert_all_called=False) as router:
+        router.post(f"{API}/generate/elements").mock(
+            return_value=httpx.Response(400, json=_UNTRUSTED)
+        )
+        router.get(url__startswith="https://example.com/").mock(
+            return_value=httpx.Response(status, text="nope")
+        )
+        async with AsyncKolbo(KEY, rate_limits=None, _clock=VirtualClock()) as client:
+            with anyio.fail_after(30), pytest.raises(k.InvalidRequestError) as info:
+                await client.videos.from_elements("p", images=[ref])
+    assert info.value.field == "images"
+    assert "https://example.com/gone.png" in str(info.value) and str(status) in str(info.value)
+    assert "secret" not in str(info.value)
+    assert not isinstance(info.value, k.APIStatusError)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [401, 403])
+async def test_media_upload_of_a_url_its_host_refuses_is_not_an_account_error(
+    status: int,
+) -> None:
+    ref = "https://bucket.example.com/ref.png?X-Amz-Signature=expired"
+    with respx.mock(assert_all_called=False) as router:
+        router.get(url__startswith="https://bucket.example.com/").mock(
+            return_value=httpx.Response(status, text="AccessDenied")
+        )
+        async with AsyncKolbo(KEY, rate_limits=None, _clock=VirtualClock()) as client:
+            with anyio.fail_after(30), pytest.raises(k.InvalidRequestError) as info:
+                await client.media.upload(ref)
+    assert info.value.field == "file" and "Signature" not in str(info.value)
+
+
+# --- Never pay twice, but never strand what was certainly not sent ---------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fault", ["drop_after", "gateway_502", "500"])
+async def test_a_lost_upload_does_not_strand_its_batch_item_as_unknown(
+    tmp_path: Path, fault: str
+) -> None:
+    """The upload-first item never sent its generation POST: nothing can have been charged,
+    so a rerun with the journal sends it (uploading again), not refuse it as unknown."""
+    png = tmp_path / "a.png"
+    png.write_bytes(b"\x89PNG-a")
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    sim.inject("upload", fault)
+    journal = tmp_path / "batch.db"
+    async with AsyncKolbo(KEY, _transport=sim.transport(), _clock=clock) as client:
+        with anyio.fail_after(30):
+            [first] = [
+                o
+                async for o in client.videos.generate_many(
+                    [k.ImageToVideo(png, prompt="zoom")], journal=journal
+                )
+            ]
+            assert first.error is not None and not sim.generations
+            assert not isinstance(first.error, k.SubmissionOutcomeUnknownError) or (
+                "upload" in str(first.error)
+            )
+            [again] = [
+                o
+                async for o in client.videos.generate_many(
+                    [k.ImageToVideo(png, prompt="zoom")], journal=journal
+                )
+            ]
+    assert again.error is None, again.error
+    assert len(sim.generations) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("make", [k.VideoToVideo, lambda p: k.ImageToVideo(p, prompt="x")],
+                         ids=["multipart", "upload-first"])  # fmt: skip
+async def test_a_file_gone_before_its_post_is_not_an_unknown_outcome(
+    tmp_path: Path, make: object
+) -> None:
+    """Item 1's file is deleted while item 0 is being sent (after the batch's up-front
+    check): its body can never be read whole, so Kolbo cannot have acted on it. The item
+    ends with the InvalidRequestError, and a rerun (file restored) sends it."""
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    a.write_bytes(b"a" * 100)
+    b.write_bytes(b"b" * 100)
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    inner = sim.transport()
+    armed = [True]
+
+    class DeleteB(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if armed[0] and "/generate/" in request.url.path:
+                armed[0] = False
+                b.unlink()
+            return await inner.handle_async_request(request)
+
+    journal = tmp_path / "batch.db"
+    requests = [make(a), make(b)]  # type: ignore[operator]
+    async with AsyncKolbo(KEY, _transport=DeleteB(), _clock=clock) as client:
+        with anyio.fail_after(30):
+            first = {o.index: o.error async for o in client.videos.generate_many(
+                requests, journal=journal, concurrency=1)}  # fmt: skip
+            b.write_bytes(b"b" * 100)
+            again = {o.index: o.error async for o in client.videos.generate_many(
+                requests, journal=journal, concurrency=1)}  # fmt: skip
+    assert isinstance(first[1], k.InvalidRequestError)
+    assert again[1] is None and len(sim.generations) == 2
+
+
+@pytest.mark.anyio
+async def test_a_generation_post_that_fails_after_its_uploads_stays_unknown(
+    tmp_path: Path,
+) -> None:
+    """The other side of the line: the uploads went through, then the generation POST's
+    answer was lost. That one may have been charged, so a rerun reports it, never resends."""
+    png = tmp_path / "a.png"
+    png.write_bytes(b"\x89PNG-a")
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    sim.inject("generate", "drop_after")
+    journal = tmp_path / "batch.db"
+    request = k.ImageToVideo(png, prompt="zoom")
+    async with AsyncKolbo(KEY, _transport=sim.transport(), _clock=clock) as client:
+        with anyio.fail_after(30):
+            [first] = [o async for o in client.videos.generate_many([request], journal=journal)]
+            [again] = [o async for o in client.videos.generate_many([request], journal=journal)]
+    assert isinstance(first.error, k.SubmissionOutcomeUnknownError)
+    assert isinstance(again.error, k.SubmissionOutcomeUnknownError)
+    assert len(sim.generations) <= 1
+
+
+# --- Wrong file objects given to media.upload ---------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["stringio", "text-mode-file", "read-raises",
+                                  "read-raises-later"])  # fmt: skip
+async def test_a_wrong_file_object_is_refused_saying_why(tmp_path: Path, kind: str) -> None:
+    text = tmp_path / "a.txt"
+    text.write_text("hello wörld")
+
+    class Failing(io.BytesIO):
+        def read(self, n: int | None = -1) -> bytes:
+            raise RuntimeError("disk on fire")
+
+    class FailingLater(io.BytesIO):
+        def read(self, n: int | None = -1) -> bytes:
+            if n == 0:
+                return b""
+            raise RuntimeError("disk on fire")
+
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    async with AsyncKolbo(KEY, _transport=sim.transport(), _clock=clock) as client:
+        with text.open() as handle, anyio.fail_after(30):
+            file = {"stringio": io.StringIO("hello"), "text-mode-file": handle,
+                    "read-raises": Failing(b"abc"),
+                    "read-raises-later": FailingLater(b"abc")}[kind]  # fmt: skip
+            with pytest.raises(k.InvalidRequestError) as info:
+                await client.media.upload(file)  # type: ignore[arg-type]
+    assert info.value.field == "file"
+    assert "shrank" not in str(info.value) and "closed" not in str(info.value)
+    if kind.startswith("read-raises"):
+        assert "disk on fire" in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_a_runtime_error_from_a_body_is_not_read_as_a_closed_client() -> None:
+    from kolbo_async._send import send
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"a"
+        raise RuntimeError("disk on fire")
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=request.read()))
+    async with httpx.AsyncClient(transport=transport) as http:
+        request = http.build_request("POST", "https://api.kolbo.ai/x", content=body())
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            await send(http, request, anyio.Semaphore(1), lambda _: None)

@@ -23,7 +23,7 @@ from ._batch_feed import open_feed, resolve
 from ._batch_submit import SubmittingBatch
 from ._batch_types import BatchOutcome, Nothing, Submitter, warn_unfinished
 from ._budget import Budget
-from ._exceptions import InvalidRequestError, outcome_error
+from ._exceptions import InvalidRequestError, KolboError, outcome_error
 from ._handles import AsyncGeneration, poller_of, track_of
 from ._journal_path import SharedSpec, journal_spec
 from ._models import Submission
@@ -132,7 +132,16 @@ class AsyncBatch(SubmittingBatch):
             feed.journal.close_now()
 
     async def __anext__(self) -> BatchOutcome[AsyncGeneration]:
-        outcome = await self._next()
+        while True:
+            outcome = await self._next()
+            try:
+                if await self._journal.holds(outcome.index):
+                    break
+            except KolboError as error:
+                # Out of reach: give it (a worker that took it over gives it too: at least once).
+                logger.warning("requests[%d]: %s", outcome.index, error)
+                break
+            # Another worker took it over (this one was paused past its lease): it reports it.
         self._journal.handed(outcome.index)  # a shared journal hands it to nobody else
         return outcome
 

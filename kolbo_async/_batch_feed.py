@@ -80,6 +80,8 @@ def resolve(
 
 class Feed(Protocol):
     journal: BatchJournal
+    #: True when other workers share the batch (items come one claim at a time).
+    shared: bool
 
     async def open(self) -> list[tuple[int, Step]]:
         """Open the journal (checked and held before anything is sent); the items whose
@@ -130,6 +132,8 @@ def open_feed(
 class LocalFeed:
     """The run's own list: every item's step is known at the start."""
 
+    shared = False
+
     def __init__(self, path: Path | None, items: Items, *, resubmit_unknown: bool) -> None:
         self.journal = BatchJournal()  # the real one once opened
         self._path = path
@@ -177,6 +181,8 @@ class LocalFeed:
 
 class SharedFeed:
     """A batch shared by many workers through PostgreSQL: items come one claim at a time."""
+
+    shared = True
 
     def __init__(self, spec: SharedSpec, items: Items, *, resubmit_unknown: bool) -> None:
         self.journal = BatchJournal()

@@ -125,6 +125,11 @@ class BatchJournal:
         except KolboError as failed:
             logger.warning("requests[%d]: %s", index, failed)
 
+    async def holds(self, index: int) -> bool:
+        """Whether item `index`'s outcome is this run's to give (see `JournalStore.holds`);
+        a journal out of reach is a `KolboError`."""
+        return self._journal is None or await self._journal.holds(self._keys[index])
+
     def handed(self, index: int) -> None:
         """Item `index`'s outcome went to the caller."""
         if self._journal is not None and self._keys:

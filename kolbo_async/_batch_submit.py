@@ -157,7 +157,7 @@ class SubmittingBatch:
         batch = ref()
         if batch is None or look is None:
             if batch is not None and feed is not None:
-                batch._halt(batch._feed.journal.lost(failed))
+                batch._halt(batch._journal.lost(failed))
             return None
         for index, submission in batch._dispatch(look.steps):
             batch._account(index, submission)
@@ -219,10 +219,15 @@ class SubmittingBatch:
             self._halt(stop)
 
     def _halt(self, error: KolboError) -> None:
-        """Send nothing more: every item not yet sent ends with `error`."""
+        """Send nothing more: every item not yet sent ends with `error`. A worker of a shared
+        batch cannot speak for the items it did not claim: it raises `error` once the
+        outcomes in hand are given, so that its caller (a task queue) knows the batch did
+        not finish here."""
         self._halted = error
         for index in self._feed.halt():
             self._outcomes.append(BatchOutcome(index, self._items[index][0], None, None, error))
+        if self._feed.shared:
+            self._fatal = self._fatal or error
         self._wake()
 
     def _free_slot(self) -> None:

@@ -138,6 +138,9 @@ class Journal:
         await self._run(f"record the end of generation {generation_id}", self._update, key,
                         FINISHED, generation_id, None, json.dumps(dict(status)), None)  # fmt: skip
 
+    async def holds(self, key: ItemKey) -> bool:
+        return True  # one run holds the whole journal
+
     def handed(self, key: ItemKey) -> None:
         """Nothing to do: the run holds the whole file."""
 

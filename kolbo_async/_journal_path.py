@@ -4,7 +4,6 @@ before anything is sent or created."""
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from pathlib import Path
@@ -22,6 +21,9 @@ _POSTGRES = ("postgresql", "postgres")
 
 #: Seconds a worker holds the items it claimed without renewing them (`lease=`).
 DEFAULT_LEASE = 60.0
+#: The longest lease: a dead worker's items wait that long, and PostgreSQL's timestamps (and
+#: the lease thread's timer) overflow far beyond it.
+MAX_LEASE = 86_400.0
 #: The longest `batch_id` (characters).
 MAX_BATCH_ID = 200
 
@@ -110,9 +112,12 @@ def _lease(lease: object) -> float:
     if lease is None:
         return DEFAULT_LEASE
     if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not (
-        0 < lease < math.inf
+        0 < lease <= MAX_LEASE
     ):
-        raise InvalidRequestError("lease", f"must be a positive number of seconds, not {lease!r}")
+        raise InvalidRequestError(
+            "lease", f"must be a number of seconds above 0 and up to {MAX_LEASE:g} (a day), "
+            f"not {lease!r}",
+        )
     return float(lease)
 
 

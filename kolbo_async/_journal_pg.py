@@ -124,6 +124,9 @@ class PostgresJournal:
         await self._write(f"record the end of generation {generation_id}", sql.FINISHED, key,
                           id=generation_id, status=json.dumps(dict(status)))  # fmt: skip
 
+    async def holds(self, key: ItemKey) -> bool:
+        return bool(await self._run("check an item is still this worker's", self._holds, key))
+
     def handed(self, key: ItemKey) -> None:
         with self._handed_lock:
             self._handed.add(key)
@@ -151,7 +154,13 @@ class PostgresJournal:
     # -- in the worker thread ----------------------------------------------------------------
 
     async def _write(self, doing: str, statement: str, key: ItemKey, **values: Any) -> None:
-        await self._run(doing, self._update, statement, key, values)
+        if not await self._run(doing, self._update, statement, key, values):
+            # Taken over after this worker's lease ran out (it was paused, or cut off from
+            # the database for longer than a lease): the new owner reports the item.
+            logger.warning(
+                "The %s: did not %s: another worker took the item over when this worker's "
+                "lease ran out, and reports it.", self.where, doing,
+            )  # fmt: skip
 
     async def _run(self, doing: str, func: Callable[..., T], *args: Any) -> T:
         if self._closed:
@@ -273,9 +282,14 @@ class PostgresJournal:
             wait = max(wait, self._spec.lease - float(uptime) + 0.05)
         return Sweep(taken, int(fresh or 0), int(left or 0), min(wait, LOOK_EVERY))
 
-    def _update(self, conn: Any, statement: str, key: ItemKey, values: dict[str, Any]) -> None:
+    def _update(self, conn: Any, statement: str, key: ItemKey, values: dict[str, Any]) -> bool:
         self._flush(conn)
-        conn.execute(statement, self._params(hash=key[0], occ=key[1], **values))
+        return bool(conn.execute(statement, self._params(hash=key[0], occ=key[1],
+                                                         **values)).rowcount)  # fmt: skip
+
+    def _holds(self, conn: Any, key: ItemKey) -> bool:
+        self._flush(conn)
+        return conn.execute(sql.HOLDS, self._params(hash=key[0], occ=key[1])).fetchone() is not None
 
     def _let_go(self, conn: Any) -> None:
         self._flush(conn)

@@ -124,16 +124,22 @@ RELEASE = """UPDATE kolbo_journal_items SET owner = NULL, lease_until = NULL, cl
 UNSENT = f"""UPDATE kolbo_journal_items SET state = 'new', owner = NULL, lease_until = NULL,
         claim = NULL, error = NULL, updated_at = now()
     WHERE {_KEY} AND owner = %(me)s AND state = 'intent'"""
+#: The writes of an item's owner: a worker whose lease ran out while it was paused (a frozen VM,
+#: SIGSTOP) writes nothing over the worker that took the item over.
 SUBMITTED = f"""UPDATE kolbo_journal_items SET state = 'submitted',
         generation_id = %(id)s, submission = %(submission)s, error = NULL, updated_at = now()
-    WHERE {_KEY}"""
+    WHERE {_KEY} AND owner = %(me)s"""
 UNKNOWN = f"""UPDATE kolbo_journal_items SET state = 'intent', error = %(error)s,
-        updated_at = now() WHERE {_KEY}"""
+        updated_at = now() WHERE {_KEY} AND owner = %(me)s"""
 REJECTED = f"""UPDATE kolbo_journal_items SET state = 'rejected', error = %(error)s,
-        updated_at = now() WHERE {_KEY}"""
+        updated_at = now() WHERE {_KEY} AND owner = %(me)s"""
 FINISHED = f"""UPDATE kolbo_journal_items SET state = 'finished',
         generation_id = COALESCE(%(id)s, generation_id), status = %(status)s, error = NULL,
-        updated_at = now() WHERE {_KEY}"""
+        updated_at = now() WHERE {_KEY} AND owner = %(me)s"""
+
+
+#: Whether this worker still owns the item (not taken over meanwhile).
+HOLDS = f"SELECT 1 FROM kolbo_journal_items WHERE {_KEY} AND owner = %(me)s"
 
 
 def digest(keys: Sequence[ItemKey]) -> str:

@@ -43,6 +43,10 @@ class JournalStore(Protocol):
     async def finished(self, key: ItemKey, generation_id: str, status: Mapping[str, Any]) -> None:
         """The generation ended with `status`."""
 
+    async def holds(self, key: ItemKey) -> bool:
+        """Whether this run still holds the item: a shared journal's worker may have lost it
+        to another (its lease ran out while it was paused); that one then reports it."""
+
     def handed(self, key: ItemKey) -> None:
         """The item's outcome went to the caller (a shared journal then never hands it to
         another worker); no I/O here."""

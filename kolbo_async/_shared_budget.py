@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import time
 import weakref
@@ -51,7 +52,14 @@ def open_store(url: str) -> RateStore:
     if url.startswith("sqlite:///"):
         from ._rate_sqlite import SQLiteStore
 
-        return SQLiteStore(url[len("sqlite:///") :])
+        path = url[len("sqlite:///") :]
+        # A file that can never be opened is a mistake to say now, not an outage to wait out.
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+            raise InvalidRequestError(
+                "store", f"{url!r}: {folder!r} is not a directory this process can write"
+            )
+        return SQLiteStore(path)
     try:
         from ._rate_redis import RedisStore
     except ImportError as exc:

@@ -197,6 +197,8 @@ class TestArguments:
             ({"journal": PG, "batch_id": "b", "lease": -1.0}, "lease"),
             ({"journal": PG, "batch_id": "b", "lease": float("nan")}, "lease"),
             ({"journal": PG, "batch_id": "b", "lease": float("inf")}, "lease"),
+            ({"journal": PG, "batch_id": "b", "lease": 1e12}, "lease"),  # past year 10,000
+            ({"journal": PG, "batch_id": "b", "lease": 86_400.5}, "lease"),
             ({"journal": PG, "batch_id": "b", "lease": True}, "lease"),
             ({"journal": PG, "batch_id": "b", "lease": "60"}, "lease"),
             ({"journal": PG, "batch_id": "b", "max_credits": 100}, "max_credits"),

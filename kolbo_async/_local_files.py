@@ -19,12 +19,13 @@ import hashlib
 import os
 import stat
 from collections.abc import Iterator, Mapping
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from ._exceptions import InvalidRequestError
 
 __all__ = [
     "CHUNK",
+    "check_utf8",
     "ELEMENTS_MAX_BYTES",
     "FRAME_MAX_BYTES",
     "MAX_FILE_BYTES",
@@ -85,6 +86,37 @@ def is_url(value: str) -> bool:
     """
     scheme, sep, _ = value.partition("://")
     return bool(sep) and scheme.isascii() and scheme.isalpha() and len(scheme) > 1
+
+
+T = TypeVar("T")
+
+
+def check_utf8(field: str, value: T) -> T:
+    """`value` (text, or a list or mapping holding text), refused when some text in it is
+    not valid Unicode: a lone surrogate, as ``os.fsdecode``, ``os.listdir`` and ``sys.argv``
+    leave for bytes that are not UTF-8. It could not be encoded into any request.
+
+    >>> check_utf8("prompt", ["caf\u00e9"])
+    ['café']
+    """
+    if isinstance(value, str):
+        if not value.isascii():  # the fast path: ASCII is always valid
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise InvalidRequestError(
+                    field,
+                    f"is not valid UTF-8 text: {value[:60]!r} holds bytes that are not "
+                    "UTF-8 (a name or argument in another encoding)",
+                ) from None
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            check_utf8(field, key)
+            check_utf8(field, item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            check_utf8(field, item)
+    return value
 
 
 class LocalFile(str):
@@ -244,6 +276,17 @@ def local_file(field: str, value: object, max_bytes: int = MAX_FILE_BYTES) -> Lo
         value = os.fsdecode(path) if isinstance(path, bytes) else path
     if not isinstance(value, str) or not value.strip() or "\x00" in value:
         raise InvalidRequestError(field, f"must be an http(s) URL or a local file, not {value!r}")
+    # Refused rather than sent under another name: its path goes into the request (a
+    # part's file name) and a batch's journal, neither of which takes such text.
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidRequestError(
+                field,
+                f"{value!r}: its path is not valid UTF-8 (a name in another encoding); "
+                "rename the file to send it",
+            ) from None
     return _checked_file(field, value, max_bytes)
 
 

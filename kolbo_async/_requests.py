@@ -21,7 +21,7 @@ import attrs
 import httpx
 
 from ._exceptions import InvalidRequestError
-from ._local_files import MAX_FILE_BYTES, is_url, local_file
+from ._local_files import MAX_FILE_BYTES, check_utf8, is_url, local_file
 from ._route_files import PART, REPEAT, ROUTES, SEND_AS, TOGETHER, Part
 
 __all__ = [
@@ -65,7 +65,7 @@ def check_text(field: str, value: object) -> str:
         raise InvalidRequestError(field, "must not be empty or blank")
     if "\x00" in value:
         raise InvalidRequestError(field, "contains a NUL character")
-    return value
+    return check_utf8(field, value)
 
 
 def check_url(field: str, value: object) -> str:
@@ -113,9 +113,7 @@ def _is_ratio(text: str) -> bool:
 
 def check_duration(field: str, value: object) -> int | float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidRequestError(
-            field, f"must be a number of seconds, not {type(value).__name__}"
-        )
+        raise InvalidRequestError(field, f"must be a number of seconds, not {type(value).__name__}")
     if not math.isfinite(value) or value <= 0:
         raise InvalidRequestError(field, f"must be a positive number of seconds, not {value}")
     return value
@@ -159,13 +157,13 @@ def _merge_extra(body: dict[str, Any], extra_body: object) -> dict[str, Any]:
                 "extra_body", f"must be a mapping, not {type(extra_body).__name__}"
             )
         for key, value in extra_body.items():
-            if not isinstance(key, str):
+            if not isinstance(check_utf8("extra_body", key), str):
                 raise InvalidRequestError("extra_body", f"keys must be strings, not {key!r}")
             if key in body:
                 raise InvalidRequestError(
                     "extra_body", f"{key!r} is already set by its own argument"
                 )
-            body[key] = value
+            body[key] = check_utf8("extra_body", value)
         try:
             # httpx would raise from deep inside on NaN or an object json cannot encode. The
             # SDK's own fields are already known to be JSON, so only extra_body is checked.
@@ -250,6 +248,7 @@ def _checks(cls: type[Route]) -> tuple[_Checked, ...]:
         )
         return checks
 
+
 _CHECKS: dict[type[Route], tuple[_Checked, ...]] = {}
 
 
@@ -279,7 +278,7 @@ class Route:
             value = getattr(self, name)
             if any(value is left or value == left for left in omitted):
                 continue  # left out: Kolbo's default applies
-            body[send_as] = check(name, value)
+            body[send_as] = check_utf8(name, check(name, value))
             if rule is not None:
                 rule(self, body[send_as])
         return self._path, _merge_extra(body, self.extra_body)

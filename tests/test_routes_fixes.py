@@ -7,7 +7,9 @@ ones); each failed before its fix.
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -17,6 +19,7 @@ import respx
 
 import kolbo_async as k
 from kolbo_async import AsyncKolbo
+from kolbo_async._cli import main
 from kolbo_async.testing import Simulator, VirtualClock
 
 KEY = "kolbo_live_" + "0f" * 20
@@ -252,3 +255,87 @@ async def test_a_runtime_error_from_a_body_is_not_read_as_a_closed_client() -> N
         request = http.build_request("POST", "https://api.kolbo.ai/x", content=body())
         with pytest.raises(RuntimeError, match="disk on fire"):
             await send(http, request, anyio.Semaphore(1), lambda _: None)
+
+
+# --- Text that is not valid UTF-8 (lone surrogates from os.listdir, argv) -------------------
+
+
+def _non_utf8_file(tmp_path: Path) -> str:
+    """A file whose name is not UTF-8 (as old archives and Latin-1 systems leave them);
+    Python hands it out (os.listdir, argv, Path.iterdir) with surrogate escapes."""
+    raw = os.fsencode(tmp_path) + b"/caf\xe9.png"
+    with open(raw, "wb") as file:
+        file.write(b"\x89PNG-cafe")
+    return os.fsdecode(raw)
+
+
+_FILE_CALLS: dict[str, Callable[[AsyncKolbo, str], Awaitable[object]]] = {
+    "first_frame": lambda c, name: c.videos.from_frames(name, "https://e.test/b.png"),
+    "face": lambda c, name: c.videos.lipsync(name, "https://e.test/a.mp3"),
+    "video": lambda c, name: c.videos.from_video(name),
+    "images[0]": lambda c, name: c.videos.from_elements("p", images=[name]),
+    "file": lambda c, name: c.media.upload(name),
+    "image_url": lambda c, name: c.videos.from_image(name),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("field", sorted(_FILE_CALLS))
+async def test_a_non_utf8_file_name_is_refused_naming_the_argument(
+    tmp_path: Path, field: str
+) -> None:
+    name = _non_utf8_file(tmp_path)
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    async with AsyncKolbo(KEY, _transport=sim.transport(), _clock=clock) as client:
+        with anyio.fail_after(30), pytest.raises(k.InvalidRequestError) as info:
+            await _FILE_CALLS[field](client, name)
+    assert info.value.field == field and "UTF-8" in str(info.value)
+    assert not sim.requests
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "field", ["prompt", "image", "frames-prompt", "description", "extra_body", "extra_key"]
+)
+async def test_a_lone_surrogate_in_a_text_field_is_an_invalid_request(
+    tmp_path: Path, field: str
+) -> None:
+    png = tmp_path / "a.png"
+    png.write_bytes(b"\x89PNG")
+    text = "caf\udce9"  # what os.fsdecode / surrogateescape makes of b"caf\xe9"
+    calls: dict[str, Callable[[AsyncKolbo], Awaitable[object]]] = {
+        "prompt": lambda c: c.videos.generate(text),
+        "image": lambda c: c.images.generate(text),
+        "frames-prompt": lambda c: c.videos.from_frames(png, png, prompt=text),
+        "description": lambda c: c.media.upload(png, description=text),
+        "extra_body": lambda c: c.videos.generate("p", extra_body={"x": [text]}),
+        "extra_key": lambda c: c.videos.generate("p", extra_body={text: 1}),
+    }
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    async with AsyncKolbo(KEY, _transport=sim.transport(), _clock=clock) as client:
+        with anyio.fail_after(30), pytest.raises(k.InvalidRequestError) as info:
+            await calls[field](client)
+    assert info.value.field in ("prompt", "description", "extra_body")
+    assert not sim.requests
+
+
+def test_valid_non_ascii_text_passes() -> None:
+    assert k.TextToVideo("café 東京 🎬").body()[1]["prompt"] == "café 東京 🎬"
+
+
+@pytest.mark.parametrize(
+    "argv", [["upload", "FILE"], ["frames", "FILE", "FILE"], ["image", "caf\udce9 at dawn"]]
+)
+def test_cli_non_utf8_argument_is_a_usage_error_not_a_traceback(
+    tmp_path: Path, argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KOLBO_SANDBOX_SPEED", "300")
+    name = _non_utf8_file(tmp_path)
+    argv = [name if a == "FILE" else a for a in argv]
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    code = main(["--sandbox", *argv], stdout=out)
+    assert code == 2 and err.getvalue().startswith("kolbo: error:"), err.getvalue()
+    assert "UTF-8" in err.getvalue()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, BinaryIO, TypeVar
 
 from ._exceptions import InvalidRequestError
@@ -30,12 +30,14 @@ __all__ = [
     "FRAME_MAX_BYTES",
     "MAX_FILE_BYTES",
     "LocalFile",
+    "Medium",
     "OpenedFile",
     "content_type_of",
     "is_url",
     "kind_of",
     "local_file",
     "local_files",
+    "media_or_none",
 ]
 
 MiB = 1024 * 1024
@@ -89,6 +91,16 @@ def is_url(value: str) -> bool:
 
 
 T = TypeVar("T")
+
+#: What a medium argument takes: an http(s) URL or a local path (a `str`), or a local path
+#: as an `os.PathLike` (a `pathlib.Path`).
+Medium = str | os.PathLike[str]
+
+
+def media_or_none(value: Sequence[Medium] | None) -> Sequence[Medium] | None:
+    """A list of media kept hashable: a list becomes a tuple (anything else is left for the
+    check to name)."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def check_utf8(field: str, value: T) -> T:

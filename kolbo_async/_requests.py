@@ -21,7 +21,7 @@ import attrs
 import httpx
 
 from ._exceptions import InvalidRequestError
-from ._local_files import MAX_FILE_BYTES, check_utf8, is_url, local_file
+from ._local_files import MAX_FILE_BYTES, Medium, check_utf8, is_url, local_file, media_or_none
 from ._route_files import PART, REPEAT, ROUTES, SEND_AS, TOGETHER, Part
 
 __all__ = [
@@ -341,8 +341,8 @@ class TextToVideo(VideoRoute):
     _path: ClassVar[str] = TEXT_TO_VIDEO_PATH
     prompt: str = attrs.field(metadata=checked(check_text))
     # Only the text route takes these (Kolbo's from-image route does not).
-    reference_images: Sequence[str] | None = attrs.field(
-        default=None, kw_only=True, converter=tuple_or_none,
+    reference_images: Sequence[Medium] | None = attrs.field(
+        default=None, kw_only=True, converter=media_or_none,
         metadata=checked(check_each(check_media_item)),
     )  # fmt: skip
     preset_id: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))
@@ -360,7 +360,7 @@ class ImageToVideo(VideoRoute):
     """
 
     _path: ClassVar[str] = IMAGE_TO_VIDEO_PATH
-    image_url: str = attrs.field(metadata=checked(check_media_item))
+    image_url: Medium = attrs.field(metadata=checked(check_media_item))
     prompt: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._exceptions import InvalidRequestError
+from ._local_files import Medium
 from ._requests import check_media_item, check_sequence, show
 
 __all__ = [
@@ -62,7 +63,8 @@ def check_keyframes(field: str, value: object) -> list[dict[str, Any]]:
             unknown = set(item) - {"image_url", "timestamp_seconds"}
             if unknown:
                 raise InvalidRequestError(
-                    where, f"has unknown keys {sorted(map(str, unknown))}; "
+                    where,
+                    f"has unknown keys {sorted(map(str, unknown))}; "
                     "a keyframe is {image_url, timestamp_seconds}",
                 )
             url, seconds = item.get("image_url"), item.get("timestamp_seconds")
@@ -70,7 +72,8 @@ def check_keyframes(field: str, value: object) -> list[dict[str, Any]]:
             url, seconds = item
         else:
             raise InvalidRequestError(
-                where, "must be {'image_url': ..., 'timestamp_seconds': ...} or a "
+                where,
+                "must be {'image_url': ..., 'timestamp_seconds': ...} or a "
                 f"(url, seconds) pair, not {show(item)}",
             )
         frames.append({
@@ -80,7 +83,7 @@ def check_keyframes(field: str, value: object) -> list[dict[str, Any]]:
     return frames
 
 
-def media_tuple(value: Sequence[str]) -> Sequence[str]:
+def media_tuple(value: Sequence[Medium]) -> Sequence[Medium]:
     """A required list of media kept hashable: a list becomes a tuple (anything else is left
     for the check to name)."""
     return tuple(value) if isinstance(value, list) else value

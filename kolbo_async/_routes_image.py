@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from ._local_files import Medium, media_or_none
 from ._requests import (
     Route,
     check_aspect_ratio,
@@ -43,8 +44,8 @@ class ImageRoute(Route):
     resolution: str | None = attrs.field(default=None, metadata=checked(check_text))
     quality: str | None = attrs.field(default=None, metadata=checked(check_text))
     enhance_prompt: bool | None = attrs.field(default=None, metadata=checked(check_flag))
-    reference_images: Sequence[str] | None = attrs.field(
-        default=None, converter=tuple_or_none, metadata=checked(check_each(check_media_item))
+    reference_images: Sequence[Medium] | None = attrs.field(
+        default=None, converter=media_or_none, metadata=checked(check_each(check_media_item))
     )
     visual_dna_ids: Sequence[str] | None = attrs.field(
         default=None,
@@ -91,7 +92,7 @@ class ImageEdit(ImageRoute):
     """
 
     _path: ClassVar[str] = IMAGE_EDIT_PATH
-    images: Sequence[str] = attrs.field(
+    images: Sequence[Medium] = attrs.field(
         converter=media_tuple, metadata=checked(check_media_list, send_as="source_images")
     )
     prompt: str = attrs.field(metadata=checked(check_text))

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from ._local_files import ELEMENTS_MAX_BYTES, FRAME_MAX_BYTES, LocalFile
+from ._local_files import ELEMENTS_MAX_BYTES, FRAME_MAX_BYTES, LocalFile, Medium, media_or_none
 from ._requests import (
     Route,
     VideoOptions,
@@ -75,10 +75,10 @@ class FramesToVideo(VideoOptions):
     """
 
     _path: ClassVar[str] = FRAMES_TO_VIDEO_PATH
-    first_frame: str = attrs.field(
+    first_frame: Medium = attrs.field(
         metadata=checked(_FRAME, send_as="first_frame_url", part="files", together=_FRAMES)
     )
-    last_frame: str = attrs.field(
+    last_frame: Medium = attrs.field(
         metadata=checked(_FRAME, send_as="last_frame_url", part="files", together=_FRAMES)
     )
     prompt: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))
@@ -95,15 +95,15 @@ class VideoToVideo(VideoOptions):
     """
 
     _path: ClassVar[str] = VIDEO_TO_VIDEO_PATH
-    video: str = attrs.field(
+    video: Medium = attrs.field(
         metadata=checked(check_media_item, send_as="video_url", part="files")
     )
     prompt: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))
-    reference_images: Sequence[str] | None = attrs.field(
-        default=None, kw_only=True, converter=tuple_or_none, metadata=_URLS
+    reference_images: Sequence[Medium] | None = attrs.field(
+        default=None, kw_only=True, converter=media_or_none, metadata=_URLS
     )
-    reference_videos: Sequence[str] | None = attrs.field(
-        default=None, kw_only=True, converter=tuple_or_none, metadata=_URLS
+    reference_videos: Sequence[Medium] | None = attrs.field(
+        default=None, kw_only=True, converter=media_or_none, metadata=_URLS
     )
 
 
@@ -119,10 +119,10 @@ class Lipsync(Route):
     """
 
     _path: ClassVar[str] = LIPSYNC_PATH
-    face: str = attrs.field(
+    face: Medium = attrs.field(
         metadata=checked(check_media_item, send_as="source_url", part=_face_part)
     )
-    audio: str = attrs.field(
+    audio: Medium = attrs.field(
         metadata=checked(check_media_item, send_as="audio_url", part="audio")
     )
     prompt: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))
@@ -130,12 +130,8 @@ class Lipsync(Route):
     bounding_box_target: Sequence[float] | None = attrs.field(
         default=None, kw_only=True, converter=tuple_or_none, metadata=checked(check_box)
     )
-    project_id: str | None = attrs.field(
-        default=None, kw_only=True, metadata=checked(check_text)
-    )
-    session_id: str | None = attrs.field(
-        default=None, kw_only=True, metadata=checked(check_text)
-    )
+    project_id: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))
+    session_id: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))
     extra_body: Mapping[str, Any] | None = attrs.field(default=None, kw_only=True, hash=False)
 
 
@@ -157,15 +153,15 @@ class ElementsToVideo(VideoOptions):
 
     _path: ClassVar[str] = ELEMENTS_PATH
     prompt: str = attrs.field(metadata=checked(check_text))
-    images: Sequence[str] = attrs.field(
+    images: Sequence[Medium] = attrs.field(
         default=(), kw_only=True, converter=media_tuple,
         metadata=checked(_ELEMENT, send_as="reference_images", part="files", repeat=True),
     )  # fmt: skip
-    videos: Sequence[str] = attrs.field(
+    videos: Sequence[Medium] = attrs.field(
         default=(), kw_only=True, converter=media_tuple,
         metadata=checked(_ELEMENT, send_as="reference_videos", part="files"),
     )  # fmt: skip
-    audio: Sequence[str] = attrs.field(
+    audio: Sequence[Medium] = attrs.field(
         default=(), kw_only=True, converter=media_tuple,
         metadata=checked(_ELEMENT, send_as="reference_audio_urls", part="files"),
     )  # fmt: skip
@@ -173,15 +169,9 @@ class ElementsToVideo(VideoOptions):
         default=(), kw_only=True, converter=keyframes_tuple, metadata=checked(check_keyframes)
     )
     motion: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))
-    preset_id: str | None = attrs.field(
-        default=None, kw_only=True, metadata=checked(check_text)
-    )
-    multi_shots: bool | None = attrs.field(
-        default=None, kw_only=True, metadata=checked(check_flag)
-    )
+    preset_id: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))
+    multi_shots: bool | None = attrs.field(default=None, kw_only=True, metadata=checked(check_flag))
     multi_shot_count: int | None = attrs.field(
         default=None, kw_only=True, metadata=checked(check_count)
     )
-    session_name: str | None = attrs.field(
-        default=None, kw_only=True, metadata=checked(check_text)
-    )
+    session_name: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))

@@ -339,3 +339,43 @@ def test_cli_non_utf8_argument_is_a_usage_error_not_a_traceback(
     code = main(["--sandbox", *argv], stdout=out)
     assert code == 2 and err.getvalue().startswith("kolbo: error:"), err.getvalue()
     assert "UTF-8" in err.getvalue()
+
+
+# --- Typing: a media argument takes a pathlib.Path ------------------------------------------
+
+_MEDIA_FIELDS = [
+    (k.FramesToVideo, "first_frame", False),
+    (k.FramesToVideo, "last_frame", False),
+    (k.VideoToVideo, "video", False),
+    (k.VideoToVideo, "reference_images", True),
+    (k.VideoToVideo, "reference_videos", True),
+    (k.Lipsync, "face", False),
+    (k.Lipsync, "audio", False),
+    (k.ElementsToVideo, "images", True),
+    (k.ElementsToVideo, "videos", True),
+    (k.ElementsToVideo, "audio", True),
+    (k.ImageToVideo, "image_url", False),
+    (k.TextToVideo, "reference_images", True),
+    (k.TextToImage, "reference_images", True),
+    (k.ImageEdit, "images", True),
+]
+
+
+@pytest.mark.parametrize(("cls", "name", "many"), _MEDIA_FIELDS)
+def test_a_media_field_is_typed_to_take_a_path(cls: type, name: str, many: bool) -> None:
+    """What mypy reads: the class's annotation, and its __init__'s (a converter's)."""
+    import typing
+    from collections.abc import Sequence
+
+    import kolbo_async._requests as requests_module
+
+    medium = str | os.PathLike[str]
+    namespace = vars(requests_module)
+    declared = typing.get_type_hints(cls, namespace)[name]
+    taken = typing.get_type_hints(cls.__init__, namespace)[name]
+    for hint in (declared, taken):
+        args = set(typing.get_args(hint))
+        if many:
+            assert Sequence[medium] in args or hint == Sequence[medium], hint
+        else:
+            assert hint == medium, hint

@@ -210,20 +210,14 @@ class Pipeline:
             except Retryable as failed:
                 if retries is None:
                     retries = Retries(
-                        max_retries=self.settings.max_retries,
-                        rng=self.rng,
-                        clock=self.clock,
+                        max_retries=self.settings.max_retries, rng=self.rng, clock=self.clock,
                         generation=call.generation,
-                    )
+                    )  # fmt: skip
                 delay = retries.delay(failed)
                 logger.debug(
                     "retrying %s %s in %.2f s (retry %d) after: %s",
-                    call.method,
-                    call.path,
-                    delay,
-                    retries.done,
-                    failed.error,
-                )
+                    call.method, call.path, delay, retries.done, failed.error,
+                )  # fmt: skip
                 if self.hooks:
                     from ._hooks import retrying
 
@@ -305,9 +299,7 @@ class Pipeline:
         self.ensure_open()
         return await self._attempt(call, parse, 1)
 
-    async def _attempt(
-        self, call: Call, parse: Callable[[dict[str, Any]], T], attempt: int
-    ) -> T:
+    async def _attempt(self, call: Call, parse: Callable[[dict[str, Any]], T], attempt: int) -> T:
         settings = self.settings
         generation = call.generation
         # The key goes straight into the request (whose repr hides headers), never into a
@@ -319,8 +311,11 @@ class Pipeline:
             json=call.json,
             content=call.form,  # a multipart body: its files streamed afresh on each attempt
             params=call.params,
-            headers={"X-API-Key": settings.api_key, "Accept": "application/json",
-                     **(call.form.headers() if call.form else {})},
+            headers={
+                "X-API-Key": settings.api_key,
+                "Accept": "application/json",
+                **(call.form.headers() if call.form else {}),
+            },
             timeout=settings.generation_timeout if generation else settings.timeout,
         )
         started = time.perf_counter()
@@ -352,11 +347,8 @@ class Pipeline:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s %s -> %d (%.3f s)",
-                call.method,
-                request.url.path,
-                response.status_code,
-                time.perf_counter() - started,
-            )
+                call.method, request.url.path, response.status_code, time.perf_counter() - started,
+            )  # fmt: skip
         try:
             body = read(answer, generation=generation, settings=settings)
             try:
@@ -375,26 +367,31 @@ _CUT_SHORT = SubmissionOutcomeUnknownError("the event loop stopped while it was 
 
 
 def _log_orphan(call: Call, result: object, failure: Exception | None) -> None:
-    """Say what became of a paid POST whose caller stopped waiting for it."""
+    """Say what became of a paid POST whose caller stopped waiting for it: a generation's,
+    or an upload's (a file stored in the media library: no generation was created)."""
+    where, upload = f"{call.method} {call.path}", call.path.endswith("/media/upload")
     if failure is None:
+        if upload:  # `result` is the `Media`: its URL is what to use the file by
+            url = getattr(result, "url", None)
+            logger.warning(_UPLOADED, where, url)
+            return
         generation_id = getattr(result, "generation_id", None)
-        logger.warning(
-            "%s %s was answered after its caller stopped waiting: generation %s was created "
-            "and charged. Re-attach with client.generations.attach(%r).",
-            call.method,
-            call.path,
-            generation_id,
-            generation_id,
-        )
+        logger.warning(_CREATED, where, generation_id, generation_id)
         return
     error = failure.error if isinstance(failure, Retryable) else failure
     if isinstance(failure, Retryable) and failure.attempt.failure is Failure.NOT_SENT:
         return  # never reached Kolbo: nothing was charged
     if isinstance(error, (SubmissionOutcomeUnknownError, APIConnectionError)):
-        logger.warning(
-            "%s %s failed after its caller stopped waiting, and may have created a charged "
-            "generation; it was not resubmitted: %s",
-            call.method,
-            call.path,
-            error,
-        )
+        what = "stored the file in the media library" if upload else "created a charged generation"
+        logger.warning(_LOST, where, what, error)
+
+
+_UPLOADED = (
+    "%s was answered after its caller stopped waiting: the file was stored in the media "
+    "library as %s (an upload: no generation was created)."
+)
+_CREATED = (
+    "%s was answered after its caller stopped waiting: generation %s was created and "
+    "charged. Re-attach with client.generations.attach(%r)."
+)
+_LOST = "%s failed after its caller stopped waiting, and may have %s; it was not resubmitted: %s"

@@ -7,6 +7,7 @@ ones); each failed before its fix.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -379,3 +380,71 @@ def test_a_media_field_is_typed_to_take_a_path(cls: type, name: str, many: bool)
             assert Sequence[medium] in args or hint == Sequence[medium], hint
         else:
             assert hint == medium, hint
+
+
+# --- A cancelled upload is an upload, not a generation --------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_upload_is_not_logged_as_a_charged_generation(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    png = tmp_path / "a.png"
+    png.write_bytes(b"\x89PNG-a")
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    inner = sim.transport()
+    arrived, release = anyio.Event(), anyio.Event()
+
+    class Held(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            arrived.set()
+            await release.wait()
+            return await inner.handle_async_request(request)
+
+    with caplog.at_level(logging.WARNING, logger="kolbo_async"):
+        client = AsyncKolbo(KEY, _transport=Held(), _clock=clock)
+        async with client, anyio.create_task_group() as group:
+            scope = anyio.CancelScope()
+
+            async def caller() -> None:
+                with scope:
+                    await client.media.upload(png)
+
+            group.start_soon(caller)
+            await arrived.wait()
+            scope.cancel()
+            release.set()
+    assert "attach(None)" not in caplog.text and "generation None" not in caplog.text
+    assert "stored in the media library as https://" in caplog.text, caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_upload_whose_answer_is_lost_says_the_file_may_be_stored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    png = tmp_path / "a.png"
+    png.write_bytes(b"\x89PNG-a")
+    arrived, release = anyio.Event(), anyio.Event()
+
+    class Lost(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            arrived.set()
+            await release.wait()
+            raise httpx.ReadError("connection reset", request=request)
+
+    with caplog.at_level(logging.WARNING, logger="kolbo_async"):
+        client = AsyncKolbo(KEY, _transport=Lost(), _clock=VirtualClock())
+        async with client, anyio.create_task_group() as group:
+            scope = anyio.CancelScope()
+
+            async def caller() -> None:
+                with scope:
+                    await client.media.upload(png)
+
+            group.start_soon(caller)
+            await arrived.wait()
+            scope.cancel()
+            release.set()
+    assert "may have stored the file in the media library" in caplog.text, caplog.text
+    assert "charged generation" not in caplog.text

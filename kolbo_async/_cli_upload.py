@@ -14,6 +14,7 @@ from typing import TextIO
 from kolbo_async import AsyncKolbo, InvalidRequestError
 
 from ._cli_outcome import EXIT_OK, Session, line
+from ._local_files import local_file
 
 __all__ = ["add_upload_command", "check_upload", "upload"]
 
@@ -37,8 +38,8 @@ def add_upload_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def check_upload(args: argparse.Namespace) -> None:
-    """Every local file is there and readable, before the first upload (the SDK checks each
-    again, size included, as it sends it)."""
+    """Every local file is there, a regular file, readable and not too large, before the
+    first upload (the SDK checks each again as it sends it)."""
     for index, name in enumerate(args.files):
         where = "FILE" if len(args.files) == 1 else f"FILE {index + 1}"
         scheme, sep, _ = name.partition("://")
@@ -46,11 +47,13 @@ def check_upload(args: argparse.Namespace) -> None:
             continue  # a URL: the SDK fetches it and uploads a copy
         if not name.strip():
             raise InvalidRequestError(where, "must not be empty")
-        if not os.path.isfile(name):
-            problem = "is a directory" if os.path.isdir(name) else "does not exist"
-            raise InvalidRequestError(where, f"{name!r} {problem}")
-        if not os.access(name, os.R_OK):
-            raise InvalidRequestError(where, f"cannot read {name!r}")
+        if not os.path.exists(name):
+            raise InvalidRequestError(where, f"{name!r} does not exist")
+        if os.path.isdir(name):
+            raise InvalidRequestError(where, f"{name!r} is a directory")
+        # The SDK's own check, naming FILE n: a regular file (not a FIFO, not /dev/zero),
+        # readable, at most 500 MiB, a path it can send.
+        local_file(where, name)
 
 
 async def upload(

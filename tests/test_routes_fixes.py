@@ -448,3 +448,47 @@ async def test_a_cancelled_upload_whose_answer_is_lost_says_the_file_may_be_stor
             release.set()
     assert "may have stored the file in the media library" in caplog.text, caplog.text
     assert "charged generation" not in caplog.text
+
+
+# --- kolbo upload: every file checked before the first is sent ------------------------------
+
+
+def _cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
+    monkeypatch.setenv("KOLBO_SANDBOX_SPEED", "300")
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    code = main(["--sandbox", *argv], stdout=out)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_cli_upload_of_a_fifo_or_device_is_not_a_regular_file(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if kind == "fifo":
+        name = str(tmp_path / "pipe")
+        os.mkfifo(name)
+    else:
+        name = "/dev/zero"
+    code, out, err = _cli(["upload", name], monkeypatch)
+    assert code == 2 and not out
+    assert err.startswith("kolbo: error: FILE:") and "is not a regular file" in err, err
+
+
+def test_cli_upload_checks_every_file_before_sending_the_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    day, big = tmp_path / "day.png", tmp_path / "big.mp4"
+    day.write_bytes(b"\x89PNG")
+    with big.open("wb") as file:  # sparse: 600 MiB announced, nothing written
+        file.truncate(600 * 1024 * 1024)
+    code, out, err = _cli(["upload", str(day), str(big)], monkeypatch)
+    assert code == 2 and not out  # day.png was not uploaded either
+    assert err.startswith("kolbo: error: FILE 2:") and "500 MiB" in err, err
+
+
+def test_cli_upload_of_a_missing_file_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, err = _cli(["upload", str(tmp_path / "gone.png")], monkeypatch)
+    assert code == 2 and "does not exist" in err and not out

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from kolbo_async._exceptions import KolboError
 from kolbo_async._journal import FINISHED, INTENT, SUBMITTED, Journal, request_key
 
 pytestmark = pytest.mark.anyio
@@ -60,3 +61,23 @@ async def test_an_unknown_outcome_keeps_the_intent_and_says_why(tmp_path: Path) 
     await journal.close()
     [row] = (await reopened(file)).values()
     assert (row.state, row.generation_id, row.error) == (INTENT, None, "ReadTimeout: timed out")
+
+
+async def test_a_second_run_in_this_process_is_refused_by_name(tmp_path: Path) -> None:
+    """Refused before it opens any descriptor of the file (closing one would drop the locks
+    the first run's SQLite holds), with the reason and what to do; the first run goes on."""
+    file = tmp_path / "batch.db"
+    first = Journal(file)
+    await first.open()
+    try:
+        for name in (file, tmp_path / "." / "batch.db"):
+            with pytest.raises(KolboError) as refused:
+                await Journal(name).open()
+            assert "in use by another batch of this process" in str(refused.value)
+            assert str(refused.value).endswith(
+                "Wait for that batch to end (or close it), then run again. Nothing was sent."
+            )
+        await first.intent(0, KEY, PATH, BODY)  # still writable
+    finally:
+        await first.close()
+    await reopened(file)  # free again once closed

@@ -280,3 +280,26 @@ class TestNotAnObject:
         assert isinstance(error, k.APIStatusError)
         assert error.body == f"bad key {REDACTED}"
         assert KEY not in str(error)
+
+
+class TestEnvelopeEdges:
+    def test_a_500_page_on_a_paid_post_may_have_created_it(self) -> None:
+        """A 500 is a 5xx too: a page that is not Kolbo's envelope is outcome-unknown."""
+        error = read_error(
+            answered(500, text="<html>Internal Server Error</html>"), generation=True
+        )
+        assert isinstance(error, k.SubmissionOutcomeUnknownError)
+
+    def test_a_300_is_not_a_success(self) -> None:
+        answer = answered(300, json={"success": True, "generation_id": "g"})
+        assert isinstance(read_error(answer, generation=False), k.APIStatusError)
+
+    def test_kolbos_429_form_in_a_2xx_is_a_refusal(self) -> None:
+        """``{status: false, message}`` answered 200 is Kolbo refusing, not a success."""
+        answer = answered(200, json={"status": False, "message": "slow down"})
+        error = read_error(answer, generation=False)
+        assert isinstance(error, k.APIStatusError) and "slow down" in str(error)
+
+    def test_a_true_status_is_a_success(self) -> None:
+        body = {"status": True, "message": "ok", "credits": 3}
+        assert read(answered(200, json=body), generation=False, settings=SETTINGS) == body

@@ -208,3 +208,24 @@ def test_the_version_grows_by_one_with_each_status_learnt() -> None:
     assert p.track("a", known=status("completed")).version == 1
     assert p.track("a", known=status("failed")).status == status("completed")
     assert track.version == 1 and track.finished
+
+
+def test_an_unwatched_turn_does_not_hold_back_one_due_now() -> None:
+    p = new_plan(budget=None)
+    gone = object()
+    a = watched(p, "a", 8.0, gone)
+    b = watched(p, "b", 8.0)
+    p.leave(a, gone)
+    assert p.due(0.0, wanted=everyone, admit=free)[0] == [b]
+
+
+def test_a_landed_poll_frees_its_place_on_the_wire() -> None:
+    """With one poll allowed on the wire, each landing lets the next go."""
+    p = PollPlan(budget=None, max_in_flight=1, rng=random.Random(1))
+    a, b, c = (watched(p, name, 8.0) for name in "abc")
+    for expected in (a, b, c):
+        launch, _, _ = p.due(0.0, wanted=everyone, admit=free)
+        assert launch == [expected]
+        assert p.due(0.0, wanted=everyone, admit=free)[2] == math.inf  # held for the landing
+        p.landed(expected)
+    assert p.in_flight == 0

@@ -4,7 +4,9 @@ Its intent goes to the journal first (nothing is sent without it); a cancellatio
 before the POST leaves takes the intent back and sends nothing; from there on the POST and
 the record of its answer are shielded, so a cancellation never loses an id Kolbo charged for.
 `post` says what came of it: a generation `Created`, or the item `Ends` with an error (and
-perhaps stops the rest), or the SDK's own `Fault`. The batch acts on that.
+perhaps stops the rest), or the SDK's own `Fault`. The batch acts on that. An item that
+ends before its generation POST left whole (an upload first failed, a file could not be
+read: `_exceptions.was_nothing_sent`) is recorded as refused, so a rerun sends it.
 """
 
 from __future__ import annotations

@@ -98,7 +98,8 @@ class AsyncMediaLibrary:
 
         Raises:
             InvalidRequestError: a missing, unreadable or oversized file, before anything
-                is sent.
+                is sent; a URL its host would not serve (a 403 of an expired signed URL
+                too: the host's answer, not Kolbo's), named without its query.
             SubmissionOutcomeUnknownError: the answer was lost after the file went out (it
                 may be in the library).
 
@@ -177,7 +178,9 @@ class MediaSender:
         Its local files are uploaded first or sent as parts (`prepare`). When the elements
         route refuses remote references with ``UNTRUSTED_REFERENCE_MEDIA_URL`` (its trust
         gate, before any charge), each is re-hosted through ``media.upload`` and the POST
-        sent once more, as Kolbo's client does.
+        sent once more, as Kolbo's client does. An error before the generation POST
+        leaves (an upload, a reference that cannot be fetched) is marked `nothing_sent`:
+        a batch may send the item again, as Kolbo cannot have charged for it.
         """
         path, body = call.path, call.json
         assert body is not None  # a route's POST has a body
@@ -245,11 +248,8 @@ class MediaSender:
 def _unfetchable(field: str, url: str, error: KolboError) -> InvalidRequestError:
     # Named without its query: a signed URL's signature stays out of logs and tracebacks.
     shown = str(httpx.URL(url).copy_with(query=None, fragment=None))
-    status = getattr(error, "status_code", None)
-    why = f"answered {status}" if isinstance(status, int) else "could not be reached"
-    return InvalidRequestError(
-        field, f"the reference {shown} could not be fetched to re-host it ({why}: {error})"
-    )
+    why = f"its host answered {error}" if isinstance(error, APIStatusError) else str(error)
+    return InvalidRequestError(field, f"{shown} could not be fetched to re-host it on Kolbo: {why}")
 
 
 def _project(body: Mapping[str, Any]) -> dict[str, str]:

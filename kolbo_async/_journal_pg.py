@@ -183,13 +183,17 @@ class PostgresJournal:
             try:
                 conn = self._connect()
                 with conn.transaction():
+                    handed = self._flush(conn) if self._opened else []
                     result = func(conn, *args)
+                self._flushed(handed)
                 if warned:
                     logger.warning("The %s is reachable again.", self.where)
                 return result
             except psycopg.OperationalError as exc:
                 self._drop()
                 why = _first_line(exc)
+                if _refused_for_good(str(exc)):
+                    raise KolboError(f"The {self.where}: could not {doing} ({why}).") from None
                 if time.monotonic() + pause > give_up:
                     raise KolboError(f"The {self.where}: could not {doing} ({why}).") from None
                 if not warned:
@@ -241,17 +245,24 @@ class PostgresJournal:
                 "worker of a batch passes the same requests (in any order). Nothing was sent."
             )
 
-    def _flush(self, conn: Any) -> None:
+    def _flush(self, conn: Any) -> list[ItemKey]:
+        """Write what went to the caller since the last flush (in the caller's transaction);
+        the keys written, to forget once that transaction committed (`_flushed`)."""
         with self._handed_lock:
             handed = list(self._handed)
         if handed:
             conn.execute(sql.HANDED, self._params(hashes=[h for h, _ in handed],
                                                    occs=[o for _, o in handed]))  # fmt: skip
+        return handed
+
+    def _flushed(self, handed: list[ItemKey]) -> None:
+        # Only after the commit: a connection cut before it (pg_terminate_backend) would
+        # otherwise lose the record, and the item be taken over and given again.
+        if handed:
             with self._handed_lock:
                 self._handed.difference_update(handed)
 
     def _claim(self, conn: Any, token: str) -> ItemKey | None:
-        self._flush(conn)
         params = self._params(claim=token)
         # A retry first looks for its own claim, committed before the connection dropped.
         row = conn.execute(sql.FIND_CLAIM, params).fetchone()
@@ -260,7 +271,6 @@ class PostgresJournal:
         return None if row is None else (row[0], row[1])
 
     def _sweep(self, conn: Any, token: str) -> Sweep:
-        self._flush(conn)
         params = self._params(claim=token)
         taken: list[tuple[ItemKey, Step]] = []
         rows = conn.execute(sql.FIND_TAKEN, params).fetchall()  # a lost acknowledgement
@@ -283,16 +293,13 @@ class PostgresJournal:
         return Sweep(taken, int(fresh or 0), int(left or 0), min(wait, LOOK_EVERY))
 
     def _update(self, conn: Any, statement: str, key: ItemKey, values: dict[str, Any]) -> bool:
-        self._flush(conn)
         return bool(conn.execute(statement, self._params(hash=key[0], occ=key[1],
                                                          **values)).rowcount)  # fmt: skip
 
     def _holds(self, conn: Any, key: ItemKey) -> bool:
-        self._flush(conn)
         return conn.execute(sql.HOLDS, self._params(hash=key[0], occ=key[1])).fetchone() is not None
 
     def _let_go(self, conn: Any) -> None:
-        self._flush(conn)
         conn.execute(sql.RELEASE, self._params())
 
     # -- the lease thread --------------------------------------------------------------------
@@ -309,8 +316,9 @@ class PostgresJournal:
                     conn = psycopg.connect(self._spec.url, autocommit=True,
                                            connect_timeout=CONNECT_TIMEOUT)  # fmt: skip
                 with conn.transaction():
-                    self._flush(conn)
+                    handed = self._flush(conn)
                     conn.execute(sql.RENEW, self._params())
+                self._flushed(handed)
             except psycopg.Error as exc:
                 logger.warning("The %s: could not renew leases (%s); retrying.", self.where,
                                _first_line(exc))  # fmt: skip
@@ -324,6 +332,16 @@ class PostgresJournal:
 def _row(found: Sequence[Any]) -> Row:
     _, _, state, generation_id, submission, status, error, _ = found
     return Row(state, generation_id, load(submission), load(status), error)
+
+
+#: What a server says when it will never let this worker in: no such database or role, a
+#: wrong password, no pg_hba.conf entry. Said at once rather than retried like an outage
+#: (psycopg gives no SQLSTATE for a refused connection, only the server's message).
+_FOR_GOOD = ("does not exist", "password authentication failed", "no pg_hba.conf entry")
+
+
+def _refused_for_good(message: str) -> bool:
+    return "FATAL:" in message and any(words in message for words in _FOR_GOOD)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -303,3 +303,15 @@ class TestEnvelopeEdges:
     def test_a_true_status_is_a_success(self) -> None:
         body = {"status": True, "message": "ok", "credits": 3}
         assert read(answered(200, json=body), generation=False, settings=SETTINGS) == body
+
+
+def test_an_upload_that_may_have_landed_says_where_to_look() -> None:
+    """A media upload is the other POST that may leave something behind: a stored file."""
+    request = httpx.Request("POST", API + "/api/v1/media/upload", headers={"X-API-Key": KEY})
+    lost = Unanswered(Attempt(Failure.LOST), httpx.ReadTimeout("read"))
+    with pytest.raises(Retryable) as raised:
+        raise_unanswered(lost, request, generation=True, settings=SETTINGS)
+    assert str(raised.value.error).endswith(
+        "(read). The file may have been stored in your media library; it was NOT sent again. "
+        "Check your Kolbo media library before uploading it again."
+    )

@@ -10,11 +10,9 @@ redis-py's blocking client is used (from a worker thread): its async client runs
 only, and the SDK runs on trio too.
 
 A Redis that restarts without persistence forgets the windows. Each budget carries an
-*epoch*: the server's start when it first sees the budget within a window of starting (it may
-have forgotten admissions of that window), else a window before. Whoever has not seen the
-epoch yet (a process that saw another one, or one started since) holds every bucket of the
-budget until one window after the epoch began, so nothing forgotten can be exceeded; a new
-budget on a server up for longer than a window is not held.
+*epoch* (when the server first saw it); a process that finds the epoch changed since its
+last call knows the server forgot what was admitted before, and holds every bucket of the
+budget until one window after the new epoch began, so nothing forgotten can be exceeded.
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ SOCKET_TIMEOUT = 1.0
 
 # KEYS[1]: the budget's meta hash (epoch, seq); per bucket i: KEYS[2i] its events (a sorted
 # set of admission times in µs), KEYS[2i+1] its cooldown (µs when it ends).
-# ARGV[1]: "admit" or "cool"; ARGV[2]: window (µs); ARGV[3]: the epoch the caller last saw ("" if none).
+# ARGV[1]: "admit" or "cool"; ARGV[2]: window (µs); ARGV[3]: the epoch the caller last saw.
 # admit: ARGV[3+i]: bucket i's limit.  -> {0 (admitted into every bucket) or µs to wait, epoch}
 # cool: one bucket; ARGV[4]: Retry-After in µs or "".  -> {µs of cooldown, epoch}
 # Numbers go to Redis through num(): Lua would print 16-digit µs with 14 significant digits.
@@ -47,12 +45,10 @@ local window = tonumber(ARGV[2])
 local n = (#KEYS - 1) / 2
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
-  local up = redis.call('INFO', 'server'):match('uptime_in_seconds:(%d+)')
-  up = tonumber(up or '0') * 1000000
-  if up < window then epoch = num(now - up) else epoch = num(now - window) end
+  epoch = num(now)
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
-if ARGV[3] ~= epoch then
+if ARGV[3] ~= '' and ARGV[3] ~= epoch then
   local hold = tonumber(epoch) + window
   if hold > now then
     for i = 1, n do

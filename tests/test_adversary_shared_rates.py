@@ -236,3 +236,46 @@ async def test_an_unreachable_redis_with_a_password_warns_without_it(
     assert "unreachable" in text and "127.0.0.1:1" in text
     assert "hunter2-secret" not in text and key[11:] not in text
     assert "hunter2-secret" not in repr(RateLimits(store=store))
+
+
+@pytest.mark.timeout(90)
+def test_redis_frozen_mid_minute_holds_every_process(own_redis: RedisServer) -> None:
+    """Three processes use 6 of the minute's 10 generations; Redis is then frozen (SIGSTOP:
+    it accepts connections and never answers) while three new processes each try 4: none
+    goes ahead on a budget of its own; each warns that the store is unreachable, then that
+    it is back; together they send the 4 left and Kolbo never answers 429."""
+    key = fresh_key()
+    sim = Simulator(speed=1.0, rate_limits=True, seed=6)
+    with sim.serve() as url:
+        results(
+            [
+                start_client(url, own_redis.url, key, tag=f"a{i}", count=2, seconds=3.0)
+                for i in range(3)
+            ]
+        )
+        assert len(posts(sim)) == 6
+        own_redis.signal(signal.SIGSTOP)
+        try:
+            procs = [
+                start_client(
+                    url,
+                    own_redis.url,
+                    key,
+                    tag=f"b{i}",
+                    count=4,
+                    seconds=10.0,
+                    backend="trio" if i % 2 else "asyncio",
+                )
+                for i in range(3)
+            ]
+            time.sleep(5.0)
+            assert len(posts(sim)) == 6  # nothing went out while the store was away
+        finally:
+            own_redis.signal(signal.SIGCONT)
+        found = results(procs)
+    assert len(posts(sim)) == 10
+    assert not [r for r in sim.requests if r.status == 429]
+    assert all(f["errors"] == [] for f, _ in found)
+    for _, err in found:
+        assert "unreachable" in err and "reachable again" in err, err
+        assert "Traceback" not in err and key[11:] not in err

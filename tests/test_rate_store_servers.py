@@ -366,25 +366,6 @@ class TestOneProcess:
         # Held until a window after the new server started (which is after `stopped`).
         assert time.monotonic() - stopped >= 0.8
 
-    async def test_a_process_started_after_the_restart_holds_too(
-        self, own_redis: RedisServer
-    ) -> None:
-        """Redis restarted empty right after a full window, then a pacer that never saw the
-        server before (a worker started since): it cannot know what was forgotten, so it too
-        waits until a window after the server started."""
-        key = fresh_key()
-        first = Pacer(RateLimits(3, 100, store=own_redis.url), SYSTEM_CLOCK, api_key=key,
-                      window=1.0)  # fmt: skip
-        for _ in range(3):
-            await first.admit(GENERATE)
-        stopped = time.monotonic()
-        own_redis.stop()
-        own_redis.start()
-        later = Pacer(RateLimits(3, 100, store=own_redis.url), SYSTEM_CLOCK, api_key=key,
-                      window=1.0)  # fmt: skip
-        await later.admit(GENERATE)
-        assert time.monotonic() - stopped >= 0.8
-
     async def test_the_poller_path_asks_from_a_thread(self, store: str) -> None:
         """`try_admit` answers at once (check back soon) and admits on a later call."""
         pacer = Pacer(RateLimits(2, 3, store=store), SYSTEM_CLOCK, api_key=fresh_key())

@@ -162,11 +162,15 @@ class Writer:
                 await anyio.to_thread.run_sync(self._file.writelines, self._batch)
                 self._batch = []
             return
-        if self._batch:
-            await self._hand_over()
-        await anyio.to_thread.run_sync(self._queue.put, None)
-        await anyio.to_thread.run_sync(self._thread.join)
-        self._thread = None
+        try:
+            if self._batch:
+                await self._hand_over()  # raises a disk error the thread met
+        finally:
+            # The thread ends whatever happened (else it would wait on its queue for good).
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._queue.put, None)
+                await anyio.to_thread.run_sync(self._thread.join)
+            self._thread = None
         self._check()
 
 

@@ -269,3 +269,41 @@ async def test_small_chunks_are_handed_to_the_disk_as_they_add_up() -> None:
         await writer.add(chunk)
     await writer.finish()
     assert file.batches == [BATCH, BATCH, BATCH, len(chunk)]
+
+
+class _FailsOnSecond:
+    """A file whose second batch meets a full disk (in the writer thread)."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.failed = threading.Event()
+
+    def writelines(self, batch: list[bytes]) -> None:
+        self.batches += 1
+        if self.batches == 2:
+            self.failed.set()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.anyio
+async def test_the_writer_thread_ends_after_a_disk_error() -> None:
+    """A disk error in the writer thread, then the transfer ends with a partial batch still
+    gathered: `finish` raises the disk error and the thread ends (it used to wait on its
+    queue for good, holding the file)."""
+    import contextlib
+
+    import anyio
+
+    file = _FailsOnSecond()
+    writer = Writer(file)  # type: ignore[arg-type]
+    before = set(threading.enumerate())
+    await writer.add(bytes(BATCH))  # written
+    with contextlib.suppress(OSError):  # raised here if the thread was quick enough
+        await writer.add(bytes(BATCH))  # fails in the thread
+    [thread] = [t for t in set(threading.enumerate()) - before if t.name == "kolbo-download"]
+    assert await anyio.to_thread.run_sync(file.failed.wait, 10)
+    await writer.add(b"x" * 10)  # a partial batch gathered; then the transfer breaks
+    with pytest.raises(OSError, match="No space left"):
+        await writer.finish()
+    await anyio.to_thread.run_sync(thread.join, 2)
+    assert not thread.is_alive()

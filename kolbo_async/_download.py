@@ -92,7 +92,7 @@ async def download_to(
         if isinstance(exc, OSError) and not isinstance(exc, KolboError):
             raise KolboError(f"Download to {str(target)!r} failed: {exc}") from exc
         raise
-    logger.debug("downloaded %s to %s", where.copy_with(query=None), target)
+    logger.debug("downloaded %s to %s", where.copy_with(query=None, userinfo=b""), target)
     return target
 
 

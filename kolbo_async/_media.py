@@ -246,8 +246,8 @@ class MediaSender:
 
 
 def _unfetchable(field: str, url: str, error: KolboError) -> InvalidRequestError:
-    # Named without its query: a signed URL's signature stays out of logs and tracebacks.
-    shown = str(httpx.URL(url).copy_with(query=None, fragment=None))
+    # Named without its query or user:password: a signed URL's signature stays out of logs.
+    shown = str(httpx.URL(url).copy_with(query=None, fragment=None, userinfo=b""))
     why = f"its host answered {error}" if isinstance(error, APIStatusError) else str(error)
     return InvalidRequestError(field, f"{shown} could not be fetched to re-host it on Kolbo: {why}")
 

@@ -111,6 +111,34 @@ async def test_media_upload_of_a_url_its_host_refuses_is_not_an_account_error(
     assert info.value.field == "file" and "Signature" not in str(info.value)
 
 
+@pytest.mark.anyio
+async def test_a_references_user_and_password_stay_out_of_errors_and_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A reference URL carrying ``user:password@``: neither its error nor the DEBUG line of
+    its download shows them (nor its query)."""
+    secret = "hunter2-ref"
+    with respx.mock(assert_all_called=False) as router:
+        router.get(url__startswith="https://bucket.example.com/refused").mock(
+            return_value=httpx.Response(403, text="AccessDenied")
+        )
+        router.get(url__startswith="https://bucket.example.com/ok").mock(
+            return_value=httpx.Response(200, content=b"\x89PNG\r\n\x1a\n" + bytes(64),
+                                        headers={"content-type": "image/png"})
+        )  # fmt: skip
+        router.post(f"{API}/media/upload").mock(
+            return_value=httpx.Response(200, json={"success": True, "media": {"url": "u"}})
+        )
+        caplog.set_level(logging.DEBUG, logger="kolbo_async")
+        async with AsyncKolbo(KEY, rate_limits=None, _clock=VirtualClock()) as client:
+            with anyio.fail_after(30), pytest.raises(k.InvalidRequestError) as info:
+                await client.media.upload(f"https://me:{secret}@bucket.example.com/refused?s=1")
+            await client.media.upload(f"https://me:{secret}@bucket.example.com/ok.png?s=1")
+    assert secret not in str(info.value) and "s=1" not in str(info.value)
+    assert "bucket.example.com" in caplog.text
+    assert secret not in caplog.text
+
+
 # --- Never pay twice, but never strand what was certainly not sent ---------------------------
 
 

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -141,8 +142,16 @@ class PostgresJournal:
             return
         self._closed = True
         self._stop.set()
+        if sys.is_finalizing():
+            # A batch collected at interpreter exit (its frames held by a Ctrl-C's traceback):
+            # daemon threads no longer run, so neither the lease thread's end nor the
+            # database can be waited for. The leases run out; the others take the items over.
+            self._conn = None
+            return
         if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
-            self._heartbeat.join(timeout=RETRY_FOR)
+            # Not needed for correctness (a renewal after the release finds nothing of ours):
+            # only a short wait for a renewal in flight.
+            self._heartbeat.join(timeout=BACKOFF_MAX * 2)
         try:
             if self._opened:
                 self._call_sync("let go of its items", self._let_go, deadline=5.0)

@@ -141,6 +141,9 @@ def spawn(tmp_path: Path) -> Iterator[Any]:
             os.kill(worker.pid, signal.SIGCONT)
             worker.proc.kill()
             worker.proc.communicate()
+        for pipe in (worker.proc.stdout, worker.proc.stderr):
+            if pipe is not None:
+                pipe.close()  # else collected in a later test: a ResourceWarning fails it
 
 
 def post_counts(sim: Simulator) -> Counter[str]:

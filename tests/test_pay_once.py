@@ -295,12 +295,19 @@ class TestCancelledWhileThePostIsOnTheWire:
 
     async def test_cancel_before_the_post_leaves_sends_nothing(self) -> None:
         """Waiting for the pacing window is not shielded: leaving then costs nothing."""
-        sim = Simulator()  # real time: the pacer's minute is cut short by a real 50 ms
-        async with sim.client(rate_limits=k.RateLimits(generations_per_minute=1)) as client:
+        sim = Simulator(clock=VirtualClock())
+        waiting = anyio.CancelScope()
+
+        def hook(event: object) -> None:
+            if isinstance(event, k.PacingWait) and event.bucket == "generate":
+                waiting.cancel()  # the second POST is waiting for its minute: leave now
+
+        async with sim.client(rate_limits=k.RateLimits(generations_per_minute=1),
+                              hooks=[hook]) as client:  # fmt: skip
             await client.videos.generate("first")
-            with anyio.move_on_after(0.05) as waited:
+            with waiting:
                 await client.videos.generate("second")
-        assert waited.cancelled_caught
+        assert waiting.cancelled_caught
         assert posts(sim) == 1
 
 
@@ -489,15 +496,13 @@ def test_asyncio_wait_for_cannot_lose_the_generation(caplog: pytest.LogCaptureFi
         async with AsyncKolbo("kolbo_live_simulator", base_url=sim.base_url,
                               _transport=gated, _clock=sim.clock, rate_limits=None) as client:
 
-            async def open_gate_later() -> None:
-                await gated.arrived.wait()
-                await asyncio.sleep(0.05)  # after wait_for gave up
-                gated.gate.set()
-
-            opener = asyncio.ensure_future(open_gate_later())
-            with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(client.videos.generate("a cat"), 0.01)
-            await opener
+            # What `wait_for` does when its time is up, without waiting for real time.
+            task = asyncio.ensure_future(client.videos.generate("a cat"))
+            await gated.arrived.wait()  # the POST is on the wire, held there
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            gated.gate.set()  # Kolbo answers after the caller gave up
 
     with caplog.at_level(logging.WARNING, logger="kolbo_async"):
         asyncio.run(main())

@@ -1,0 +1,194 @@
+"""An adversarial user of shared batches (``journal="postgresql://..."``, `batch_id`) whose
+items are claimed before they wait for their place in the generation window: a worker that
+halts (INSUFFICIENT_CREDITS) while it holds claimed items gives them back and raises, and a
+task queue's redelivery finishes the batch: one outcome per item across all runs, nothing
+paid twice. Real worker processes, a real PostgreSQL, the simulator served over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .test_adversary_shared_journal import KEY, ROOT, Worker, post_counts, simulator, wait_for
+from .test_journal_pg import batch_name, rows
+from .test_journal_pg import postgres_url as postgres_url  # noqa: PLC0414
+
+pytest.importorskip("uvicorn")
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+# As test_adversary_shared_journal's worker, with the generation rate a parameter: at 3 a
+# minute (on a store the workers share) the 4th item waits a minute for its place.
+WORKER = textwrap.dedent(
+    """
+    import faulthandler, json, sys
+    import anyio
+    faulthandler.dump_traceback_later(60, exit=True)
+    from kolbo_async import AsyncKolbo, Kolbo, RateLimits, TextToVideo
+
+    args = json.loads(sys.argv[1])
+    prompts = args["prompts"]
+    requests = [TextToVideo(p) for p in prompts]
+    limits = RateLimits(args["gpm"], 100_000, store=args["store"])
+    options = dict(journal=args["journal"], batch_id=args["batch"], lease=args["lease"],
+                   concurrency=4)
+    print("started", flush=True)
+
+    def emit(outcome):
+        error = type(outcome.error).__name__ if outcome.error else None
+        gen = outcome.generation.id if outcome.generation else None
+        print(json.dumps([outcome.index, error, gen, prompts[outcome.index]]), flush=True)
+
+    if args["mode"] == "blocking":
+        with Kolbo(args["key"], base_url=args["url"], rate_limits=limits) as client:
+            for outcome in client.videos.generate_many(requests, **options):
+                emit(outcome)
+    else:
+        async def main():
+            async with AsyncKolbo(args["key"], base_url=args["url"], rate_limits=limits) as c:
+                async for outcome in c.videos.generate_many(requests, **options):
+                    emit(outcome)
+        anyio.run(main, backend=args["mode"])
+    """
+)
+
+
+@pytest.fixture
+def spawn(tmp_path: Path, postgres_url: str) -> Iterator[Any]:
+    started: list[Worker] = []
+    shared = f"sqlite:///{tmp_path / 'rates.db'}"
+
+    def start(
+        url: str,
+        batch: str,
+        prompts: list[str],
+        *,
+        mode: str = "asyncio",
+        gpm: int = 1000,
+        lease: float = 2.0,
+    ) -> Worker:
+        args = {
+            "url": url,
+            "journal": postgres_url,
+            "batch": batch,
+            "prompts": prompts,
+            "lease": lease,
+            "mode": mode,
+            "key": KEY,
+            "gpm": gpm,
+            "store": shared if gpm < 1000 else None,
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WORKER, json.dumps(args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        worker = Worker(proc)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.proc.poll() is None:
+            os.kill(worker.pid, signal.SIGCONT)
+            worker.proc.kill()
+            worker.proc.communicate()
+        for pipe in (worker.proc.stdout, worker.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def one_outcome_each(workers: list[Worker], prompts: list[str]) -> Counter[str]:
+    yielded = [o for w in workers for o in w.outcomes]
+    assert Counter(o[3] for o in yielded) == Counter(prompts), [w.outcomes for w in workers]
+    return Counter(o[1] for o in yielded)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["asyncio", "trio", "blocking"])
+def test_halt_while_an_item_waits_for_admission_then_redelivery(
+    postgres_url: str, spawn: Any, mode: str
+) -> None:
+    """Items 0 and 1 are POSTed, item 2's POST is answered INSUFFICIENT_CREDITS after 1.5 s
+    while item 3 is claimed and waits a minute for its place (3 a minute): the worker gives
+    item 3 back (not reported by it), gives the refusal, and raises; a redelivered worker
+    sends the rest once and re-attaches 0 and 1. One outcome per item, nothing paid twice."""
+    batch = batch_name()
+    prompts = [f"halt {i}" for i in range(8)]
+    sim = simulator()
+    answer = sim.handle
+
+    def handle(request: Any) -> Any:
+        if request.method == "POST" and b'"halt 2"' in request.body:
+            time.sleep(1.5)  # item 3 is claimed meanwhile (its POST waits for its minute)
+            sim.inject("generate", "insufficient_credits")
+        return answer(request)
+
+    sim.handle = handle  # type: ignore[method-assign]
+    with sim.serve() as url:
+        first = spawn(url, batch, prompts, mode=mode, gpm=3)
+        wait_for(lambda: [r for r in rows(postgres_url, batch) if r[0] == 3 and r[1] == "intent"])
+        first.finish(timeout=20)
+        assert first.proc.returncode != 0
+        assert "InsufficientCreditsError" in first.err
+        assert "Exception in thread" not in first.err
+        assert [o[0] for o in first.outcomes] == [2]
+        again = spawn(url, batch, prompts, mode="trio").finish(timeout=20)
+        assert again.proc.returncode == 0, again.err
+    errors = one_outcome_each([first, again], prompts)
+    assert errors == Counter({None: 7, "InsufficientCreditsError": 1})
+    assert post_counts(sim) == Counter(prompts)  # the refused one once, each other once
+    assert len(sim.generations) == 7
+
+
+@pytest.mark.timeout(90)
+def test_insufficient_credits_for_every_worker_then_redelivered_until_done(
+    postgres_url: str, spawn: Any
+) -> None:
+    """Three workers run 16 prompts; after four POSTs the account runs dry (every POST is
+    refused): each worker raises once its outcomes in hand are given. Credits come back and
+    the task queue redelivers each failed worker until one ends cleanly: every item exactly
+    one outcome across all runs; nothing paid twice; the refused ones were never charged."""
+    batch = batch_name()
+    prompts = [f"dry {i}" for i in range(16)]
+    sim = simulator()
+    sim.faults.slow_seconds = 0.5
+    with sim.serve() as url:
+        sim.inject("generate", "slow", times=6)
+        workers = [spawn(url, batch, prompts, mode=m) for m in ("asyncio", "trio", "blocking")]
+        wait_for(lambda: sum(post_counts(sim).values()) >= 4)
+        sim.faults.insufficient_credits = True
+        for worker in workers:
+            worker.finish(timeout=30)
+        failed = [w for w in workers if w.proc.returncode != 0]
+        assert failed
+        for worker in failed:
+            assert "InsufficientCreditsError" in worker.err, worker.err
+        sim.faults.insufficient_credits = False
+        runs = list(workers)
+        for _ in range(3):
+            if not failed:
+                break
+            redelivered = [spawn(url, batch, prompts, mode="trio").finish(30) for _ in failed]
+            runs += redelivered
+            failed = [w for w in redelivered if w.proc.returncode != 0]
+        assert not failed, [w.err for w in failed]
+    errors = one_outcome_each(runs, prompts)
+    assert set(errors) <= {None, "InsufficientCreditsError"}
+    charged = Counter(str(g.request["prompt"]) for g in sim.generations.values())
+    assert set(charged.values()) == {1}
+    refused = {o[3] for w in runs for o in w.outcomes if o[1]}
+    assert not refused & set(charged)
+    assert refused | set(charged) == set(prompts)

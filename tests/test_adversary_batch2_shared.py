@@ -192,3 +192,56 @@ def test_insufficient_credits_for_every_worker_then_redelivered_until_done(
     refused = {o[3] for w in runs for o in w.outcomes if o[1]}
     assert not refused & set(charged)
     assert refused | set(charged) == set(prompts)
+
+
+def terminate_journal_backends(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND datname = current_database() "
+            "AND (application_name = 'kolbo-async journal' OR "
+            "(application_name = '' AND backend_type = 'client backend'))"
+        ).fetchone()
+    return int(killed[0]) if killed else 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("storm", [False, True])
+def test_sigint_while_claims_wait_for_admission_gives_them_back(
+    postgres_url: str, spawn: Any, storm: bool
+) -> None:
+    """Three workers share 3 generations a minute: the first three items are POSTed, each
+    worker's next claims wait for their place. Ctrl-C to every worker (with every journal
+    connection killed server-side every 50 ms meanwhile, or not): the waiting claims go back
+    unsent, and a redelivered worker sends each of them once; nothing is reported
+    outcome-unknown, nothing paid twice."""
+    batch = batch_name()
+    prompts = [f"int {i}" for i in range(10)]
+    sim = simulator()
+    with sim.serve() as url:
+        workers = [spawn(url, batch, prompts, mode=m, gpm=3) for m in ("asyncio", "trio")]
+        workers.append(spawn(url, batch, prompts, mode="blocking", gpm=3))
+        wait_for(lambda: len(post_counts(sim)) == 3)
+        wait_for(lambda: len([r for r in rows(postgres_url, batch) if r[1] == "intent"]) >= 3)
+        kills = 0
+        if storm:
+            kills += terminate_journal_backends(postgres_url)
+        for worker in workers:
+            os.kill(worker.pid, signal.SIGINT)
+        deadline = time.monotonic() + 20
+        while any(w.proc.poll() is None for w in workers):
+            assert time.monotonic() < deadline
+            if storm:
+                kills += terminate_journal_backends(postgres_url)
+            time.sleep(0.05)
+        for worker in workers:
+            worker.finish(timeout=5)
+            assert "Exception in thread" not in worker.err, worker.err
+        again = spawn(url, batch, prompts, mode="trio").finish(timeout=30)
+        assert again.proc.returncode == 0, again.err
+    assert not storm or kills >= 1
+    errors = one_outcome_each([*workers, again], prompts)
+    assert errors == Counter({None: len(prompts)}), [w.outcomes for w in (*workers, again)]
+    assert post_counts(sim) == Counter(prompts)

@@ -245,3 +245,78 @@ def test_sigint_while_claims_wait_for_admission_gives_them_back(
     errors = one_outcome_each([*workers, again], prompts)
     assert errors == Counter({None: len(prompts)}), [w.outcomes for w in (*workers, again)]
     assert post_counts(sim) == Counter(prompts)
+
+
+STOPS_EARLY = textwrap.dedent(
+    """
+    import json, sys, anyio
+    from kolbo_async import AsyncKolbo, Kolbo, RateLimits, TextToVideo
+    a = json.loads(sys.argv[1])
+    reqs = [TextToVideo(p) for p in a["prompts"]]
+    limits = RateLimits(3, 100_000)
+    opts = dict(journal=a["journal"], batch_id=a["batch"], lease=1.0, concurrency=4)
+
+    def emit(o):
+        print(json.dumps([o.index, None, o.generation.id, a["prompts"][o.index]]), flush=True)
+
+    if a["mode"] == "blocking":
+        with Kolbo(a["key"], base_url=a["url"], rate_limits=limits) as c:
+            b = c.videos.generate_many(reqs, **opts)
+            for o in b:
+                emit(o)
+                break
+            if a["how"] == "close":
+                b.close()
+            if a["how"] == "del":
+                del b
+    else:
+        async def main():
+            async with AsyncKolbo(a["key"], base_url=a["url"], rate_limits=limits) as c:
+                b = c.videos.generate_many(reqs, **opts)
+                async for o in b:
+                    emit(o)
+                    break
+                if a["how"] == "close":
+                    await b.aclose()
+        anyio.run(main, backend=a["mode"])
+    """
+)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("mode", "how"),
+    [("asyncio", "break"), ("asyncio", "close"), ("blocking", "close"), ("blocking", "del")],
+)
+def test_leaving_a_shared_batch_while_a_claim_waits_gives_it_back(
+    postgres_url: str, spawn: Any, mode: str, how: str
+) -> None:
+    """A worker (3 generations a minute) leaves the loop after its first outcome (``break``,
+    then `close`/`aclose` or ``del``) while item 3 is claimed and waits for its place, and exits: item 3
+    is not left as an intent (which the next worker would end as outcome-unknown) but goes
+    back; the next worker sends 3.. once and re-attaches the rest. One outcome per item."""
+    batch = batch_name()
+    prompts = [f"leave {i}" for i in range(6)]
+    sim = simulator()
+    with sim.serve() as url:
+        args = {"url": url, "journal": postgres_url, "batch": batch, "prompts": prompts,
+                "mode": mode, "key": KEY, "how": how}  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-c", STOPS_EARLY, json.dumps(args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        first = Worker(proc).finish(timeout=30)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        assert proc.returncode == 0, first.err
+        assert len(first.outcomes) == 1
+        assert not [r for r in rows(postgres_url, batch) if r[1] == "intent"]
+        again = spawn(url, batch, prompts, mode="trio").finish(timeout=30)
+        assert again.proc.returncode == 0, again.err
+    errors = one_outcome_each([first, again], prompts)
+    assert errors == Counter({None: len(prompts)})
+    assert post_counts(sim) == Counter(prompts)

@@ -340,7 +340,10 @@ def _drive(browser: Browser, app: App, sim: Simulator, tmp_path: Path) -> None:
     # Restart the server while the generation runs; the browser notices the stream drop.
     app.stop()
     before = _state(browser)
-    wait_for("the page to notice", lambda: _state(browser)["state"] == "reconnecting")
+    # A busy machine (CI's other test processes) can keep Chromium from noticing for a while.
+    wait_for(
+        "the page to notice", lambda: _state(browser)["state"] == "reconnecting", timeout=30
+    )
     restarted_at = sim.clock.now()
     app.start()
 

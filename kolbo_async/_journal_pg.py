@@ -104,7 +104,13 @@ class PostgresJournal:
         return await self._run("claim an item", self._claim, uuid.uuid4().hex)
 
     async def intent(self, index: int, key: ItemKey, path: str, body: Mapping[str, Any]) -> None:
-        """Nothing to write: the claim recorded the intent."""
+        """The claimed item is about to be POSTed: recorded only if it is still ours."""
+        values: dict[str, Any] = {}
+        if not await self._run("record an intent", self._update, sql.INTENT, key, values):
+            raise KolboError(
+                f"The {self.where}: requests[{index}] was taken over by another worker while "
+                "it waited (this worker's lease ran out); it is not sent here."
+            )
 
     async def unsent(self, key: ItemKey) -> None:
         await self._write("take back a claim", sql.UNSENT, key)
@@ -142,19 +148,22 @@ class PostgresJournal:
             return
         self._closed = True
         self._stop.set()
-        if sys.is_finalizing():
-            # A batch collected at interpreter exit (its frames held by a Ctrl-C's traceback):
-            # daemon threads no longer run, so neither the lease thread's end nor the
-            # database can be waited for. The leases run out; the others take the items over.
+        finalizing = sys.is_finalizing()
+        if finalizing:
+            # A batch collected at interpreter exit (a module global, or frames held by a
+            # Ctrl-C's traceback): daemon threads no longer run, so the lease thread is not
+            # waited for, and the connection a worker thread may have left mid-call is not
+            # used. What went to the caller is still written (on a connection of its own),
+            # else another worker would give it again once the lease runs out.
             self._conn = None
-            return
-        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
+        elif self._heartbeat is not None and self._heartbeat is not threading.current_thread():
             # Not needed for correctness (a renewal after the release finds nothing of ours):
             # only a short wait for a renewal in flight.
             self._heartbeat.join(timeout=BACKOFF_MAX * 2)
         try:
             if self._opened:
-                self._call_sync("let go of its items", self._let_go, deadline=5.0)
+                self._call_sync("let go of its items", self._let_go,
+                                deadline=2.0 if finalizing else 5.0)  # fmt: skip
         except KolboError as error:
             logger.warning("%s Its items are taken over once their lease runs out.", error)
         finally:
@@ -257,8 +266,14 @@ class PostgresJournal:
     def _flush(self, conn: Any) -> list[ItemKey]:
         """Write what went to the caller since the last flush (in the caller's transaction);
         the keys written, to forget once that transaction committed (`_flushed`)."""
-        with self._handed_lock:
+        # A lease thread frozen at interpreter exit may hold the lock: then copy without it
+        # (it can no longer change the set).
+        locked = self._handed_lock.acquire(timeout=1.0)
+        try:
             handed = list(self._handed)
+        finally:
+            if locked:
+                self._handed_lock.release()
         if handed:
             conn.execute(sql.HANDED, self._params(hashes=[h for h, _ in handed],
                                                    occs=[o for _, o in handed]))  # fmt: skip
@@ -268,8 +283,12 @@ class PostgresJournal:
         # Only after the commit: a connection cut before it (pg_terminate_backend) would
         # otherwise lose the record, and the item be taken over and given again.
         if handed:
-            with self._handed_lock:
+            locked = self._handed_lock.acquire(timeout=1.0)  # see `_flush`
+            try:
                 self._handed.difference_update(handed)
+            finally:
+                if locked:
+                    self._handed_lock.release()
 
     def _claim(self, conn: Any, token: str) -> ItemKey | None:
         params = self._params(claim=token)

@@ -63,8 +63,10 @@ COPY_ITEMS = """COPY kolbo_journal_items (batch_id, request_hash, occurrence, id
 _KEY = "batch_id = %(batch)s AND request_hash = %(hash)s AND occurrence = %(occ)s"
 _LEASE = "now() + make_interval(secs => %(lease)s)"
 
-#: The next item nobody has claimed, in list order: ours, with its intent, in one statement.
-CLAIM = f"""UPDATE kolbo_journal_items SET state = 'intent', owner = %(me)s,
+#: The next item nobody has claimed, in list order: ours, in one statement. It is 'claimed'
+#: (not yet about to be sent: it may wait a minute for its place in the generation window),
+#: so a worker lost meanwhile leaves it to be sent by another, not reported outcome-unknown.
+CLAIM = f"""UPDATE kolbo_journal_items SET state = 'claimed', owner = %(me)s,
         lease_until = {_LEASE}, claim = %(claim)s, generation_id = NULL, submission = NULL,
         status = NULL, error = NULL, updated_at = now()
     WHERE (batch_id, request_hash, occurrence) = (
@@ -123,7 +125,10 @@ RELEASE = """UPDATE kolbo_journal_items SET owner = NULL, lease_until = NULL, cl
 
 UNSENT = f"""UPDATE kolbo_journal_items SET state = 'new', owner = NULL, lease_until = NULL,
         claim = NULL, error = NULL, updated_at = now()
-    WHERE {_KEY} AND owner = %(me)s AND state = 'intent'"""
+    WHERE {_KEY} AND owner = %(me)s AND state IN ('intent', 'claimed')"""
+#: About to be POSTed, if the item is still ours (not taken over while it waited).
+INTENT = f"""UPDATE kolbo_journal_items SET state = 'intent', updated_at = now()
+    WHERE {_KEY} AND owner = %(me)s AND state = 'claimed'"""
 #: The writes of an item's owner: a worker whose lease ran out while it was paused (a frozen VM,
 #: SIGSTOP) writes nothing over the worker that took the item over.
 SUBMITTED = f"""UPDATE kolbo_journal_items SET state = 'submitted',

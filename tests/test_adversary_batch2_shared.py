@@ -139,7 +139,7 @@ def test_halt_while_an_item_waits_for_admission_then_redelivery(
     sim.handle = handle  # type: ignore[method-assign]
     with sim.serve() as url:
         first = spawn(url, batch, prompts, mode=mode, gpm=3)
-        wait_for(lambda: [r for r in rows(postgres_url, batch) if r[0] == 3 and r[1] == "intent"])
+        wait_for(lambda: [r for r in rows(postgres_url, batch) if r[0] == 3 and r[1] == "claimed"])
         first.finish(timeout=20)
         assert first.proc.returncode != 0
         assert "InsufficientCreditsError" in first.err
@@ -224,7 +224,7 @@ def test_sigint_while_claims_wait_for_admission_gives_them_back(
         workers = [spawn(url, batch, prompts, mode=m, gpm=3) for m in ("asyncio", "trio")]
         workers.append(spawn(url, batch, prompts, mode="blocking", gpm=3))
         wait_for(lambda: len(post_counts(sim)) == 3)
-        wait_for(lambda: len([r for r in rows(postgres_url, batch) if r[1] == "intent"]) >= 3)
+        wait_for(lambda: len([r for r in rows(postgres_url, batch) if r[1] == "claimed"]) >= 3)
         kills = 0
         if storm:
             kills += terminate_journal_backends(postgres_url)
@@ -314,7 +314,7 @@ def test_leaving_a_shared_batch_while_a_claim_waits_gives_it_back(
                 pipe.close()
         assert proc.returncode == 0, first.err
         assert len(first.outcomes) == 1
-        assert not [r for r in rows(postgres_url, batch) if r[1] == "intent"]
+        assert not [r for r in rows(postgres_url, batch) if r[1] in ("intent", "claimed")]
         again = spawn(url, batch, prompts, mode="trio").finish(timeout=30)
         assert again.proc.returncode == 0, again.err
     errors = one_outcome_each([first, again], prompts)

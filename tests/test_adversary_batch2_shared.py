@@ -22,6 +22,7 @@ import pytest
 
 from .test_adversary_shared_journal import KEY, ROOT, Worker, post_counts, simulator, wait_for
 from .test_journal_pg import batch_name, rows
+from .test_journal_pg import own_database as own_database  # noqa: PLC0414
 from .test_journal_pg import postgres_url as postgres_url  # noqa: PLC0414
 
 pytest.importorskip("uvicorn")
@@ -76,10 +77,11 @@ def spawn(tmp_path: Path, postgres_url: str) -> Iterator[Any]:
         mode: str = "asyncio",
         gpm: int = 1000,
         lease: float = 2.0,
+        journal: str | None = None,
     ) -> Worker:
         args = {
             "url": url,
-            "journal": postgres_url,
+            "journal": journal or postgres_url,
             "batch": batch,
             "prompts": prompts,
             "lease": lease,
@@ -210,36 +212,40 @@ def terminate_journal_backends(url: str) -> int:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("storm", [False, True])
 def test_sigint_while_claims_wait_for_admission_gives_them_back(
-    postgres_url: str, spawn: Any, storm: bool
+    postgres_url: str, own_database: str, spawn: Any, storm: bool
 ) -> None:
     """Three workers share 3 generations a minute: the first three items are POSTed, each
     worker's next claims wait for their place. Ctrl-C to every worker (with every journal
     connection killed server-side every 50 ms meanwhile, or not): the waiting claims go back
     unsent, and a redelivered worker sends each of them once; nothing is reported
     outcome-unknown, nothing paid twice."""
+    # The storm kills every journal connection of its database: one of its own, so that
+    # other tests' workers (running at the same time under -n 4) are not hit.
+    journal = own_database if storm else postgres_url
     batch = batch_name()
     prompts = [f"int {i}" for i in range(10)]
     sim = simulator()
     with sim.serve() as url:
-        workers = [spawn(url, batch, prompts, mode=m, gpm=3) for m in ("asyncio", "trio")]
-        workers.append(spawn(url, batch, prompts, mode="blocking", gpm=3))
+        workers = [spawn(url, batch, prompts, mode=m, gpm=3, journal=journal)
+                   for m in ("asyncio", "trio")]  # fmt: skip
+        workers.append(spawn(url, batch, prompts, mode="blocking", gpm=3, journal=journal))
         wait_for(lambda: len(post_counts(sim)) == 3)
-        wait_for(lambda: len([r for r in rows(postgres_url, batch) if r[1] == "claimed"]) >= 3)
+        wait_for(lambda: len([r for r in rows(journal, batch) if r[1] == "claimed"]) >= 3)
         kills = 0
         if storm:
-            kills += terminate_journal_backends(postgres_url)
+            kills += terminate_journal_backends(journal)
         for worker in workers:
             os.kill(worker.pid, signal.SIGINT)
         deadline = time.monotonic() + 20
         while any(w.proc.poll() is None for w in workers):
             assert time.monotonic() < deadline
             if storm:
-                kills += terminate_journal_backends(postgres_url)
+                kills += terminate_journal_backends(journal)
             time.sleep(0.05)
         for worker in workers:
             worker.finish(timeout=5)
             assert "Exception in thread" not in worker.err, worker.err
-        again = spawn(url, batch, prompts, mode="trio").finish(timeout=30)
+        again = spawn(url, batch, prompts, mode="trio", journal=journal).finish(timeout=30)
         assert again.proc.returncode == 0, again.err
     assert not storm or kills >= 1
     errors = one_outcome_each([*workers, again], prompts)

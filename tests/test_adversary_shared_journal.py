@@ -23,6 +23,7 @@ import pytest
 from kolbo_async.testing import Simulator
 
 from .test_journal_pg import batch_name, rows
+from .test_journal_pg import own_database as own_database  # noqa: PLC0414
 from .test_journal_pg import postgres_url as postgres_url  # noqa: PLC0414
 
 pytest.importorskip("uvicorn")
@@ -232,19 +233,22 @@ def test_other_list_under_the_same_batch_id_is_refused_before_sending(
 
 
 @pytest.mark.timeout(90)
-def test_pg_terminate_backend_repeatedly_loses_nothing(postgres_url: str, spawn: Any) -> None:
+def test_pg_terminate_backend_repeatedly_loses_nothing(own_database: str, spawn: Any) -> None:
     """Every journal connection of the workers is killed server-side
     (``pg_terminate_backend``) every 0.3 s while three workers run 24 prompts: each prompt
     is POSTed once and has exactly one outcome, all successful."""
     import psycopg
 
+    # A database of its own: the storm kills every journal connection of it, and other
+    # tests' workers (running at the same time under -n 4) use another.
+
     batch = batch_name()
     prompts = [f"term {i}" for i in range(24)]
     sim = simulator()
     kills = 0
-    with sim.serve() as url, psycopg.connect(postgres_url, autocommit=True) as admin:
+    with sim.serve() as url, psycopg.connect(own_database, autocommit=True) as admin:
         workers = [
-            spawn(url, postgres_url, batch, prompts, mode=mode, lease=2.0)
+            spawn(url, own_database, batch, prompts, mode=mode, lease=2.0)
             for mode in ["asyncio", "trio", "blocking"]
         ]
         deadline = time.monotonic() + 60

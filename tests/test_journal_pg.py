@@ -146,6 +146,25 @@ def postgres_url() -> Iterator[str]:
         server.remove()
 
 
+_DATABASES = itertools.count()
+
+
+@pytest.fixture
+def own_database(postgres_url: str) -> Iterator[str]:
+    """A database of its own on the session's server, for a test that kills every journal
+    connection of its database (other tests' workers, in other processes, stay untouched)."""
+    import psycopg
+
+    name = f"kolbo_own_{os.getpid()}_{next(_DATABASES)}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def own_postgres() -> Iterator[PostgresServer]:
     """A cluster for a test that crashes and restarts it."""

@@ -420,5 +420,7 @@ class TestOneProcess:
         assert counts[GENERATE] == 3
         # Every request counted; a poller's admission answered too late to use is dropped
         # and stays counted (never the other way round). How many are dropped depends on
-        # how busy the machine is (a store call off the loop must come back within 250 ms).
-        assert sent <= counts[REQUEST] <= sent * 1.5
+        # how busy the machine is (a store call off the loop must come back within 250 ms):
+        # CI's four test processes on two cores made it 1.7x once. Over-counting only slows
+        # the client down; the bound catches counting everything several times.
+        assert sent <= counts[REQUEST] <= sent * 3

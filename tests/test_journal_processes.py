@@ -91,6 +91,15 @@ def test_overlapping_runs_pay_once(tmp_path: Path) -> None:
     assert len(posts(sim)) == items  # the refused run sent nothing at all
 
 
+def _recorded(journal: Path) -> int:
+    """How many rows of the journal hold a generation id (read beside the run holding it)."""
+    with closing(sqlite3.connect(journal, timeout=5)) as db:
+        (count,) = db.execute(
+            "SELECT count(*) FROM items WHERE generation_id IS NOT NULL"
+        ).fetchone()
+    return int(count)
+
+
 def test_rerun_while_running_is_refused_and_kill_releases(tmp_path: Path) -> None:
     """A rerun while the first run still works is refused (naming its pid) with no request
     sent; once that run is killed with SIGKILL the journal is free, and nothing is paid twice."""
@@ -116,6 +125,11 @@ def test_rerun_while_running_is_refused_and_kill_releases(tmp_path: Path) -> Non
                 list(client.videos.generate_many(requests, journal=journal))
             assert f"pid {child.pid}" in str(info.value)
             assert len(posts(sim)) == seen == items
+            # Killed only once the child recorded every answer (a kill between Kolbo's answer
+            # and its record would rightly leave that item outcome-unknown).
+            while _recorded(journal) < items:
+                assert time.monotonic() < deadline, "the child never recorded its answers"
+                time.sleep(0.01)
         finally:
             child.send_signal(signal.SIGKILL)
             child.communicate(timeout=10)

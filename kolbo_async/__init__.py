@@ -68,41 +68,8 @@ from ._exceptions import (
     SubmissionOutcomeUnknownError as SubmissionOutcomeUnknownError,
 )
 from ._handles import AsyncGeneration as AsyncGeneration
-from ._media import Media as Media
-from ._models import (
-    Credits as Credits,
-)
-from ._models import (
-    Failure as Failure,
-)
-from ._models import (
-    GenerationStatus as GenerationStatus,
-)
-from ._models import (
-    ImageResult as ImageResult,
-)
-from ._models import (
-    Model as Model,
-)
-from ._models import (
-    Submission as Submission,
-)
-from ._models import (
-    VideoResult as VideoResult,
-)
-from ._requests import ImageToVideo as ImageToVideo
-from ._requests import TextToVideo as TextToVideo
-from ._routes_image import ImageEdit as ImageEdit
-from ._routes_image import TextToImage as TextToImage
-from ._routes_video import ElementsToVideo as ElementsToVideo
-from ._routes_video import FramesToVideo as FramesToVideo
-from ._routes_video import Lipsync as Lipsync
-from ._routes_video import VideoToVideo as VideoToVideo
-from ._sync import Kolbo as Kolbo
-from ._sync_handles import Generation as Generation
-from ._sync_handles import as_completed as as_completed
 
-if TYPE_CHECKING:  # loaded on first use (`__getattr__`): attrs classes cost import time
+if TYPE_CHECKING:  # loaded on first use (`__getattr__`, `_LAZY`)
     from ._batch_types import BatchOutcome as BatchOutcome
     from ._hooks import (
         CooldownStarted as CooldownStarted,
@@ -128,11 +95,53 @@ if TYPE_CHECKING:  # loaded on first use (`__getattr__`): attrs classes cost imp
     from ._hooks import (
         StateChanged as StateChanged,
     )
+    from ._models import (
+        Credits as Credits,
+    )
+    from ._models import (
+        Failure as Failure,
+    )
+    from ._models import (
+        GenerationStatus as GenerationStatus,
+    )
+    from ._models import (
+        ImageResult as ImageResult,
+    )
+    from ._models import Media as Media
+    from ._models import (
+        Model as Model,
+    )
+    from ._models import (
+        Submission as Submission,
+    )
+    from ._models import (
+        VideoResult as VideoResult,
+    )
     from ._raw import RawResponse as RawResponse
+    from ._requests import ImageToVideo as ImageToVideo
+    from ._requests import TextToVideo as TextToVideo
+    from ._routes_image import ImageEdit as ImageEdit
+    from ._routes_image import TextToImage as TextToImage
+    from ._routes_video import ElementsToVideo as ElementsToVideo
+    from ._routes_video import FramesToVideo as FramesToVideo
+    from ._routes_video import Lipsync as Lipsync
+    from ._routes_video import VideoToVideo as VideoToVideo
+    from ._sync import Kolbo as Kolbo
+    from ._sync_handles import Generation as Generation
+    from ._sync_handles import as_completed as as_completed
 
-#: Names loaded on first use, and their modules: the hooks' events (only a client with hooks
-#: needs them), the raw responses' result and a batch's outcome (the batch machinery).
+#: Names loaded on first use, and their modules: most of `import kolbo_async`'s own cost is
+#: attrs building classes, so a program pays for the ones it uses, when it first uses them
+#: (their modules name them ``kolbo_async``'s). Eager: the async client and the errors.
 _LAZY = {
+    "Credits": "_models", "Failure": "_models", "GenerationStatus": "_models",
+    "ImageResult": "_models", "Media": "_models", "Model": "_models",
+    "Submission": "_models", "VideoResult": "_models",
+    "ImageToVideo": "_requests", "TextToVideo": "_requests",
+    "ImageEdit": "_routes_image", "TextToImage": "_routes_image",
+    "ElementsToVideo": "_routes_video", "FramesToVideo": "_routes_video",
+    "Lipsync": "_routes_video", "VideoToVideo": "_routes_video",
+    "Kolbo": "_sync", "Generation": "_sync_handles", "as_completed": "_sync_handles",
     "CooldownStarted": "_hooks", "DownloadProgress": "_hooks", "Event": "_hooks",
     "GenerationSubmitted": "_hooks", "PacingWait": "_hooks", "RequestDone": "_hooks",
     "Retrying": "_hooks", "StateChanged": "_hooks", "RawResponse": "_raw",

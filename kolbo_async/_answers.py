@@ -9,6 +9,7 @@ an error, a log or a traceback's cause.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 import httpx
@@ -23,7 +24,6 @@ from ._exceptions import (
     SubmissionOutcomeUnknownError,
     make_status_error,
 )
-from ._models import submitted_id
 from ._retries import Failure
 from ._send import Answer, Retryable, Unanswered
 
@@ -34,6 +34,7 @@ __all__ = [
     "raise_unanswered",
     "read",
     "redact",
+    "submitted_id",
     "unreadable",
 ]
 
@@ -220,3 +221,19 @@ def _preview(body: object, limit: int = 120) -> str:
     text = body if isinstance(body, str) else repr(body)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def submitted_id(answer: Mapping[str, Any]) -> str | None:
+    """The id of the generation a POST's answer names: a non-empty string, or a number (still
+    the id of a generation that was created and charged); None when it names none.
+
+    Example:
+        >>> submitted_id({"generation_id": 42}), submitted_id({"generation_id": ""})
+        ('42', None)
+    """
+    generation_id = answer.get("generation_id")
+    if isinstance(generation_id, str):
+        return generation_id or None
+    if isinstance(generation_id, int) and not isinstance(generation_id, bool):
+        return str(generation_id)
+    return None

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import attrs
 
 from ._batch_send import Sender
+from ._lazy import public
 from ._models import GenerationStatus, Model, Submission
 from ._requests import Route
 
@@ -110,4 +111,4 @@ def warn_unfinished(left: list[str]) -> None:
     )
 
 
-BatchOutcome.__module__ = "kolbo_async"  # where users import it from (lazily: `__init__`)
+public(BatchOutcome)

@@ -7,13 +7,11 @@ import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import anyio
 
-from ._convert import structure
-from ._download import DeadlineExceeded, download_to
 from ._exceptions import (
     ConflictError,
     GenerationTimeoutError,
@@ -21,11 +19,19 @@ from ._exceptions import (
     KolboError,
     outcome_error,
 )
-from ._models import GenerationStatus, Submission, VideoResult
+from ._lazy import DeferredModule
 from ._pipeline import Call, Pipeline
 from ._poller import Poller, Track
 from ._progress import GenerationProgress, check_timeout
 from ._transfers import Transfers
+
+if TYPE_CHECKING:
+    from . import _convert, _download, _models
+    from ._models import GenerationStatus, Submission, VideoResult
+else:  # loaded on first use (attrs classes, cattrs, the download machinery)
+    _convert = DeferredModule("_convert")
+    _download = DeferredModule("_download")
+    _models = DeferredModule("_models")
 
 __all__ = [
     "DEFAULT_WAIT",
@@ -276,7 +282,7 @@ class AsyncGeneration:
                 )
             url = result.urls[index]
         try:
-            return await download_to(
+            return await _download.download_to(
                 self._pipeline,
                 self._transfers,
                 url,
@@ -285,7 +291,7 @@ class AsyncGeneration:
                 on_progress=on_progress,
                 deadline=deadline,
             )
-        except DeadlineExceeded:
+        except _download.DeadlineExceeded:
             raise self._timeout_error(timeout, None) from None
 
 
@@ -320,7 +326,7 @@ def parse_status(generation_id: str, data: dict[str, Any]) -> GenerationStatus:
         raise ValueError("the status has no 'state'")
     if not isinstance(data.get("generation_id"), str):
         data = {**data, "generation_id": generation_id}
-    return structure(data, GenerationStatus)
+    return _convert.structure(data, _models.GenerationStatus)
 
 
 def poller_of(generation: AsyncGeneration) -> Poller:

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
+from ._lazy import public
+
 __all__ = [
     "CooldownStarted",
     "DownloadProgress",
@@ -175,11 +177,8 @@ class DownloadProgress(Event):
     total: int | None
 
 
-# Tracebacks and reprs read `kolbo_async.RequestDone`, where users import them from.
-for _cls in (Event, RequestDone, Retrying, PacingWait, CooldownStarted, GenerationSubmitted,
-             StateChanged, DownloadProgress):  # fmt: skip
-    _cls.__module__ = "kolbo_async"
-del _cls
+public(Event, RequestDone, Retrying, PacingWait, CooldownStarted, GenerationSubmitted,
+       StateChanged, DownloadProgress)  # fmt: skip
 
 
 def emit(hooks: Sequence[Hook], event: Event) -> None:

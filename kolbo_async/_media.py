@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-import attrs
 import httpx
 
 from ._exceptions import (
@@ -33,16 +32,22 @@ from ._exceptions import (
     KolboError,
     nothing_sent,
 )
-from ._local_files import LocalFile, OpenedFile, is_url, local_file, local_files
+from ._lazy import DeferredModule
 from ._pipeline import Call, Pipeline
-from ._requests import check_text
-from ._routes_video import ELEMENTS_PATH
 
 if TYPE_CHECKING:
+    from . import _local_files, _models, _requests, _routes_video
+    from ._local_files import LocalFile, OpenedFile
+    from ._models import Media
     from ._multipart import Form
     from ._transfers import Transfers
+else:  # loaded on first use: a program that never sends a file or a route skips them
+    _local_files = DeferredModule("_local_files")
+    _models = DeferredModule("_models")
+    _requests = DeferredModule("_requests")
+    _routes_video = DeferredModule("_routes_video")
 
-__all__ = ["MEDIA_UPLOAD_PATH", "UNTRUSTED", "AsyncMediaLibrary", "Media", "MediaSender"]
+__all__ = ["MEDIA_UPLOAD_PATH", "UNTRUSTED", "AsyncMediaLibrary", "MediaSender"]
 
 logger = logging.getLogger("kolbo_async")
 
@@ -57,19 +62,6 @@ _REHOSTED = {"reference_images": ".png", "reference_videos": ".mp4", "reference_
 #: The argument each of them is given as (errors name it).
 _ARGUMENTS = {"reference_images": "images", "reference_videos": "videos",
               "reference_audio_urls": "audio"}  # fmt: skip
-
-
-@attrs.frozen
-class Media:
-    """A file in Kolbo's media library, as `client.media.upload` returns it.
-
-    Attributes:
-        url: where Kolbo serves it; pass it to any generation call.
-        raw: the server's ``media`` mapping (``id``, ``type``, ... as Kolbo sends them).
-    """
-
-    url: str
-    raw: Mapping[str, Any] = attrs.field(repr=False, eq=False)
 
 
 class AsyncMediaLibrary:
@@ -109,11 +101,11 @@ class AsyncMediaLibrary:
             ...     media.url, prompt="Slow zoom in")
         """
         fields = _fields(description, project_id)
-        if isinstance(file, str) and is_url(file.strip()):
+        if isinstance(file, str) and _local_files.is_url(file.strip()):
             return await self._sender.rehost_url("file", file.strip(), ".bin", fields)
         if isinstance(file, (str, os.PathLike)):
-            return await self._sender.send(local_file("file", file), fields)
-        return await self._sender.send(OpenedFile(file, field="file"), fields)
+            return await self._sender.send(_local_files.local_file("file", file), fields)
+        return await self._sender.send(_local_files.OpenedFile(file, field="file"), fields)
 
 
 class MediaSender:
@@ -166,7 +158,7 @@ class MediaSender:
                 # The reference's host answered, not Kolbo: its 401/403 (an expired signed
                 # URL) is no account error, its 5xx no fault of Kolbo's API.
                 raise _unfetchable(field, url, exc) from exc
-            return await self.send(local_file(field, target), fields)
+            return await self.send(_local_files.local_file(field, target), fields)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -185,7 +177,7 @@ class MediaSender:
         path, body = call.path, call.json
         assert body is not None  # a route's POST has a body
         pipeline = self._pipeline
-        if local_files(body):
+        if _local_files.local_files(body):
             try:
                 body, call.form = await self.prepare(path, dict(body))
             except KolboError as error:  # an upload failed: the generation POST never left
@@ -195,7 +187,7 @@ class MediaSender:
         try:
             return await pipeline.call(call, parse, admitted=admitted)
         except BadRequestError as refused:
-            if refused.code != UNTRUSTED or path != ELEMENTS_PATH:
+            if refused.code != UNTRUSTED or path != _routes_video.ELEMENTS_PATH:
                 raise
             logger.warning(
                 "%s refused remote references from %s as untrusted (%s, nothing charged); "
@@ -235,7 +227,7 @@ class MediaSender:
         urls: dict[str, str] = {}
         for key, extension in _REHOSTED.items():
             for url in body.get(key) or ():
-                if isinstance(url, LocalFile) or url in urls:
+                if isinstance(url, _local_files.LocalFile) or url in urls:
                     continue
                 media = await self.rehost_url(_ARGUMENTS[key], url, extension, _project(body))
                 urls[url] = media.url
@@ -261,9 +253,9 @@ def _project(body: Mapping[str, Any]) -> dict[str, str]:
 def _fields(description: object, project_id: object) -> dict[str, str]:
     fields: dict[str, str] = {}
     if description is not None:
-        fields["description"] = check_text("description", description)
+        fields["description"] = _requests.check_text("description", description)
     if project_id is not None:
-        fields["project_id"] = check_text("project_id", project_id)
+        fields["project_id"] = _requests.check_text("project_id", project_id)
     return fields
 
 
@@ -273,7 +265,7 @@ def _parse_media(data: dict[str, Any]) -> Media:
     url = raw.get("url", data.get("url"))
     if not isinstance(url, str) or not url:
         raise ValueError("the answer has no media 'url'")
-    return Media(url, raw)
+    return _models.Media(url, raw)
 
 
 def untrusted_hosts(body: Mapping[str, Any]) -> list[str]:
@@ -283,5 +275,5 @@ def untrusted_hosts(body: Mapping[str, Any]) -> list[str]:
         httpx.URL(url).host
         for key in _REHOSTED
         for url in body.get(key) or ()
-        if isinstance(url, str) and not isinstance(url, LocalFile)
+        if isinstance(url, str) and not isinstance(url, _local_files.LocalFile)
     })  # fmt: skip

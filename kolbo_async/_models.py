@@ -13,17 +13,19 @@ from typing import Any
 
 import attrs
 
+from ._lazy import public
+
 __all__ = [
     "TERMINAL_STATES",
     "Credits",
     "Failure",
     "GenerationStatus",
     "ImageResult",
+    "Media",
     "Model",
     "PER_IMAGE_TYPES",
     "Submission",
     "VideoResult",
-    "submitted_id",
 ]
 
 #: States after which a generation never changes again. Anything else, including a state
@@ -31,22 +33,6 @@ __all__ = [
 TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 
 _EMPTY: Mapping[str, Any] = {}
-
-
-def submitted_id(answer: Mapping[str, Any]) -> str | None:
-    """The id of the generation a POST's answer names: a non-empty string, or a number (still
-    the id of a generation that was created and charged); None when it names none.
-
-    Example:
-        >>> submitted_id({"generation_id": 42}), submitted_id({"generation_id": ""})
-        ('42', None)
-    """
-    generation_id = answer.get("generation_id")
-    if isinstance(generation_id, str):
-        return generation_id or None
-    if isinstance(generation_id, int) and not isinstance(generation_id, bool):
-        return str(generation_id)
-    return None
 
 
 @attrs.frozen
@@ -274,3 +260,19 @@ class Credits:
     credit_pack: float | None = None
     redemption: float | None = None
     raw: Mapping[str, Any] = attrs.field(default=_EMPTY, repr=False, eq=False)
+
+
+@attrs.frozen
+class Media:
+    """A file in Kolbo's media library, as `client.media.upload` returns it.
+
+    Attributes:
+        url: where Kolbo serves it; pass it to any generation call.
+        raw: the server's ``media`` mapping (``id``, ``type``, ... as Kolbo sends them).
+    """
+
+    url: str
+    raw: Mapping[str, Any] = attrs.field(repr=False, eq=False)
+
+
+public(Credits, Failure, GenerationStatus, ImageResult, Media, Model, Submission, VideoResult)

@@ -8,31 +8,28 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from ._config import positive_int
-from ._convert import structure
 from ._exceptions import InvalidRequestError
 from ._handles import AsyncGeneration
+from ._lazy import DeferredModule
 from ._media import AsyncMediaLibrary, MediaSender
-from ._models import Credits, GenerationStatus, Model, Submission, submitted_id
 from ._pacing import GENERATE
 from ._pipeline import Call, Pipeline
 from ._poller import Poller
-from ._request_items import batch_request
-from ._requests import (
-    IMAGE_TO_VIDEO_PATH,
-    TEXT_TO_VIDEO_PATH,
-    ImageToVideo,
-    Route,
-    TextToVideo,
-    validate_generation_id,
-)
-from ._routes_image import ImageEdit, TextToImage
-from ._routes_video import ElementsToVideo, FramesToVideo, Lipsync, VideoToVideo
 from ._signatures import arguments_of
 from ._transfers import Transfers
 
 if TYPE_CHECKING:
+    from . import _requests, _routes_image, _routes_video
     from ._batch import AsyncBatch
+    from ._models import Credits, GenerationStatus, Model, Submission
+    from ._requests import Route
+else:  # a program pays for the route classes it uses, when it first uses them
+    _requests = DeferredModule("_requests")
+    _routes_image = DeferredModule("_routes_image")
+    _routes_video = DeferredModule("_routes_video")
 
 __all__ = [
     "AsyncAccount",
@@ -62,12 +59,9 @@ class AsyncVideos:
         # Sends a route's local files (parts, or uploads first) and re-hosts untrusted
         # references; `transfers` downloads those (a raw-response copy makes its own).
         self._media = MediaSender(pipeline, transfers)
-        self._urls = {
-            path: pipeline.prepared("POST", path).url
-            for path in (TEXT_TO_VIDEO_PATH, IMAGE_TO_VIDEO_PATH)
-        }
+        self._urls: dict[str, httpx.URL | None] = {}
 
-    @arguments_of(TextToVideo)
+    @arguments_of(lambda: _requests.TextToVideo)
     async def generate(self, *args: Any, **kwargs: Any) -> AsyncGeneration:
         """Submit a text-to-video generation and return its handle.
 
@@ -88,9 +82,9 @@ class AsyncVideos:
             >>> gen = await client.videos.generate(                           # doctest: +SKIP
             ...     "A drone over snowy peaks", duration=5, aspect_ratio="16:9")
         """
-        return await self._submit(*TextToVideo(*args, **kwargs).body())
+        return await self._submit(*_requests.TextToVideo(*args, **kwargs).body())
 
-    @arguments_of(ImageToVideo)
+    @arguments_of(lambda: _requests.ImageToVideo)
     async def from_image(self, *args: Any, **kwargs: Any) -> AsyncGeneration:
         """Submit an image-to-video generation (animate `image_url`) and return its handle.
 
@@ -102,9 +96,9 @@ class AsyncVideos:
             >>> gen = await client.videos.from_image(                         # doctest: +SKIP
             ...     "https://example.com/photo.jpg", prompt="Slow zoom in")
         """
-        return await self._submit(*ImageToVideo(*args, **kwargs).body())
+        return await self._submit(*_requests.ImageToVideo(*args, **kwargs).body())
 
-    @arguments_of(FramesToVideo)
+    @arguments_of(lambda: _routes_video.FramesToVideo)
     async def from_frames(self, *args: Any, **kwargs: Any) -> AsyncGeneration:
         """Submit a video from `first_frame` to `last_frame` and return its handle.
 
@@ -115,25 +109,25 @@ class AsyncVideos:
             ...     "https://example.com/day.png", "https://example.com/night.png",
             ...     prompt="Time-lapse, day to night", duration=5)
         """
-        return await self._submit(*FramesToVideo(*args, **kwargs).body())
+        return await self._submit(*_routes_video.FramesToVideo(*args, **kwargs).body())
 
-    @arguments_of(VideoToVideo)
+    @arguments_of(lambda: _routes_video.VideoToVideo)
     async def from_video(self, *args: Any, **kwargs: Any) -> AsyncGeneration:
         """Submit a video-to-video generation (restyle `video`) and return its handle.
 
         Takes the fields of `VideoToVideo`; same rules as `generate`.
         """
-        return await self._submit(*VideoToVideo(*args, **kwargs).body())
+        return await self._submit(*_routes_video.VideoToVideo(*args, **kwargs).body())
 
-    @arguments_of(Lipsync)
+    @arguments_of(lambda: _routes_video.Lipsync)
     async def lipsync(self, *args: Any, **kwargs: Any) -> AsyncGeneration:
         """Submit a lip-sync of `face` to `audio` and return its handle.
 
         Takes the fields of `Lipsync`; same rules as `generate`.
         """
-        return await self._submit(*Lipsync(*args, **kwargs).body())
+        return await self._submit(*_routes_video.Lipsync(*args, **kwargs).body())
 
-    @arguments_of(ElementsToVideo)
+    @arguments_of(lambda: _routes_video.ElementsToVideo)
     async def from_elements(self, *args: Any, **kwargs: Any) -> AsyncGeneration:
         """Submit one scene made of `prompt` and reference media; return its handle.
 
@@ -144,7 +138,7 @@ class AsyncVideos:
             ...     "The bottle turns on a marble table", images=[front, side],
             ...     audio=[voice], keyframes=[(front, 0), (side, 4.5)])
         """
-        return await self._submit(*ElementsToVideo(*args, **kwargs).body())
+        return await self._submit(*_routes_video.ElementsToVideo(*args, **kwargs).body())
 
     def generate_many(
         self,
@@ -209,10 +203,12 @@ class AsyncVideos:
             raise InvalidRequestError(
                 "resubmit_unknown", f"must be True or False, not {resubmit_unknown!r}"
             )
-        items = [batch_request(index, item) for index, item in enumerate(requests)]
         # Imported here: the batch machinery (journals, budgets, feeds) costs import time
         # that a program making single calls should not pay.
         from ._batch import AsyncBatch, journal_spec
+        from ._request_items import batch_request
+
+        items = [batch_request(index, item) for index, item in enumerate(requests)]
 
         return AsyncBatch(
             self._poller,
@@ -257,7 +253,7 @@ class AsyncImages:
     def __init__(self, videos: AsyncVideos) -> None:
         self._videos = videos  # one submit path for every route
 
-    @arguments_of(TextToImage)
+    @arguments_of(lambda: _routes_image.TextToImage)
     async def generate(self, *args: Any, **kwargs: Any) -> AsyncGeneration:
         """Submit a text-to-image generation and return its handle.
 
@@ -270,16 +266,16 @@ class AsyncImages:
             ...     "A lighthouse at dawn", num_images=2)
             >>> paths = [await gen.download(f"light-{i}.png", index=i) for i in range(2)]
         """
-        return await self._videos._submit(*TextToImage(*args, **kwargs).body())
+        return await self._videos._submit(*_routes_image.TextToImage(*args, **kwargs).body())
 
-    @arguments_of(ImageEdit)
+    @arguments_of(lambda: _routes_image.ImageEdit)
     async def edit(self, *args: Any, **kwargs: Any) -> AsyncGeneration:
         """Submit an edit of `images` (http(s) URLs) as `prompt` says; return its handle.
 
         Takes the fields of `ImageEdit` (`images` is sent as ``source_images``); same rules
         as `generate`. Local files (paths) are uploaded first with `client.media.upload`.
         """
-        return await self._videos._submit(*ImageEdit(*args, **kwargs).body())
+        return await self._videos._submit(*_routes_image.ImageEdit(*args, **kwargs).body())
 
 
 class AsyncModels:
@@ -329,7 +325,7 @@ class AsyncGenerations:
             >>> gen = client.generations.attach("665f1c2e9b1d4a0012345678")  # doctest: +SKIP
             >>> status = await gen.wait()                                     # doctest: +SKIP
         """
-        return self._handle(validate_generation_id(generation_id))
+        return self._handle(_requests.validate_generation_id(generation_id))
 
 
 class AsyncAccount:
@@ -373,7 +369,14 @@ class _Submitter:
         return self._videos._pipeline.lifecycle.closed
 
 
+# The models and their converter (cattrs) are loaded with the first answer to parse.
+
+
 def _parse_submission(data: dict[str, Any]) -> Submission:
+    from ._answers import submitted_id
+    from ._convert import structure
+    from ._models import Submission
+
     generation_id = submitted_id(data)
     if generation_id is None:
         raise ValueError("the answer has no 'generation_id'")
@@ -383,6 +386,9 @@ def _parse_submission(data: dict[str, Any]) -> Submission:
 
 
 def _parse_models(data: dict[str, Any]) -> list[Model]:
+    from ._convert import structure
+    from ._models import Model
+
     models = data.get("models")
     if not isinstance(models, list):
         raise ValueError("the answer has no 'models' list")
@@ -394,6 +400,9 @@ def _parse_models(data: dict[str, Any]) -> list[Model]:
 
 
 def _parse_credits(data: dict[str, Any]) -> Credits:
+    from ._convert import structure
+    from ._models import Credits
+
     credits = data.get("credits")
     if not isinstance(credits, dict):
         raise ValueError("the answer has no 'credits' object")

@@ -254,8 +254,10 @@ class Pipeline:
         else:
             with anyio.CancelScope(shield=True):
                 outcome = await self._land(call, parse, attempt)
+            from anyio.lowlevel import checkpoint  # not loaded by `import anyio`
+
             try:
-                await anyio.lowlevel.checkpoint()
+                await checkpoint()
             except anyio.get_cancelled_exc_class():
                 _log_orphan(call, *outcome)
                 raise

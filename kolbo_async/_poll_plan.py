@@ -24,9 +24,9 @@ import math
 import random
 import weakref
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ._exceptions import KolboError, RateLimitError, rate_limited
-from ._models import GenerationStatus
 from ._retries import (
     POLL_BACKOFF_CAP,
     Attempt,
@@ -35,6 +35,9 @@ from ._retries import (
     shared_poll_interval,
     waits_too_long,
 )
+
+if TYPE_CHECKING:
+    from ._models import GenerationStatus
 
 __all__ = ["BURST", "JITTER", "PollPlan", "Track"]
 

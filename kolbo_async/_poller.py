@@ -21,11 +21,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
-import anyio.lowlevel
 
 from ._config import RateLimits
 from ._exceptions import RateLimitError
-from ._models import GenerationStatus
 from ._pacing import Pacer
 from ._poll_plan import PollPlan, Track
 from ._retries import POLL_BUDGET_SHARE
@@ -38,6 +36,10 @@ if TYPE_CHECKING:
 
     from ._clock import Clock
     from ._hooks import Hook
+    from ._models import GenerationStatus
+
+    #: One status poll: ``fetch(via, generation_id)``, `via` being the track's (`Track.via`).
+    Fetch = Callable[[Any, str], Awaitable[GenerationStatus]]
 
 __all__ = ["Listener", "Poller", "Track"]
 
@@ -45,9 +47,6 @@ logger = logging.getLogger("kolbo_async")
 
 #: Clock seconds a departing driver lets in-flight polls land before cancelling them.
 GRACE = 1.0
-
-#: One status poll: ``fetch(via, generation_id)``, `via` being the track's (`Track.via`).
-Fetch = Callable[[Any, str], Awaitable[GenerationStatus]]
 
 
 class Listener:
@@ -340,7 +339,9 @@ def _wanted(track: Track) -> bool:
 
 async def _sleep(clock: Clock, seconds: float) -> None:
     if seconds <= 0:
-        await anyio.lowlevel.checkpoint()
+        from anyio.lowlevel import checkpoint  # not loaded by `import anyio`
+
+        await checkpoint()
     elif math.isinf(seconds):
         await anyio.sleep_forever()
     else:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from ._clock import Clock
 from ._exceptions import GenerationTimeoutError, InvalidRequestError
-from ._models import GenerationStatus
 from ._poller import Listener, Poller, Track
 
-__all__ = ["GenerationProgress", "check_timeout"]
+if TYPE_CHECKING:
+    from ._models import GenerationStatus
 
-TimeoutFactory = Callable[[float | None, GenerationStatus | None], GenerationTimeoutError]
+    TimeoutFactory = Callable[[float | None, GenerationStatus | None], GenerationTimeoutError]
+
+__all__ = ["GenerationProgress", "check_timeout"]
 
 
 class GenerationProgress:

@@ -9,17 +9,22 @@ the answers it received; the last one is the call's.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx
 
 from ._handles import AsyncGeneration
-from ._models import Credits, Model
+from ._lazy import DeferredModule, public
 from ._namespaces import AsyncAccount, AsyncModels, AsyncVideos
 from ._pipeline import Pipeline
 from ._poller import Poller
-from ._requests import ImageToVideo, TextToVideo
 from ._signatures import arguments_of
+
+if TYPE_CHECKING:
+    from . import _requests
+    from ._models import Credits, Model
+else:  # the route classes are loaded on a route's first use
+    _requests = DeferredModule("_requests")
 
 __all__ = ["AsyncWithRawResponse", "RawResponse"]
 
@@ -66,7 +71,7 @@ class RawResponse(Generic[T_co]):
         return f"<RawResponse [{self.status_code}] {request.method} {request.url.path}>"
 
 
-RawResponse.__module__ = "kolbo_async"  # where users import it from (lazily: `__init__`)
+public(RawResponse)
 
 
 async def _captured(
@@ -95,14 +100,14 @@ class AsyncRawVideos:
         # Handles it returns use the client's own pipeline, not the capturing copy.
         return AsyncVideos(pipeline, self._poller, self._handle)
 
-    @arguments_of(TextToVideo)
+    @arguments_of(lambda: _requests.TextToVideo)
     async def generate(self, *args: Any, **kwargs: Any) -> RawResponse[AsyncGeneration]:
         """`AsyncVideos.generate`, with its HTTP answer; `parse()` gives the handle."""
         return await _captured(
             self._pipeline, lambda p: self._videos(p).generate(*args, **kwargs)
         )
 
-    @arguments_of(ImageToVideo)
+    @arguments_of(lambda: _requests.ImageToVideo)
     async def from_image(self, *args: Any, **kwargs: Any) -> RawResponse[AsyncGeneration]:
         """`AsyncVideos.from_image`, with its HTTP answer; `parse()` gives the handle."""
         return await _captured(

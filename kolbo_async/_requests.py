@@ -21,6 +21,7 @@ import attrs
 import httpx
 
 from ._exceptions import InvalidRequestError
+from ._lazy import public
 from ._local_files import MAX_FILE_BYTES, Medium, check_utf8, is_url, local_file, media_or_none
 from ._route_files import PART, REPEAT, ROUTES, SEND_AS, TOGETHER, Part
 
@@ -396,3 +397,6 @@ def validate_generation_id(generation_id: object) -> str:
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in generation_id):
         raise InvalidRequestError("generation_id", "contains a control character")
     return generation_id
+
+
+public(ImageToVideo, TextToVideo)

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from ._lazy import public
 from ._local_files import Medium, media_or_none
 from ._requests import (
     Route,
@@ -96,3 +97,6 @@ class ImageEdit(ImageRoute):
         converter=media_tuple, metadata=checked(check_media_list, send_as="source_images")
     )
     prompt: str = attrs.field(metadata=checked(check_text))
+
+
+public(ImageEdit, TextToImage)

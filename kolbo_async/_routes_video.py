@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from ._lazy import public
 from ._local_files import ELEMENTS_MAX_BYTES, FRAME_MAX_BYTES, LocalFile, Medium, media_or_none
 from ._requests import (
     Route,
@@ -175,3 +176,6 @@ class ElementsToVideo(VideoOptions):
         default=None, kw_only=True, metadata=checked(check_count)
     )
     session_name: str | None = attrs.field(default=None, kw_only=True, metadata=checked(check_text))
+
+
+public(ElementsToVideo, FramesToVideo, Lipsync, VideoToVideo)

@@ -18,8 +18,7 @@ import httpx
 
 from ._client import _UNSET, AsyncKolbo
 from ._config import RateLimits
-from ._media import Media
-from ._models import Credits, Model
+from ._lazy import DeferredModule, public
 from ._namespaces import (
     AsyncAccount,
     AsyncGenerations,
@@ -28,15 +27,18 @@ from ._namespaces import (
     AsyncModels,
     AsyncVideos,
 )
-from ._requests import ImageToVideo, TextToVideo
-from ._routes_image import ImageEdit, TextToImage
-from ._routes_video import ElementsToVideo, FramesToVideo, Lipsync, VideoToVideo
 from ._runner import Runner as _Runner
 from ._signatures import arguments_of, parameters_of
 from ._sync_handles import Batch, Generation
 
 if TYPE_CHECKING:
+    from . import _requests, _routes_image, _routes_video
+    from ._models import Credits, Media, Model
     from ._sync_raw import WithRawResponse
+else:  # the route classes are loaded on a route's first use
+    _requests = DeferredModule("_requests")
+    _routes_image = DeferredModule("_routes_image")
+    _routes_video = DeferredModule("_routes_video")
 
 __all__ = ["Kolbo"]
 
@@ -81,7 +83,7 @@ class Kolbo:
     generations: Generations
     account: Account
 
-    @arguments_of(AsyncKolbo)
+    @arguments_of(lambda: AsyncKolbo)
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # The parameters are AsyncKolbo's (one declaration); the client is built on its loop.
         # Bound here first, so a wrong argument names this class, and no thread is started.
@@ -196,7 +198,7 @@ class Videos:
         self._runner = runner
         self._inner = inner
 
-    @arguments_of(TextToVideo)
+    @arguments_of(lambda: _requests.TextToVideo)
     def generate(self, *args: Any, **kwargs: Any) -> Generation:
         """Submit a text-to-video generation and return its handle.
 
@@ -207,7 +209,7 @@ class Videos:
             self._runner, self._runner.call(partial(self._inner.generate, *args, **kwargs))
         )
 
-    @arguments_of(ImageToVideo)
+    @arguments_of(lambda: _requests.ImageToVideo)
     def from_image(self, *args: Any, **kwargs: Any) -> Generation:
         """Submit an image-to-video generation (animate `image_url`) and return its handle.
 
@@ -217,7 +219,7 @@ class Videos:
             self._runner, self._runner.call(partial(self._inner.from_image, *args, **kwargs))
         )
 
-    @arguments_of(FramesToVideo)
+    @arguments_of(lambda: _routes_video.FramesToVideo)
     def from_frames(self, *args: Any, **kwargs: Any) -> Generation:
         """Submit a video from `first_frame` to `last_frame` and return its handle.
 
@@ -227,7 +229,7 @@ class Videos:
             self._runner, self._runner.call(partial(self._inner.from_frames, *args, **kwargs))
         )
 
-    @arguments_of(VideoToVideo)
+    @arguments_of(lambda: _routes_video.VideoToVideo)
     def from_video(self, *args: Any, **kwargs: Any) -> Generation:
         """Submit a video-to-video generation (restyle `video`) and return its handle.
 
@@ -237,7 +239,7 @@ class Videos:
             self._runner, self._runner.call(partial(self._inner.from_video, *args, **kwargs))
         )
 
-    @arguments_of(Lipsync)
+    @arguments_of(lambda: _routes_video.Lipsync)
     def lipsync(self, *args: Any, **kwargs: Any) -> Generation:
         """Submit a lip-sync of `face` to `audio` and return its handle.
 
@@ -247,7 +249,7 @@ class Videos:
             self._runner, self._runner.call(partial(self._inner.lipsync, *args, **kwargs))
         )
 
-    @arguments_of(ElementsToVideo)
+    @arguments_of(lambda: _routes_video.ElementsToVideo)
     def from_elements(self, *args: Any, **kwargs: Any) -> Generation:
         """Submit one scene made of `prompt` and reference media; return its handle.
 
@@ -257,7 +259,7 @@ class Videos:
             self._runner, self._runner.call(partial(self._inner.from_elements, *args, **kwargs))
         )
 
-    @parameters_of(AsyncVideos.generate_many)
+    @parameters_of(lambda: AsyncVideos.generate_many)
     def generate_many(self, *args: Any, **kwargs: Any) -> Batch:
         """Submit many generations; yield a `BatchOutcome` for each as it finishes.
 
@@ -281,7 +283,7 @@ class Images:
         self._runner = runner
         self._inner = inner
 
-    @arguments_of(TextToImage)
+    @arguments_of(lambda: _routes_image.TextToImage)
     def generate(self, *args: Any, **kwargs: Any) -> Generation:
         """Submit a text-to-image generation and return its handle.
 
@@ -291,7 +293,7 @@ class Images:
             self._runner, self._runner.call(partial(self._inner.generate, *args, **kwargs))
         )
 
-    @arguments_of(ImageEdit)
+    @arguments_of(lambda: _routes_image.ImageEdit)
     def edit(self, *args: Any, **kwargs: Any) -> Generation:
         """Submit an edit of `images` (http(s) URLs) as `prompt` says; return its handle.
 
@@ -311,7 +313,7 @@ class MediaLibrary:
         self._runner = runner
         self._inner = inner
 
-    @parameters_of(AsyncMediaLibrary.upload)
+    @parameters_of(lambda: AsyncMediaLibrary.upload)
     def upload(self, *args: Any, **kwargs: Any) -> Media:
         """Upload `file` to the media library and return its `Media` (its Kolbo URL).
 
@@ -373,3 +375,6 @@ class Account:
         Same as `AsyncAccount.credits`.
         """
         return self._runner.call(self._inner.credits)
+
+
+public(Kolbo)

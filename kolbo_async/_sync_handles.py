@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, cast, overload
 
 from ._exceptions import InvalidRequestError
 from ._handles import DEFAULT_WAIT, AsyncGeneration, ProgressCallback
-from ._models import GenerationStatus, Submission, VideoResult
-from ._progress import GenerationProgress
+from ._lazy import public
 from ._runner import Runner as _Runner
 
 if TYPE_CHECKING:
     from ._batch import AsyncBatch, BatchOutcome
+    from ._models import GenerationStatus, Submission, VideoResult
+    from ._progress import GenerationProgress
 
 __all__ = ["Batch", "Generation", "as_completed"]
 
@@ -248,3 +249,6 @@ def as_completed(handles: Iterable[AsyncGeneration] | Iterable[Generation]) -> A
     raise InvalidRequestError(
         "handles", "must all be AsyncGeneration handles, or all blocking Generation handles"
     )
+
+
+public(Generation, as_completed)

@@ -4,9 +4,9 @@ client's (`_raw`), with blocking `Generation` handles in place of async ones."""
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._models import Credits, Model
+from ._lazy import DeferredModule
 from ._raw import (
     AsyncRawAccount,
     AsyncRawModels,
@@ -14,10 +14,15 @@ from ._raw import (
     AsyncWithRawResponse,
     RawResponse,
 )
-from ._requests import ImageToVideo, TextToVideo
 from ._runner import Runner as _Runner
 from ._signatures import arguments_of
 from ._sync_handles import Generation
+
+if TYPE_CHECKING:
+    from . import _requests
+    from ._models import Credits, Model
+else:  # the route classes are loaded on a route's first use
+    _requests = DeferredModule("_requests")
 
 __all__ = ["WithRawResponse"]
 
@@ -31,13 +36,13 @@ class RawVideos:
         self._runner = runner
         self._inner = inner
 
-    @arguments_of(TextToVideo)
+    @arguments_of(lambda: _requests.TextToVideo)
     def generate(self, *args: Any, **kwargs: Any) -> RawResponse[Generation]:
         """`Videos.generate`, with its HTTP answer; `parse()` gives the handle."""
         raw = self._runner.call(partial(self._inner.generate, *args, **kwargs))
         return RawResponse(raw.http_response, Generation(self._runner, raw.parse()))
 
-    @arguments_of(ImageToVideo)
+    @arguments_of(lambda: _requests.ImageToVideo)
     def from_image(self, *args: Any, **kwargs: Any) -> RawResponse[Generation]:
         """`Videos.from_image`, with its HTTP answer; `parse()` gives the handle."""
         raw = self._runner.call(partial(self._inner.from_image, *args, **kwargs))

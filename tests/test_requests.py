@@ -150,7 +150,7 @@ class ClipToVideo(_SeededVideo):
 
 
 class _Calls:
-    @arguments_of(ClipToVideo)
+    @arguments_of(lambda: ClipToVideo)
     def from_clip(self, *args: Any, **kwargs: Any) -> tuple[str, dict[str, Any]]:
         return ClipToVideo(*args, **kwargs).body()
 

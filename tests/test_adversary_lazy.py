@@ -526,6 +526,50 @@ with blocking() as c:
     assert out.strip() == "0 completed"
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug/hazard new in 5bc0a8a: a fork while another thread is in its first use of "
+    "Kolbo (importing _sync) leaves the child's import lock for _sync held by a thread that "
+    "does not exist there: the child's first `kolbo_async.Kolbo` hangs forever (before, "
+    "`import kolbo_async` had loaded it)",
+)
+def test_fork_while_another_thread_first_loads_the_blocking_client() -> None:
+    """The other thread is held inside `_sync`'s import (a trace function) while the main
+    thread forks; the child then reads `kolbo_async.Kolbo` (an alarm ends a hang)."""
+    out = run("""
+        import os, signal, sys, threading
+        import kolbo_async
+        inside, release = threading.Event(), threading.Event()
+
+        def tracer(frame, event, arg):
+            code = frame.f_code
+            if code.co_name == "<module>" and code.co_filename.endswith("_sync.py"):
+                if not inside.is_set():
+                    inside.set()
+                    release.wait(10)
+            return None
+
+        def first_use():
+            sys.settrace(tracer)
+            kolbo_async.Kolbo
+
+        thread = threading.Thread(target=first_use)
+        thread.start()
+        inside.wait(10)
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(2)
+            from kolbo_async import Kolbo
+            os._exit(0 if Kolbo.__name__ == "Kolbo" else 3)
+        release.set()
+        thread.join()
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+    """)
+    assert out.strip() == "0"
+
+
 # --- objects users hold: pickle, copy, reprs ---------------------------------------------------
 
 

@@ -544,6 +544,46 @@ def test_async_clients_first_use_in_many_threads_each_with_its_loop() -> None:
     assert out.strip() == "[] 8"
 
 
+def test_first_batches_and_as_completed_from_many_threads_at_once() -> None:
+    """Six threads' first batch (blocking `generate_many` with dicts and route objects, or
+    `kolbo_async.as_completed`) at once: every outcome a `BatchOutcome` of a `Generation`."""
+    out = run("""
+        import sys, threading
+        sys.setswitchinterval(1e-5)
+        import kolbo_async as k
+        from kolbo_async.testing import Simulator, VirtualClock
+        errors, got = [], []
+        barrier = threading.Barrier(6)
+
+        def use(i):
+            try:
+                clock = VirtualClock()
+                sim = Simulator(clock=clock)
+                with k.Kolbo("kolbo_live_x", _transport=sim.transport(), _clock=clock,
+                             rate_limits=None) as c:
+                    barrier.wait()
+                    if i % 2:
+                        requests = [{"prompt": "a"}, k.TextToVideo("b"), k.TextToImage("c")]
+                        outs = list(c.videos.generate_many(requests, concurrency=2))
+                    else:
+                        outs = list(k.as_completed([c.videos.generate("a"),
+                                                    c.images.generate("b")]))
+                    got.append([(type(o).__name__, o.error is None, type(o.generation).__name__)
+                                for o in outs])
+            except BaseException as e:
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=use, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        print(errors, sorted(len(g) for g in got))
+        print({o for g in got for o in g})
+    """)
+    assert out.splitlines() == ["[] [2, 2, 2, 3, 3, 3]", "{('BatchOutcome', True, 'Generation')}"]
+
+
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
 def test_fork_right_after_import_then_first_use_in_the_child() -> None:
     """Forked after `import kolbo_async` (nothing else loaded), the child's first use of the

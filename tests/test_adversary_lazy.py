@@ -271,7 +271,7 @@ HINTED = [
     "k.AsyncGeneration.result", "k.AsyncGeneration.status", "k.AsyncGeneration.wait",
     "k.AsyncGeneration.cancel", "k.AsyncGeneration.__init__", "k.Generation.result",
     "k.Generation.wait", "k.Generation.progress", "client.models.list", "client.account.credits",
-    "client.media.upload", "client.videos.generate_many", "blocking.models.list",
+    "client.media.upload", "blocking.models.list",
     "blocking.account.credits", "blocking.media.upload", "client.with_raw_response.models.list",
 ]  # fmt: skip
 
@@ -706,8 +706,9 @@ def test_requests_and_models_pickle_into_a_process_that_only_imported_nothing() 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="bug (predates 5bc0a8a): GenerationFailedError(message, *, status=...) and "
-    "InvalidRequestError(field, problem) do not unpickle (args is (message,)): "
+    reason="bug (predates 5bc0a8a): GenerationFailedError(message, *, status=...), "
+    "InvalidRequestError(field, problem) and every APIStatusError (keyword-only response, "
+    "body, code) do not unpickle (args is (message,)): "
     "TypeError in multiprocessing/concurrent.futures workers that raise them",
 )
 def test_errors_pickle_across_processes() -> None:
@@ -729,7 +730,10 @@ def test_errors_pickle_across_processes() -> None:
                     except k.GenerationFailedError as e:
                         return e
 
-            errors = [anyio.run(main), k.InvalidRequestError("prompt", "is empty")]
+            import httpx
+            answer = httpx.Response(404, request=httpx.Request("GET", "https://x.test"), json={})
+            errors = [anyio.run(main), k.InvalidRequestError("prompt", "is empty"),
+                      k.NotFoundError("gone", response=answer, body={}, code=None)]
             sys.stdout.buffer.write(pickle.dumps(errors))
     """)
     out = run(
@@ -738,10 +742,14 @@ def test_errors_pickle_across_processes() -> None:
         import kolbo_async as k
         errors = pickle.loads(sys.stdin.buffer.read())
         print([type(e).__name__ for e in errors], errors[0].status.state, errors[1].field)
+        print(errors[2].status_code)
         """,
         stdin=blob,
     )
-    assert out.strip() == "['GenerationFailedError', 'InvalidRequestError'] failed prompt"
+    assert out.splitlines() == [
+        "['GenerationFailedError', 'InvalidRequestError', 'NotFoundError'] failed prompt",
+        "404",
+    ]
 
 
 # --- the blocking client, raw responses, option copies, the CLI -------------------------------

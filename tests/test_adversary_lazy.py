@@ -7,6 +7,7 @@ Tests marked ``xfail(strict=True)`` reproduce bugs found; they turn red when fix
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -37,6 +38,10 @@ LAZY = [
 ]  # fmt: skip
 
 
+#: Kept for the fresh interpreters when set (checking an uninstalled tree, another Python).
+PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+
+
 def run(code: str, *, stdin: bytes | None = None, timeout: float = 120) -> str:
     """`code` in a fresh interpreter; its stdout (fails on a non-zero exit or a hang)."""
     done = subprocess.run(
@@ -45,7 +50,7 @@ def run(code: str, *, stdin: bytes | None = None, timeout: float = 120) -> str:
         input=stdin,
         check=False,
         timeout=timeout,
-        env={"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0"},
+        env={"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", **PYTHONPATH},
     )
     assert done.returncode == 0, done.stderr.decode()
     return done.stdout.decode()
@@ -58,7 +63,7 @@ def raw_output(code: str) -> bytes:
         capture_output=True,
         check=True,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin", **PYTHONPATH},
     ).stdout
 
 
@@ -323,7 +328,7 @@ def test_get_type_hints_of_public_methods_that_resolved_before() -> None:
 )
 def test_signature_while_another_thread_completes_the_first_one() -> None:
     """The interleaving is forced: a trace function runs the other thread's first
-    `inspect.signature` between unwrap's check of ``__wrapped__`` and its read of it."""
+    `inspect.signature` between unwrap's `stop` check and its read of ``__wrapped__``."""
     out = run("""
         import inspect, sys
         import kolbo_async
@@ -332,13 +337,17 @@ def test_signature_while_another_thread_completes_the_first_one() -> None:
         done = []
 
         def tracer(frame, event, arg):
-            if frame.f_code.co_name != "_is_wrapper":
+            # unwrap's `stop` (inspect.signature's lambda) said "no __signature__ yet" for
+            # the method: unwrap reads its __wrapped__ next.
+            code = frame.f_code
+            if code.co_name != "<lambda>" or code.co_filename != inspect.__file__:
                 return None
             def local(frame, event, arg):
-                if event == "return" and arg is True and not done:
-                    done.append(1)
-                    sys.settrace(None)
-                    inspect.signature(method)          # "the other thread"
+                if event == "return" and not arg and frame.f_locals.get("f") is method:
+                    if not done:
+                        done.append(1)
+                        sys.settrace(None)
+                        inspect.signature(method)          # "the other thread"
                 return local
             return local
 
@@ -584,7 +593,7 @@ def test_first_batches_and_as_completed_from_many_threads_at_once() -> None:
     assert out.splitlines() == ["[] [2, 2, 2, 3, 3, 3]", "{('BatchOutcome', True, 'Generation')}"]
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_fork_right_after_import_then_first_use_in_the_child() -> None:
     """Forked after `import kolbo_async` (nothing else loaded), the child's first use of the
     blocking client, a route and the models works, and so does the parent's afterwards."""
@@ -609,7 +618,7 @@ with blocking() as c:
     assert out.strip() == "0 completed"
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 @pytest.mark.xfail(
     strict=True,
     reason="bug/hazard new in 5bc0a8a: a fork while another thread is in its first use of "
@@ -781,7 +790,7 @@ def test_blocking_raw_response_and_with_options_copies_on_first_use() -> None:
 
 def test_cli_help_and_a_sandbox_command_in_a_fresh_process() -> None:
     """`kolbo --help` and `kolbo --sandbox models` (python -m kolbo_async) in new processes."""
-    env = {"PATH": "/usr/bin:/bin"}
+    env = {"PATH": "/usr/bin:/bin", **PYTHONPATH}
     helped = subprocess.run(
         [sys.executable, "-m", "kolbo_async", "--help"],
         capture_output=True, text=True, timeout=60, env=env, check=False,

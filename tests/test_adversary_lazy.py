@@ -403,6 +403,48 @@ def test_signatures_and_hints_from_many_threads_at_once() -> None:
     assert out.splitlines() == ["True [] []", "[]"]
 
 
+def test_a_wrong_first_call_raises_what_it_raised_before() -> None:
+    """A route class first loaded by a wrong call (missing or unknown parameters, bad values,
+    a missing file) raises what the previous release raised, async and blocking alike."""
+    out = run("""
+        import anyio
+        import kolbo_async as k
+        from kolbo_async.testing import Simulator, VirtualClock
+        calls = [
+            lambda c: c.videos.from_frames(),
+            lambda c: c.videos.from_frames("https://a.test/a.png", "https://a.test/b.png", x=1),
+            lambda c: c.images.edit([], "x"),
+            lambda c: c.videos.generate("x", duration=-1),
+            lambda c: c.videos.lipsync(None, None),
+            lambda c: c.media.upload("/nonexistent/file.png"),
+        ]
+
+        async def first_async():
+            clock = VirtualClock()
+            sim = Simulator(clock=clock)
+            async with k.AsyncKolbo("kolbo_live_x", _transport=sim.transport(), _clock=clock) as c:
+                for call in calls:
+                    try:
+                        await call(c)
+                    except Exception as e:
+                        print(type(e).__name__, end=" ")
+            print()
+
+        anyio.run(first_async)
+        clock = VirtualClock()
+        sim = Simulator(clock=clock)
+        with k.Kolbo("kolbo_live_x", _transport=sim.transport(), _clock=clock) as c:
+            for call in calls:
+                try:
+                    call(c)
+                except Exception as e:
+                    print(type(e).__name__, end=" ")
+        print()
+    """)
+    want = "TypeError TypeError " + "InvalidRequestError " * 4
+    assert out.splitlines() == [want, want]
+
+
 # --- first use from many threads, after fork ---------------------------------------------------
 
 FIRST_USES = """

@@ -271,6 +271,25 @@ def test_mock_autospec_of_namespaces_checks_route_parameters() -> None:
     ]
 
 
+def test_help_of_each_namespace_and_client_class_shows_route_parameters() -> None:
+    """`help()` of every namespace (async, blocking, raw) and of both client classes, first
+    thing in a fresh interpreter, shows each route's parameters: no ``*args, **kwargs``."""
+    out = run("""
+        import pydoc
+        import kolbo_async as k
+        c = k.AsyncKolbo("kolbo_live_x")
+        with k.Kolbo("kolbo_live_x") as b:
+            docs = [
+                pydoc.render_doc(o, renderer=pydoc.plaintext)
+                for o in (c.videos, c.images, c.models, c.media, b.videos, b.images,
+                          b.with_raw_response.videos, c.with_raw_response.videos, k.Kolbo,
+                          k.AsyncKolbo)
+            ]
+        print(sum("*args" in d for d in docs), "from_frames(self, first_frame: 'Medium'" in docs[4])
+    """)
+    assert out.strip() == "0 True"
+
+
 #: Methods whose `typing.get_type_hints` worked in the previous release.
 HINTED = [
     "k.AsyncGeneration.result", "k.AsyncGeneration.status", "k.AsyncGeneration.wait",

@@ -223,3 +223,8 @@ def __getattr__(name: str) -> Any:
         value = globals()[name] = getattr(import_module(f"kolbo_async.{_LAZY[name]}"), name)
         return value
     raise AttributeError(f"module 'kolbo_async' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # Completion, `help()` and `inspect.getmembers` list the names loaded on first use too.
+    return sorted({*globals(), *__all__})

@@ -63,6 +63,15 @@ class KolboError(Exception):
         super().__init__(message)
         self.message = message
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt without `__init__`, whose arguments differ per class, so an error crosses
+        # processes (multiprocessing, concurrent.futures) whole, attributes included.
+        return (_rebuild, (type(self), self.args), self.__dict__)
+
+
+def _rebuild(cls: type[KolboError], args: tuple[Any, ...]) -> KolboError:
+    return cls.__new__(cls, *args)
+
 
 _E = TypeVar("_E", bound=BaseException)
 

@@ -12,6 +12,8 @@ from urllib.parse import quote
 
 import anyio
 
+import kolbo_async  # public annotations name what users import (`typing.get_type_hints`)
+
 from ._exceptions import (
     ConflictError,
     GenerationTimeoutError,
@@ -27,7 +29,7 @@ from ._transfers import Transfers
 
 if TYPE_CHECKING:
     from . import _convert, _download, _models
-    from ._models import GenerationStatus, Submission, VideoResult
+    from ._models import GenerationStatus
 else:  # loaded on first use (attrs classes, cattrs, the download machinery)
     _convert = DeferredModule("_convert")
     _download = DeferredModule("_download")
@@ -75,8 +77,8 @@ class AsyncGeneration:
         pipeline: Pipeline,
         poller: Poller,
         transfers: Transfers,
-        submission: Submission | None = None,
-        known: GenerationStatus | None = None,
+        submission: kolbo_async.Submission | None = None,
+        known: kolbo_async.GenerationStatus | None = None,
     ) -> None:
         self.id = generation_id
         self.submission = submission
@@ -106,7 +108,7 @@ class AsyncGeneration:
     def __repr__(self) -> str:
         return f"<AsyncGeneration id={self.id!r}>"
 
-    async def status(self) -> GenerationStatus:
+    async def status(self) -> kolbo_async.GenerationStatus:
         """Fetch the current status (one GET, retried on transient failures)."""
         return await self._pipeline.call(self._status, partial(parse_status, self.id))
 
@@ -133,7 +135,7 @@ class AsyncGeneration:
             timeout=timeout,
         )
 
-    async def wait(self, timeout: float | None = DEFAULT_WAIT) -> GenerationStatus:
+    async def wait(self, timeout: float | None = DEFAULT_WAIT) -> kolbo_async.GenerationStatus:
         """Wait for the terminal status.
 
         Raises:
@@ -152,7 +154,7 @@ class AsyncGeneration:
             raise error
         return last
 
-    async def result(self, timeout: float | None = DEFAULT_WAIT) -> VideoResult:
+    async def result(self, timeout: float | None = DEFAULT_WAIT) -> kolbo_async.VideoResult:
         """Wait for the generation and return its `VideoResult`.
 
         Raises:
@@ -208,7 +210,7 @@ class AsyncGeneration:
         """Like `download`, for the result's thumbnail image."""
         return await self._download(path, "thumbnail", 0, overwrite, on_progress, timeout)
 
-    async def cancel(self) -> GenerationStatus:
+    async def cancel(self) -> kolbo_async.GenerationStatus:
         """Ask Kolbo to cancel the generation; return its status afterwards.
 
         Retried like a GET. When the generation had already finished (HTTP 409), returns its

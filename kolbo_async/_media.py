@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import httpx
 
+import kolbo_async  # public annotations name what users import (`typing.get_type_hints`)
+
 from ._exceptions import (
     APIConnectionError,
     APIResponseValidationError,
@@ -78,7 +80,7 @@ class AsyncMediaLibrary:
         *,
         description: str | None = None,
         project_id: str | None = None,
-    ) -> Media:
+    ) -> kolbo_async.Media:
         """Upload `file` to the media library and return its `Media` (its Kolbo URL).
 
         `file` is a local path (streamed from disk, at most 500 MiB), an open binary file

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+import kolbo_async  # public annotations name what users import (`typing.get_type_hints`)
+
 from ._config import positive_int
 from ._exceptions import InvalidRequestError
 from ._handles import AsyncGeneration
@@ -25,7 +27,6 @@ if TYPE_CHECKING:
     from . import _requests, _routes_image, _routes_video
     from ._batch import AsyncBatch
     from ._models import Credits, GenerationStatus, Model, Submission
-    from ._requests import Route
 else:  # a program pays for the route classes it uses, when it first uses them
     _requests = DeferredModule("_requests")
     _routes_image = DeferredModule("_routes_image")
@@ -142,7 +143,7 @@ class AsyncVideos:
 
     def generate_many(
         self,
-        requests: Iterable[Route | Mapping[str, Any]],
+        requests: Iterable[_requests.Route | Mapping[str, Any]],
         *,
         concurrency: int = 8,
         journal: str | os.PathLike[str] | None = None,
@@ -286,7 +287,7 @@ class AsyncModels:
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
 
-    async def list(self, type: str | None = "video") -> list[Model]:
+    async def list(self, type: str | None = "video") -> list[kolbo_async.Model]:
         """List the models for `type` (None: every model).
 
         ``"video"`` (text to video) and ``"video_from_image"``, or any of Kolbo's catalog
@@ -336,7 +337,7 @@ class AsyncAccount:
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
 
-    async def credits(self) -> Credits:
+    async def credits(self) -> kolbo_async.Credits:
         """The credit balance (plan, packs and redemptions; 1 credit = US$0.01)."""
         return await self._pipeline.call(
             Call("GET", "/api/v1/account/credits"), _parse_credits

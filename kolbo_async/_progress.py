@@ -6,6 +6,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+import kolbo_async  # public annotations name what users import (`typing.get_type_hints`)
+
 from ._clock import Clock
 from ._exceptions import GenerationTimeoutError, InvalidRequestError
 from ._poller import Listener, Poller, Track
@@ -80,7 +82,7 @@ class GenerationProgress:
         """Stop the stream; nothing else is polled."""
         self._done = True
 
-    async def __anext__(self) -> GenerationStatus:
+    async def __anext__(self) -> kolbo_async.GenerationStatus:
         if self._done:
             raise StopAsyncIteration
         self._ensure_open()

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx
 
+import kolbo_async  # public annotations name what users import (`typing.get_type_hints`)
+
 from ._handles import AsyncGeneration
 from ._lazy import DeferredModule, public
 from ._namespaces import AsyncAccount, AsyncModels, AsyncVideos
@@ -22,7 +24,6 @@ from ._signatures import arguments_of
 
 if TYPE_CHECKING:
     from . import _requests
-    from ._models import Credits, Model
 else:  # the route classes are loaded on a route's first use
     _requests = DeferredModule("_requests")
 
@@ -123,7 +124,7 @@ class AsyncRawModels:
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
 
-    async def list(self, type: str | None = "video") -> RawResponse[list[Model]]:
+    async def list(self, type: str | None = "video") -> RawResponse[list[kolbo_async.Model]]:
         """`AsyncModels.list`, with its HTTP answer; `parse()` gives the models."""
         return await _captured(self._pipeline, lambda p: AsyncModels(p).list(type))
 
@@ -136,7 +137,7 @@ class AsyncRawAccount:
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
 
-    async def credits(self) -> RawResponse[Credits]:
+    async def credits(self) -> RawResponse[kolbo_async.Credits]:
         """`AsyncAccount.credits`, with its HTTP answer; `parse()` gives the balance."""
         return await _captured(self._pipeline, lambda p: AsyncAccount(p).credits())
 

@@ -3,16 +3,16 @@
 A route's request class declares its fields once; the async call, the blocking call and the
 raw-response call take exactly those (`arguments_of`). A blocking method takes its async
 twin's parameters the same way (`parameters_of`). mypy and IDEs read them from the declaration
-(a `ParamSpec`), `inspect.signature` and `help()` from a ``__signature__`` made when first
-asked for: the route classes cost import time (attrs builds them), so they are loaded then
-or at the first call, not when the namespaces are defined. The method itself is not wrapped.
+(a `ParamSpec`), `inspect.signature` and `help()` from its ``__signature__``, whose
+parameters are made when first read: the route classes cost import time (attrs builds them),
+so they are loaded then or at the first call, not when the namespaces are defined. The method
+itself is not wrapped.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Mapping
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 __all__ = ["arguments_of", "parameters_of"]
@@ -63,32 +63,40 @@ def _returns(method: Callable[..., object]) -> Any:
 def _deferred(
     method: Callable[..., _T], make: Callable[[], inspect.Signature]
 ) -> Callable[..., _T]:
-    # `inspect.signature` follows ``__wrapped__`` until it finds a ``__signature__``: there it
-    # finds `_Signature`'s, made on that first read and then set on the method itself. The
-    # method stays a plain function in its class (getattr_static, iscoroutinefunction).
-    cast(Any, method).__wrapped__ = _Signature(method, make)
+    cast(Any, method).__signature__ = _Signature(make)
     return method
 
 
-class _Signature:
-    """A method's ``__signature__``, made when `inspect.signature` first asks for it."""
+class _Signature(inspect.Signature):
+    """A method's signature, made on its first read: `inspect.signature`, `getfullargspec`,
+    `help()` and the rest read ``__signature__`` directly (a `Signature`, as they require),
+    and each of its readers goes through ``_parameters`` and ``_return_annotation``."""
 
-    __slots__ = ("_make", "_method")
+    __slots__ = ("_made", "_make")
 
-    def __init__(self, method: Callable[..., object], make: Callable[[], inspect.Signature]):
-        self._method = method
+    def __init__(self, make: Callable[[], inspect.Signature]) -> None:
         self._make = make
+        self._made: inspect.Signature | None = None
+
+    def _signature(self) -> inspect.Signature:
+        made = self._made
+        if made is None:  # two threads may both make it: the same signature either way
+            made = self._made = self._make()
+        return made
 
     @property
-    def __signature__(self) -> inspect.Signature:
-        signature = self._make()
-        cast(Any, self._method).__signature__ = signature  # read from the method from now on
-        with suppress(AttributeError):  # another thread got here first
-            del cast(Any, self._method).__wrapped__
-        return signature
+    def _parameters(self) -> Mapping[str, inspect.Parameter]:
+        return self._signature().parameters
 
     @property
-    def __globals__(self) -> dict[str, Any]:
-        # `typing.get_type_hints(method)` looks for the module's names at the end of the
-        # ``__wrapped__`` chain.
-        return cast(Any, self._method).__globals__  # type: ignore[no-any-return]
+    def _return_annotation(self) -> Any:
+        return self._signature().return_annotation
+
+    def replace(self, **changes: Any) -> inspect.Signature:  # type: ignore[override]
+        return self._signature().replace(**changes)
+
+    def __reduce__(self) -> Any:
+        return self._signature().__reduce__()
+
+    def __repr__(self) -> str:
+        return repr(self._signature())

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+import kolbo_async  # public annotations name what users import (`typing.get_type_hints`)
+
 from ._client import _UNSET, AsyncKolbo
 from ._config import RateLimits
 from ._lazy import DeferredModule, public
@@ -33,7 +35,6 @@ from ._sync_handles import Batch, Generation
 
 if TYPE_CHECKING:
     from . import _requests, _routes_image, _routes_video
-    from ._models import Credits, Media, Model
     from ._sync_raw import WithRawResponse
 else:  # the route classes are loaded on a route's first use
     _requests = DeferredModule("_requests")
@@ -314,7 +315,7 @@ class MediaLibrary:
         self._inner = inner
 
     @parameters_of(lambda: AsyncMediaLibrary.upload)
-    def upload(self, *args: Any, **kwargs: Any) -> Media:
+    def upload(self, *args: Any, **kwargs: Any) -> kolbo_async.Media:
         """Upload `file` to the media library and return its `Media` (its Kolbo URL).
 
         Same as `AsyncMediaLibrary.upload`.
@@ -331,7 +332,7 @@ class Models:
         self._runner = runner
         self._inner = inner
 
-    def list(self, type: str | None = "video") -> list[Model]:
+    def list(self, type: str | None = "video") -> list[kolbo_async.Model]:
         """List the models for `type` (None: every model).
 
         Same as `AsyncModels.list`: ``"video"``, ``"video_from_image"`` or any of Kolbo's
@@ -369,7 +370,7 @@ class Account:
         self._runner = runner
         self._inner = inner
 
-    def credits(self) -> Credits:
+    def credits(self) -> kolbo_async.Credits:
         """The credit balance (plan, packs and redemptions; 1 credit = US$0.01).
 
         Same as `AsyncAccount.credits`.

@@ -13,6 +13,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, cast, overload
 
+import kolbo_async  # public annotations name what users import (`typing.get_type_hints`)
+
 from ._exceptions import InvalidRequestError
 from ._handles import DEFAULT_WAIT, AsyncGeneration, ProgressCallback
 from ._lazy import public
@@ -20,7 +22,7 @@ from ._runner import Runner as _Runner
 
 if TYPE_CHECKING:
     from ._batch import AsyncBatch, BatchOutcome
-    from ._models import GenerationStatus, Submission, VideoResult
+    from ._models import GenerationStatus
     from ._progress import GenerationProgress
 
 __all__ = ["Batch", "Generation", "as_completed"]
@@ -45,7 +47,7 @@ class Generation:
         return self._inner.id
 
     @property
-    def submission(self) -> Submission | None:
+    def submission(self) -> kolbo_async.Submission | None:
         """The POST's answer, or None for an attached handle.
 
         Same as `AsyncGeneration.submission`.
@@ -55,14 +57,16 @@ class Generation:
     def __repr__(self) -> str:
         return f"<Generation id={self.id!r}>"
 
-    def status(self) -> GenerationStatus:
+    def status(self) -> kolbo_async.GenerationStatus:
         """Fetch the current status (one GET, retried on transient failures).
 
         Same as `AsyncGeneration.status`.
         """
         return self._runner.call(self._inner.status)
 
-    def progress(self, timeout: float | None = DEFAULT_WAIT) -> Iterator[GenerationStatus]:
+    def progress(
+        self, timeout: float | None = DEFAULT_WAIT
+    ) -> Iterator[kolbo_async.GenerationStatus]:
         """Stream the generation's status, one item per change of state or progress.
 
         Same as `AsyncGeneration.progress`, as a plain iterator: each item is yielded as
@@ -76,7 +80,7 @@ class Generation:
         """
         return _stream(self._runner, self._inner.progress(timeout))
 
-    def wait(self, timeout: float | None = DEFAULT_WAIT) -> GenerationStatus:
+    def wait(self, timeout: float | None = DEFAULT_WAIT) -> kolbo_async.GenerationStatus:
         """Wait for the terminal status.
 
         Same as `AsyncGeneration.wait`; Ctrl-C interrupts it at once (the generation goes
@@ -84,7 +88,7 @@ class Generation:
         """
         return self._runner.call(self._inner.wait, timeout)
 
-    def result(self, timeout: float | None = DEFAULT_WAIT) -> VideoResult:
+    def result(self, timeout: float | None = DEFAULT_WAIT) -> kolbo_async.VideoResult:
         """Wait for the generation and return its `VideoResult`.
 
         Same as `AsyncGeneration.result`.
@@ -129,7 +133,7 @@ class Generation:
             on_progress=on_progress, timeout=timeout,
         ))  # fmt: skip
 
-    def cancel(self) -> GenerationStatus:
+    def cancel(self) -> kolbo_async.GenerationStatus:
         """Ask Kolbo to cancel the generation; return its status afterwards.
 
         Same as `AsyncGeneration.cancel` (a 409 returns the current status).

@@ -6,6 +6,8 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import kolbo_async  # public annotations name what users import (`typing.get_type_hints`)
+
 from ._lazy import DeferredModule
 from ._raw import (
     AsyncRawAccount,
@@ -20,7 +22,6 @@ from ._sync_handles import Generation
 
 if TYPE_CHECKING:
     from . import _requests
-    from ._models import Credits, Model
 else:  # the route classes are loaded on a route's first use
     _requests = DeferredModule("_requests")
 
@@ -58,7 +59,7 @@ class RawModels:
         self._runner = runner
         self._inner = inner
 
-    def list(self, type: str | None = "video") -> RawResponse[list[Model]]:
+    def list(self, type: str | None = "video") -> RawResponse[list[kolbo_async.Model]]:
         """`Models.list`, with its HTTP answer; `parse()` gives the models."""
         return self._runner.call(self._inner.list, type)
 
@@ -72,7 +73,7 @@ class RawAccount:
         self._runner = runner
         self._inner = inner
 
-    def credits(self) -> RawResponse[Credits]:
+    def credits(self) -> RawResponse[kolbo_async.Credits]:
         """`Account.credits`, with its HTTP answer; `parse()` gives the balance."""
         return self._runner.call(self._inner.credits)
 

@@ -211,7 +211,7 @@ def _blocking_annotation(annotation: str) -> str:
     """What an async annotation reads as on the blocking side."""
     # An async stream (the progress object, a future batch's AsyncIterator) is a plain
     # iterator there; every other AsyncX class has a blocking X.
-    annotation = annotation.replace("GenerationProgress", "Iterator[GenerationStatus]")
+    annotation = annotation.replace("GenerationProgress", "Iterator[kolbo_async.GenerationStatus]")
     return re.sub(r"\bAsync(?=[A-Z])", "", annotation)
 
 

@@ -12,8 +12,6 @@ from urllib.parse import quote
 
 import anyio
 
-import kolbo_async  # public annotations name what users import (`typing.get_type_hints`)
-
 from ._exceptions import (
     ConflictError,
     GenerationTimeoutError,
@@ -28,12 +26,15 @@ from ._progress import GenerationProgress, check_timeout
 from ._transfers import Transfers
 
 if TYPE_CHECKING:
+    import kolbo_async
+
     from . import _convert, _download, _models
     from ._models import GenerationStatus
 else:  # loaded on first use (attrs classes, cattrs, the download machinery)
     _convert = DeferredModule("_convert")
     _download = DeferredModule("_download")
     _models = DeferredModule("_models")
+    kolbo_async = DeferredModule("")  # public annotations: `typing.get_type_hints`
 
 __all__ = [
     "DEFAULT_WAIT",

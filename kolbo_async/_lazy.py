@@ -28,7 +28,9 @@ class DeferredModule:
     """
 
     def __init__(self, name: str) -> None:
-        self._module = f"kolbo_async.{name}"
+        # "" stands for the package itself: public annotations (``-> kolbo_async.Model``)
+        # are read through it by `typing.get_type_hints`, never while modules load.
+        self._module = f"kolbo_async.{name}" if name else "kolbo_async"
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):  # introspection (copy, inspect) must not import anything

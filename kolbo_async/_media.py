@@ -23,8 +23,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import httpx
 
-import kolbo_async  # public annotations name what users import (`typing.get_type_hints`)
-
 from ._exceptions import (
     APIConnectionError,
     APIResponseValidationError,
@@ -38,6 +36,8 @@ from ._lazy import DeferredModule
 from ._pipeline import Call, Pipeline
 
 if TYPE_CHECKING:
+    import kolbo_async
+
     from . import _local_files, _models, _requests, _routes_video
     from ._local_files import LocalFile, OpenedFile
     from ._models import Media
@@ -48,6 +48,7 @@ else:  # loaded on first use: a program that never sends a file or a route skips
     _models = DeferredModule("_models")
     _requests = DeferredModule("_requests")
     _routes_video = DeferredModule("_routes_video")
+    kolbo_async = DeferredModule("")  # public annotations: `typing.get_type_hints`
 
 __all__ = ["MEDIA_UPLOAD_PATH", "UNTRUSTED", "AsyncMediaLibrary", "MediaSender"]
 

@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-import kolbo_async  # public annotations name what users import (`typing.get_type_hints`)
-
 from ._config import positive_int
 from ._exceptions import InvalidRequestError
 from ._handles import AsyncGeneration
@@ -24,6 +22,8 @@ from ._signatures import arguments_of
 from ._transfers import Transfers
 
 if TYPE_CHECKING:
+    import kolbo_async
+
     from . import _requests, _routes_image, _routes_video
     from ._batch import AsyncBatch
     from ._models import Credits, GenerationStatus, Model, Submission
@@ -31,6 +31,7 @@ else:  # a program pays for the route classes it uses, when it first uses them
     _requests = DeferredModule("_requests")
     _routes_image = DeferredModule("_routes_image")
     _routes_video = DeferredModule("_routes_video")
+    kolbo_async = DeferredModule("")  # public annotations: `typing.get_type_hints`
 
 __all__ = [
     "AsyncAccount",

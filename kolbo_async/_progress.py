@@ -6,16 +6,19 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-import kolbo_async  # public annotations name what users import (`typing.get_type_hints`)
-
 from ._clock import Clock
 from ._exceptions import GenerationTimeoutError, InvalidRequestError
+from ._lazy import DeferredModule
 from ._poller import Listener, Poller, Track
 
 if TYPE_CHECKING:
+    import kolbo_async
+
     from ._models import GenerationStatus
 
     TimeoutFactory = Callable[[float | None, GenerationStatus | None], GenerationTimeoutError]
+else:
+    kolbo_async = DeferredModule("")  # public annotations: `typing.get_type_hints`
 
 __all__ = ["GenerationProgress", "check_timeout"]
 

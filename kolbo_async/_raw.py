@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx
 
-import kolbo_async  # public annotations name what users import (`typing.get_type_hints`)
-
 from ._handles import AsyncGeneration
 from ._lazy import DeferredModule, public
 from ._namespaces import AsyncAccount, AsyncModels, AsyncVideos
@@ -23,9 +21,12 @@ from ._poller import Poller
 from ._signatures import arguments_of
 
 if TYPE_CHECKING:
+    import kolbo_async
+
     from . import _requests
 else:  # the route classes are loaded on a route's first use
     _requests = DeferredModule("_requests")
+    kolbo_async = DeferredModule("")  # public annotations: `typing.get_type_hints`
 
 __all__ = ["AsyncWithRawResponse", "RawResponse"]
 

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-import kolbo_async  # public annotations name what users import (`typing.get_type_hints`)
-
 from ._client import _UNSET, AsyncKolbo
 from ._config import RateLimits
 from ._lazy import DeferredModule, public
@@ -34,12 +32,15 @@ from ._signatures import arguments_of, parameters_of
 from ._sync_handles import Batch, Generation
 
 if TYPE_CHECKING:
+    import kolbo_async
+
     from . import _requests, _routes_image, _routes_video
     from ._sync_raw import WithRawResponse
 else:  # the route classes are loaded on a route's first use
     _requests = DeferredModule("_requests")
     _routes_image = DeferredModule("_routes_image")
     _routes_video = DeferredModule("_routes_video")
+    kolbo_async = DeferredModule("")  # public annotations: `typing.get_type_hints`
 
 __all__ = ["Kolbo"]
 

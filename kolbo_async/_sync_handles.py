@@ -13,17 +13,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, cast, overload
 
-import kolbo_async  # public annotations name what users import (`typing.get_type_hints`)
-
 from ._exceptions import InvalidRequestError
 from ._handles import DEFAULT_WAIT, AsyncGeneration, ProgressCallback
-from ._lazy import public
+from ._lazy import DeferredModule, public
 from ._runner import Runner as _Runner
 
 if TYPE_CHECKING:
+    import kolbo_async
+
     from ._batch import AsyncBatch, BatchOutcome
     from ._models import GenerationStatus
     from ._progress import GenerationProgress
+else:
+    kolbo_async = DeferredModule("")  # public annotations: `typing.get_type_hints`
 
 __all__ = ["Batch", "Generation", "as_completed"]
 

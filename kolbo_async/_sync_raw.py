@@ -6,8 +6,6 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import kolbo_async  # public annotations name what users import (`typing.get_type_hints`)
-
 from ._lazy import DeferredModule
 from ._raw import (
     AsyncRawAccount,
@@ -21,9 +19,12 @@ from ._signatures import arguments_of
 from ._sync_handles import Generation
 
 if TYPE_CHECKING:
+    import kolbo_async
+
     from . import _requests
 else:  # the route classes are loaded on a route's first use
     _requests = DeferredModule("_requests")
+    kolbo_async = DeferredModule("")  # public annotations: `typing.get_type_hints`
 
 __all__ = ["WithRawResponse"]
 

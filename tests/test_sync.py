@@ -59,7 +59,9 @@ class FakeKolbo:
     }
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        # Reentrant: a test's SIGINT handler runs in whatever the main thread was doing,
+        # this fake's own answer (lock held) included, and may touch the fake too.
+        self.lock = threading.RLock()
         self.requests: list[httpx.Request] = []
         self.prompts: dict[str, str] = {}
         self.steps: dict[str, int] = {}

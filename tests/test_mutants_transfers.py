@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import httpx
 import pytest
 
@@ -152,6 +153,71 @@ def test_a_cooldown_is_logged_with_its_host_and_length(caplog: pytest.LogCapture
     Transfers(limit=2).cool_down("cdn-a.test", 0.0, 30.0)
     messages = [record.getMessage() for record in caplog.records]
     assert messages == ["downloads from cdn-a.test cooling down for 30.00 s after a 429"]
+
+
+class _Server:
+    """A keep-alive HTTP/1.1 server on loopback that counts the connections open to it.
+
+    A request for ``/second`` is answered once at most `cap` connections are open (or after
+    two seconds), noting how many were open then."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.open = 0
+        self.at_second: int | None = None
+        self.closed = anyio.Event()  # set when a connection closes (then renewed)
+
+    async def handle(self, stream: anyio.abc.ByteStream) -> None:
+        self.open += 1
+        buffer = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    buffer += await stream.receive()
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                if head.split(b" ")[1] == b"/second":
+                    with anyio.move_on_after(2):
+                        while self.open > self.cap:
+                            await self.closed.wait()  # a real socket's close is on its way
+                    self.at_second = self.open
+                await stream.send(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: video/mp4\r\ncontent-length: 2\r\n\r\nok"
+                )
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            pass
+        finally:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+            self.open -= 1
+            self.closed.set()
+            self.closed = anyio.Event()
+
+
+async def test_the_sdks_cdn_pool_holds_no_more_connections_than_the_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a cap of one, an idle connection to one CDN host is closed before one to another
+    host opens (real sockets: only a real pool holds connections)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                 "all_proxy"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    server = _Server(cap=1)
+    one = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    two = await anyio.create_tcp_listener(local_host="127.0.0.2")
+    async with one, two, anyio.create_task_group() as tg:
+        tg.start_soon(one.serve, server.handle)
+        tg.start_soon(two.serve, server.handle)
+        transfers = Transfers(limit=1)
+        try:
+            http = transfers.client()
+            for host, listener, path in (("127.0.0.1", one, "first"), ("127.0.0.2", two, "second")):
+                port = listener.extra(anyio.abc.SocketAttribute.local_port)
+                answer = await http.get(f"http://{host}:{port}/{path}")
+                assert answer.content == b"ok"
+        finally:
+            await transfers.aclose()
+            tg.cancel_scope.cancel()
+    assert server.at_second == 1
 
 
 async def test_a_closed_transfers_never_opens_a_new_pool() -> None:

@@ -1,0 +1,294 @@
+"""Promises of the request pipeline (`kolbo_async._pipeline`) that its mutation run found
+untested (issue 18): what every request carries, what the client refuses before sending,
+what is logged about a paid POST whose caller left, and what a retry says.
+
+Requests go to a respx router on the API (as in tests/test_pipeline.py), on a `StepClock`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+import kolbo_async as k
+from kolbo_async import AsyncKolbo
+from kolbo_async import _pipeline as pipeline_module
+from kolbo_async._hooks import Event, RequestDone, Retrying
+from kolbo_async._pipeline import Call, Lifecycle, _log_orphan
+from kolbo_async._retries import Attempt, Failure
+from kolbo_async._send import Retryable
+
+from .conftest import StepClock
+
+pytestmark = pytest.mark.anyio
+
+KEY = "kolbo_live_" + "b2" * 20
+API = "https://api.kolbo.ai"
+SUBMITTED = {
+    "success": True,
+    "generation_id": "gen1",
+    "type": "video",
+    "model": "auto",
+    "credits_charged": 35,
+}
+CREDITS = {"success": True, "credits": {"total": 120, "plan_credits": 100, "credit_pack": 20}}
+VIDEO = "/api/v1/generate/video"
+
+MakeClient = Callable[..., AsyncKolbo]
+
+
+@pytest.fixture
+async def make_client(clock: StepClock) -> AsyncIterator[MakeClient]:
+    clients: list[AsyncKolbo] = []
+
+    def make(**kwargs: Any) -> AsyncKolbo:
+        kwargs.setdefault("rate_limits", None)
+        client = AsyncKolbo(KEY, _clock=clock, **kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+def router() -> Iterator[respx.MockRouter]:
+    with respx.mock(base_url=API, assert_all_called=False) as mock:
+        yield mock
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+# -- what every request carries -------------------------------------------------------------------
+
+
+async def test_a_call_asks_for_json_with_the_key_and_the_calls_timeout(
+    router: respx.MockRouter, make_client: MakeClient
+) -> None:
+    """A GET runs on the client's timeout; a paid POST on the generation timeout (its
+    answer may take longer, and a timeout there is an unknown outcome)."""
+    credits = router.get("/api/v1/account/credits").respond(200, json=CREDITS)
+    post = router.post(VIDEO).respond(200, json=SUBMITTED)
+    client = make_client(timeout=7.0)
+    await client.account.credits()
+    await client.videos.generate("a cat")
+    settings = client._pipeline.settings
+    get_request, post_request = credits.calls.last.request, post.calls.last.request
+    for request in (get_request, post_request):
+        assert request.headers["Accept"] == "application/json"
+        assert request.headers["X-API-Key"] == KEY
+    assert get_request.extensions["timeout"] == settings.timeout.as_dict()
+    assert post_request.extensions["timeout"] == settings.generation_timeout.as_dict()
+    assert settings.generation_timeout.as_dict() != settings.timeout.as_dict()
+
+
+async def test_an_answer_is_logged_at_debug_with_its_status(
+    router: respx.MockRouter, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    router.get("/api/v1/account/credits").respond(200, json=CREDITS)
+    caplog.set_level(logging.DEBUG, logger="kolbo_async")
+    await make_client().account.credits()
+    [line] = [r.getMessage() for r in caplog.records if "->" in r.getMessage()]
+    assert line.startswith("GET /api/v1/account/credits -> 200 (")
+    assert line.endswith(" s)")
+
+
+async def test_a_retry_is_logged_and_told_to_hooks(
+    router: respx.MockRouter, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    router.get("/api/v1/account/credits").mock(
+        side_effect=[httpx.Response(503, text="busy"), httpx.Response(200, json=CREDITS)]
+    )
+    events: list[Event] = []
+    caplog.set_level(logging.DEBUG, logger="kolbo_async")
+    await make_client(hooks=[events.append]).account.credits()
+    [retry] = [e for e in events if isinstance(e, Retrying)]
+    assert (retry.method, retry.path, retry.attempt, retry.reason) == (
+        "GET", "/api/v1/account/credits", 1, "HTTP 503"
+    )  # fmt: skip
+    done = [e for e in events if isinstance(e, RequestDone)]
+    assert [(e.attempt, e.status_code, e.error) for e in done] == [(1, 503, None), (2, 200, None)]
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retrying")]
+    assert line.startswith(f"retrying GET /api/v1/account/credits in {retry.delay:.2f} s (retry 1)")
+    assert "after: " in line
+
+
+async def test_an_unanswered_attempt_is_told_to_hooks_with_the_transport_error(
+    router: respx.MockRouter, make_client: MakeClient
+) -> None:
+    router.get("/api/v1/account/credits").mock(
+        side_effect=[httpx.ConnectError("refused"), httpx.Response(200, json=CREDITS)]
+    )
+    events: list[Event] = []
+    await make_client(hooks=[events.append]).account.credits()
+    done = [e for e in events if isinstance(e, RequestDone)]
+    assert [(e.attempt, e.status_code, e.error) for e in done] == [
+        (1, None, "ConnectError"),
+        (2, 200, None),
+    ]
+    [retry] = [e for e in events if isinstance(e, Retrying)]
+    assert retry.reason == "APIConnectionError"
+
+
+async def test_a_raw_response_keeps_the_answer_without_the_key(
+    router: respx.MockRouter, make_client: MakeClient
+) -> None:
+    router.get("/api/v1/account/credits").respond(200, json=CREDITS)
+    client = make_client()
+    raw = await client.with_raw_response.account.credits()
+    assert raw.http_response.status_code == 200
+    assert KEY not in str(raw.http_response.request.headers)
+    assert raw.http_response.request.headers["X-API-Key"] != KEY
+
+
+# -- refused before anything is sent --------------------------------------------------------------
+
+
+async def test_a_closed_client_refuses_before_sending(
+    router: respx.MockRouter, make_client: MakeClient
+) -> None:
+    route = router.get("/api/v1/account/credits").respond(200, json=CREDITS)
+    client = make_client()
+    await client.aclose()
+    with pytest.raises(k.KolboError) as refused:
+        await client.account.credits()
+    assert str(refused.value) == "This client is closed; create a new one to make requests."
+    assert route.call_count == 0
+
+
+def test_a_lifecycle_keeps_its_first_loop() -> None:
+    lifecycle = Lifecycle()
+    assert (lifecycle.closed, lifecycle.loop, lifecycle.paid_in_flight) == (False, None, 0)
+    assert lifecycle.landed is None
+    first, second = object(), object()
+    lifecycle.bind(None)  # outside any loop: nothing adopted
+    assert lifecycle.loop is None
+    lifecycle.bind(first)
+    lifecycle.bind(first)
+    lifecycle.bind(None)
+    assert lifecycle.loop is first
+    with pytest.raises(k.KolboError) as refused:
+        lifecycle.bind(second)
+    assert str(refused.value) == (
+        "This AsyncKolbo was first used on another event loop (an earlier asyncio.run() or "
+        "trio.run(), or another thread); its connections and locks belong to that loop, so "
+        "nothing was sent. Create one client per loop, inside it (`async with AsyncKolbo() "
+        "as client:` in your main, or an async fixture), or use the blocking Kolbo client, "
+        "which runs its own loop."
+    )
+    assert lifecycle.loop is first
+
+
+def test_a_lifecycle_from_before_a_fork_refuses_in_the_child(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lifecycle = Lifecycle()
+    forks_then = lifecycle.forks
+    monkeypatch.setattr(pipeline_module, "forks", lambda: forks_then + 1)
+    for loop in (None, object()):
+        with pytest.raises(k.KolboError) as refused:
+            lifecycle.bind(loop)
+        assert str(refused.value) == (
+            "This client was created before os.fork(); its connections belong to the parent "
+            "process, so nothing was sent. Create the client in the child (e.g. in "
+            "gunicorn's post_fork hook or a Celery worker_process_init handler)."
+        )
+    assert lifecycle.loop is None
+
+
+async def test_a_client_from_before_a_fork_sends_nothing(
+    router: respx.MockRouter, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    route = router.get("/api/v1/account/credits").respond(200, json=CREDITS)
+    client = make_client()
+    await client.account.credits()  # bound to this loop in this process
+    forks_then = client._pipeline.lifecycle.forks
+    monkeypatch.setattr(pipeline_module, "forks", lambda: forks_then + 1)
+    with pytest.raises(k.KolboError, match=r"created before os\.fork\(\)"):
+        await client.account.credits()
+    assert route.call_count == 1
+
+
+# -- a paid POST whose caller stopped waiting ---------------------------------------------------
+
+
+class _Media:
+    url = "https://cdn.kolbo.ai/media/m1.png"
+
+
+class _Submission:
+    generation_id = "gen_9"
+
+
+def _retryable(failure: Failure, error: k.KolboError) -> Retryable:
+    return Retryable(Attempt(failure), error)
+
+
+def test_an_orphan_generation_is_logged_with_how_to_reattach_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="kolbo_async")
+    _log_orphan(Call("POST", VIDEO, generation=True), _Submission(), None)
+    assert warnings_of(caplog) == [
+        f"POST {VIDEO} was answered after its caller stopped waiting: generation gen_9 was "
+        "created and charged. Re-attach with client.generations.attach('gen_9')."
+    ]
+
+
+def test_an_orphan_upload_is_logged_with_its_url(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="kolbo_async")
+    _log_orphan(Call("POST", "/api/v1/media/upload", generation=True), _Media(), None)
+    assert warnings_of(caplog) == [
+        "POST /api/v1/media/upload was answered after its caller stopped waiting: the file "
+        "was stored in the media library as https://cdn.kolbo.ai/media/m1.png (an upload: no "
+        "generation was created)."
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "what"),
+    [
+        (VIDEO, "created a charged generation"),
+        ("/api/v1/media/upload", "stored the file in the media library"),
+    ],
+)
+@pytest.mark.parametrize("retryable", [False, True])
+def test_an_orphan_with_an_unknown_outcome_is_logged(
+    caplog: pytest.LogCaptureFixture, path: str, what: str, retryable: bool
+) -> None:
+    caplog.set_level(logging.WARNING, logger="kolbo_async")
+    error = k.SubmissionOutcomeUnknownError("ReadTimeout")
+    failure: Exception = _retryable(Failure.LOST, error) if retryable else error
+    _log_orphan(Call("POST", path, generation=True), None, failure)
+    assert warnings_of(caplog) == [
+        f"POST {path} failed after its caller stopped waiting, and may have {what}; it was "
+        "not resubmitted: ReadTimeout"
+    ]
+
+
+def test_an_orphan_connection_error_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="kolbo_async")
+    error = k.APIConnectionError("connection reset")
+    _log_orphan(Call("POST", VIDEO, generation=True), None, _retryable(Failure.LOST, error))
+    [message] = warnings_of(caplog)
+    assert message.endswith("it was not resubmitted: connection reset")
+
+
+def test_an_orphan_that_never_reached_kolbo_or_was_refused_is_not_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="kolbo_async")
+    call = Call("POST", VIDEO, generation=True)
+    _log_orphan(call, None, _retryable(Failure.NOT_SENT, k.APIConnectionError("refused")))
+    answer = httpx.Response(400, request=httpx.Request("POST", API + VIDEO))
+    refused = k.BadRequestError("bad prompt", response=answer, body=None, code=None)
+    _log_orphan(call, None, refused)
+    assert caplog.records == []

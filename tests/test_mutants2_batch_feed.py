@@ -260,3 +260,45 @@ class TestSharedFeed:
             assert not feed.waiting()
         finally:
             await feed.journal.close()
+
+
+def _expire_leases(spec: SharedSpec) -> None:
+    """Every lease of the batch ran out (its worker was paused, or died)."""
+    import psycopg
+
+    with psycopg.connect(spec.url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE kolbo_journal_items SET lease_until = now() - interval '1 hour'"
+            " WHERE batch_id = %s AND lease_until IS NOT NULL",
+            (spec.batch_id,),
+        )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("resubmit", [False, True])
+async def test_a_dead_workers_unknown_post_is_resent_only_when_asked(
+    spec: SharedSpec, resubmit: bool
+) -> None:
+    """Item 0's POST was about to go out when its worker died: another worker reports it as
+    outcome-unknown, or sends it again with ``resubmit_unknown=True``."""
+    dead = SharedFeed(spec, ITEMS[:2], resubmit_unknown=False)
+    await dead.open()
+    heir = SharedFeed(spec, ITEMS[:2], resubmit_unknown=resubmit)
+    try:
+        assert await dead.take() == 0
+        assert await dead.journal.intent(0, PATH, ITEMS[0][1]) is None
+        _expire_leases(spec)
+        await heir.open()
+        look = await heir.look()
+        if resubmit:
+            assert (look.steps, look.send) == ([], True)
+            assert {await heir.take(), await heir.take()} == {0, 1}
+        else:
+            [(index, step)] = look.steps
+            assert index == 0
+            assert isinstance(step, Unknown)
+            assert await heir.take() == 1
+        assert await heir.take() is None
+    finally:
+        await heir.journal.close()
+        await dead.journal.close()

@@ -52,12 +52,15 @@ class Flaky(LocalStore):
         self.down = False
         self.calls: list[str] = []
         self.threads: list[str] = []
+        self.budgets: list[str] = []
+        self.returned = threading.Event()  # a cool_down call came back
         self.cooled: list[tuple[str, str, float, float | None]] = []
         self.gate = threading.Event()
         self.gate.set()
 
     def admit(self, budget: str, buckets: Buckets, window: float) -> float:
         self.threads.append(threading.current_thread().name)
+        self.budgets.append(budget)
         assert self.gate.wait(10.0)
         self.calls.append("admit")
         if self.down:
@@ -68,7 +71,10 @@ class Flaky(LocalStore):
         self, budget: str, bucket: str, window: float, retry_after: float | None
     ) -> float:
         self.threads.append(threading.current_thread().name)
-        assert self.gate.wait(10.0)
+        try:
+            assert self.gate.wait(10.0)
+        finally:
+            self.returned.set()
         self.calls.append("cool_down")
         if self.down:
             raise StoreUnavailable("ConnectionError: refused")
@@ -473,3 +479,60 @@ class TestCoolDown:
             (logging.DEBUG,
              "rate store: a 429 cooldown could not be shared: ConnectionError: refused")
         ]  # fmt: skip
+
+
+# -- second pass: what the rerun left ---------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("blocking", [False, True])
+async def test_the_store_is_asked_about_the_budgets_own_name(
+    clock: VirtualClock, blocking: bool
+) -> None:
+    store = Flaky(clock, blocking=blocking)
+    budget = budget_on(store, clock)
+    assert await budget.admit(REQUEST) == 0
+    assert budget.try_admit(GENERATE) in (0.0, TICKET_POLL)
+    if blocking:
+        answer_of(budget)
+    assert store.budgets == ["budget", "budget"]
+
+
+@pytest.mark.anyio
+async def test_a_refusal_shorter_than_a_second_still_holds(clock: VirtualClock) -> None:
+    store = Flaky(clock)
+    budget = budget_on(store, clock)
+    for _ in range(5):
+        assert await budget.admit(REQUEST) == 0
+    clock.advance(WINDOW - 0.5)
+    assert await budget.admit(REQUEST) == pytest.approx(0.5)
+    assert budget.held(REQUEST) == pytest.approx(0.5)
+
+
+def test_the_pollers_outage_warning_names_the_error(
+    clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="kolbo_async")
+    store = Flaky(clock)
+    budget = budget_on(store, clock)
+    store.down = True
+    budget.try_admit(REQUEST)
+    [warning] = warnings_of(caplog)
+    assert warning.startswith("rate store flaky://test unreachable (ConnectionError: refused)")
+
+
+def test_a_dropped_budget_does_not_wait_for_its_store_call(clock: VirtualClock) -> None:
+    """Collecting a budget whose worker thread is still on a store call (a 429's cooldown
+    to a hung store) leaves that call running rather than waiting for it."""
+    import gc
+
+    store = Flaky(clock, blocking=True)
+    budget = budget_on(store, clock)
+    store.gate.clear()
+    budget.cool_down(REQUEST, 5.0)
+    del budget
+    gc.collect()
+    still_running = not store.returned.is_set()
+    store.gate.set()
+    assert store.returned.wait(10.0)
+    assert still_running

@@ -283,7 +283,7 @@ async def test_a_dead_workers_unknown_post_is_resent_only_when_asked(
     outcome-unknown, or sends it again with ``resubmit_unknown=True``."""
     dead = SharedFeed(spec, ITEMS[:2], resubmit_unknown=False)
     await dead.open()
-    heir = SharedFeed(spec, ITEMS[:2], resubmit_unknown=resubmit)
+    heir = open_feed(spec, ITEMS[:2], resubmit_unknown=resubmit)
     try:
         assert await dead.take() == 0
         assert await dead.journal.intent(0, PATH, ITEMS[0][1]) is None
@@ -302,3 +302,64 @@ async def test_a_dead_workers_unknown_post_is_resent_only_when_asked(
     finally:
         await heir.journal.close()
         await dead.journal.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("resubmit", [False, True])
+async def test_open_feed_passes_the_journal_items_and_resubmit_unknown_on(
+    tmp_path: Path, resubmit: bool
+) -> None:
+    """Through `open_feed`: the earlier run's journal is read (item 1's unknown outcome is
+    held back unless `resubmit_unknown`), and each item's journal writes go to its own row."""
+    path = tmp_path / "batch.db"
+    keys = item_keys(list(ITEMS))
+    earlier = Journal(path)
+    await earlier.open()
+    await earlier.intent(1, keys[1], PATH, ITEMS[1][1])
+    await earlier.close()
+
+    feed = open_feed(path, ITEMS, resubmit_unknown=resubmit, budget=None)
+    steps = await feed.open()
+    try:
+        assert feed.journal.kept
+        assert steps == ([] if resubmit else [(1, Unknown(None))])
+        assert await feed.journal.intent(3, PATH, ITEMS[3][1]) is None
+    finally:
+        await feed.journal.close()
+    rows = await (reread := Journal(path)).open()
+    await reread.close()
+    assert set(rows) == {keys[1], keys[3]}
+
+
+@pytest.mark.anyio
+async def test_one_item_another_worker_holds_keeps_this_one_waiting(spec: SharedSpec) -> None:
+    """Nothing to send, but another worker's claim may come back (its lease running out):
+    this worker keeps looking, no later than the journal's next look."""
+    from kolbo_async._journal_pg import LOOK_EVERY
+
+    other = SharedFeed(spec, ITEMS[:1], resubmit_unknown=False)
+    await other.open()
+    this = SharedFeed(spec, ITEMS[:1], resubmit_unknown=False)
+    try:
+        assert await other.take() == 0
+        await this.open()
+        look = await this.look()
+        assert (look.steps, look.send) == ([], False)
+        assert this.waiting()
+        assert 0 < look.wait <= LOOK_EVERY
+    finally:
+        await this.journal.close()
+        await other.journal.close()
+
+
+@pytest.mark.anyio
+async def test_with_nobody_else_the_next_look_is_the_journals_default(spec: SharedSpec) -> None:
+    from kolbo_async._journal_pg import LOOK_EVERY
+
+    feed = SharedFeed(spec, ITEMS[:1], resubmit_unknown=False)
+    await feed.open()
+    try:
+        look = await feed.look()
+        assert look.wait == LOOK_EVERY
+    finally:
+        await feed.journal.close()

@@ -11,6 +11,8 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 import respx
@@ -292,3 +294,167 @@ def test_an_orphan_that_never_reached_kolbo_or_was_refused_is_not_logged(
     refused = k.BadRequestError("bad prompt", response=answer, body=None, code=None)
     _log_orphan(call, None, refused)
     assert caplog.records == []
+
+
+# -- copies of a client share its pipeline's parts -------------------------------------------------
+
+
+async def test_a_copy_with_other_options_shares_hooks_clock_and_lifecycle(
+    router: respx.MockRouter, make_client: MakeClient, clock: StepClock
+) -> None:
+    route = router.get("/api/v1/account/credits").mock(
+        side_effect=[httpx.Response(503, text="busy"), httpx.Response(200, json=CREDITS)]
+    )
+    events: list[Event] = []
+    client = make_client(hooks=[events.append], max_retries=0)
+    copy = client.with_options(max_retries=1)
+    assert copy._pipeline.settings.max_retries == 1
+    assert client._pipeline.settings.max_retries == 0
+    await copy.account.credits()  # retried on the client's clock, told to its hooks
+    assert route.call_count == 2
+    assert len(clock.sleeps) == 1
+    assert [type(e).__name__ for e in events].count("RequestDone") == 2
+    parts = ("http", "pacer", "limiter", "clock", "rng", "lifecycle", "hooks")
+    for part in parts:
+        assert getattr(copy._pipeline, part) is getattr(client._pipeline, part), part
+    await client.aclose()
+    with pytest.raises(k.KolboError, match="client is closed"):
+        await copy.account.credits()
+
+
+async def test_a_status_poll_of_the_shared_poller_is_one_attempt(
+    router: respx.MockRouter, make_client: MakeClient
+) -> None:
+    """The poller paces and plans polls itself: a poll is sent once, never retried here."""
+    route = router.get("/api/v1/generate/gen1/status").mock(
+        side_effect=[
+            httpx.Response(503, text="busy"),
+            httpx.Response(200, json={"success": True, "generation_id": "gen1",
+                                      "state": "completed", "progress": 100,
+                                      "result": {"urls": ["https://cdn.kolbo.ai/v.mp4"]}}),
+        ]
+    )  # fmt: skip
+    events: list[Event] = []
+    client = make_client(hooks=[events.append])
+    status = await client.generations.attach("gen1").wait(timeout=600)
+    assert status.state == "completed"
+    assert route.call_count == 2
+    done = [e for e in events if isinstance(e, RequestDone)]
+    assert [(e.attempt, e.status_code) for e in done] == [(1, 503), (1, 200)]
+    assert not [e for e in events if isinstance(e, Retrying)]
+
+
+async def test_a_closed_client_sends_no_status_poll(
+    router: respx.MockRouter, make_client: MakeClient
+) -> None:
+    route = router.get("/api/v1/generate/gen1/status").respond(200, json={})
+    client = make_client()
+    handle = client.generations.attach("gen1")
+    await client.aclose()
+    with pytest.raises(k.KolboError, match="client is closed"):
+        await handle.wait(timeout=600)
+    assert route.call_count == 0
+
+
+# -- a paid POST runs to its answer whatever its caller does -----------------------------------
+
+
+class Gated(httpx.AsyncBaseTransport):
+    """Holds each generation POST until `gate` is set, then answers it (or fails it)."""
+
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.arrived = anyio.Event()
+        self.gate = anyio.Event()
+        self.fail = fail
+        self.posts = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.posts += 1
+        self.arrived.set()
+        await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        return httpx.Response(200, json=SUBMITTED)
+
+
+async def _leave_during_the_post(client: AsyncKolbo, gated: Gated) -> bool:
+    """Cancel the caller while its POST is on the wire; True when the caller saw it."""
+    caller = anyio.CancelScope()
+    async with anyio.create_task_group() as tg:
+
+        async def submit() -> None:
+            with caller:
+                await client.videos.generate("a cat")
+
+        tg.start_soon(submit)
+        await gated.arrived.wait()
+        caller.cancel()
+        await anyio.lowlevel.checkpoint()
+        gated.gate.set()
+    return caller.cancelled_caught
+
+
+async def test_a_post_whose_caller_left_lands_and_its_id_is_logged(
+    clock: StepClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    gated = Gated()
+    caplog.set_level(logging.WARNING, logger="kolbo_async")
+    async with AsyncKolbo(KEY, _clock=clock, _transport=gated, rate_limits=None) as client:
+        assert await _leave_during_the_post(client, gated)
+        assert client._pipeline.lifecycle.paid_in_flight == 0
+    assert gated.posts == 1
+    assert warnings_of(caplog) == [
+        f"POST {VIDEO} was answered after its caller stopped waiting: generation gen1 was "
+        "created and charged. Re-attach with client.generations.attach('gen1')."
+    ]
+
+
+async def test_a_post_whose_caller_left_and_that_failed_is_logged(
+    clock: StepClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    gated = Gated(fail=httpx.ReadTimeout("slow"))
+    caplog.set_level(logging.WARNING, logger="kolbo_async")
+    async with AsyncKolbo(KEY, _clock=clock, _transport=gated, rate_limits=None) as client:
+        assert await _leave_during_the_post(client, gated)
+    assert gated.posts == 1  # not resubmitted
+    [message] = warnings_of(caplog)
+    assert message.startswith(
+        f"POST {VIDEO} failed after its caller stopped waiting, and may have created a "
+        "charged generation; it was not resubmitted: "
+    )
+
+
+async def test_closing_waits_for_a_post_on_the_wire(clock: StepClock) -> None:
+    gated = Gated()
+    client = AsyncKolbo(KEY, _clock=clock, _transport=gated, rate_limits=None)
+    closed = anyio.Event()
+    results: list[object] = []
+    async with anyio.create_task_group() as tg:
+
+        async def submit() -> None:
+            results.append(await client.videos.generate("a cat"))
+
+        async def close() -> None:
+            await client.aclose()
+            closed.set()
+
+        tg.start_soon(submit)
+        await gated.arrived.wait()
+        assert client._pipeline.lifecycle.paid_in_flight == 1
+        tg.start_soon(close)
+        for _ in range(20):
+            await anyio.lowlevel.checkpoint()
+        assert not closed.is_set()
+        gated.gate.set()
+    assert closed.is_set()
+    assert [getattr(r, "id", None) for r in results] == ["gen1"]
+    assert client._pipeline.lifecycle.paid_in_flight == 0
+
+
+async def test_a_failed_post_is_raised_to_a_caller_that_waited(clock: StepClock) -> None:
+    gated = Gated(fail=httpx.ReadTimeout("slow"))
+    gated.gate.set()
+    async with AsyncKolbo(KEY, _clock=clock, _transport=gated, rate_limits=None) as client:
+        with pytest.raises(k.SubmissionOutcomeUnknownError):
+            await client.videos.generate("a cat")
+    assert gated.posts == 1

@@ -458,3 +458,85 @@ async def test_a_failed_post_is_raised_to_a_caller_that_waited(clock: StepClock)
         with pytest.raises(k.SubmissionOutcomeUnknownError):
             await client.videos.generate("a cat")
     assert gated.posts == 1
+
+
+async def test_a_landed_post_is_reported_to_hooks_as_the_first_attempt(
+    clock: StepClock,
+) -> None:
+    gated = Gated()
+    events: list[Event] = []
+    async with AsyncKolbo(
+        KEY, _clock=clock, _transport=gated, rate_limits=None, hooks=[events.append]
+    ) as client:
+        assert await _leave_during_the_post(client, gated)
+    done = [e for e in events if isinstance(e, RequestDone)]
+    assert [(e.method, e.path, e.attempt, e.status_code) for e in done] == [("POST", VIDEO, 1, 200)]
+
+
+class Turns(httpx.AsyncBaseTransport):
+    """Holds the n-th generation POST until `gates[n]` is set."""
+
+    def __init__(self, n: int) -> None:
+        self.gates = [anyio.Event() for _ in range(n)]
+        self.posts = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        turn = self.posts
+        self.posts += 1
+        await self.gates[turn].wait()
+        return httpx.Response(200, json={**SUBMITTED, "generation_id": f"gen{turn}"})
+
+
+async def test_closing_waits_for_every_post_on_the_wire(clock: StepClock) -> None:
+    turns = Turns(2)
+    client = AsyncKolbo(KEY, _clock=clock, _transport=turns, rate_limits=None)
+    closed = anyio.Event()
+    ids: list[str] = []
+    async with anyio.create_task_group() as tg:
+
+        async def submit() -> None:
+            ids.append((await client.videos.generate("a cat")).id)
+
+        async def close() -> None:
+            await client.aclose()
+            closed.set()
+
+        tg.start_soon(submit)
+        tg.start_soon(submit)
+        while turns.posts < 2:
+            await anyio.lowlevel.checkpoint()
+        assert client._pipeline.lifecycle.paid_in_flight == 2
+        tg.start_soon(close)
+        turns.gates[0].set()
+        for _ in range(30):
+            await anyio.lowlevel.checkpoint()
+        assert client._pipeline.lifecycle.paid_in_flight == 1
+        assert not closed.is_set()  # the second POST is still on the wire
+        turns.gates[1].set()
+    assert closed.is_set()
+    assert sorted(ids) == ["gen0", "gen1"]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_asyncios_own_cancellation_cannot_lose_the_post(
+    clock: StepClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`Task.cancel()` (what ``asyncio.wait_for`` and ``asyncio.timeout`` do) leaves the
+    POST running to its answer, whose id is then logged."""
+    import asyncio
+
+    gated = Gated()
+    caplog.set_level(logging.WARNING, logger="kolbo_async")
+    async with AsyncKolbo(KEY, _clock=clock, _transport=gated, rate_limits=None) as client:
+        task = asyncio.ensure_future(client.videos.generate("a cat"))
+        await gated.arrived.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert warnings_of(caplog) == []  # not landed yet
+        gated.gate.set()
+    assert gated.posts == 1
+    assert warnings_of(caplog) == [
+        f"POST {VIDEO} was answered after its caller stopped waiting: generation gen1 was "
+        "created and charged. Re-attach with client.generations.attach('gen1')."
+    ]

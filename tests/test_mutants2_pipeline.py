@@ -340,7 +340,10 @@ async def test_a_status_poll_of_the_shared_poller_is_one_attempt(
     assert status.state == "completed"
     assert route.call_count == 2
     done = [e for e in events if isinstance(e, RequestDone)]
-    assert [(e.attempt, e.status_code) for e in done] == [(1, 503), (1, 200)]
+    assert [(e.method, e.path, e.attempt, e.status_code) for e in done] == [
+        ("GET", "/api/v1/generate/gen1/status", 1, 503),
+        ("GET", "/api/v1/generate/gen1/status", 1, 200),
+    ]
     assert not [e for e in events if isinstance(e, Retrying)]
 
 

@@ -543,3 +543,84 @@ async def test_asyncios_own_cancellation_cannot_lose_the_post(
         f"POST {VIDEO} was answered after its caller stopped waiting: generation gen1 was "
         "created and charged. Re-attach with client.generations.attach('gen1')."
     ]
+
+
+# -- second pass: pacing of each attempt, loops, what a retry says ---------------------------------
+
+
+async def test_every_get_is_counted_in_the_request_window_only(
+    router: respx.MockRouter, make_client: MakeClient, clock: StepClock
+) -> None:
+    """One request a minute: the second GET waits for the window; a generation window of
+    one does not hold GETs."""
+    router.get("/api/v1/account/credits").respond(200, json=CREDITS)
+    client = make_client(rate_limits=k.RateLimits(generations_per_minute=1,
+                                                   requests_per_minute=1))  # fmt: skip
+    await client.account.credits()
+    assert clock.sleeps == []
+    await client.account.credits()
+    assert sum(clock.sleeps) == pytest.approx(61.0)
+
+    other = make_client(rate_limits=k.RateLimits(generations_per_minute=1,
+                                                  requests_per_minute=10))  # fmt: skip
+    before = len(clock.sleeps)
+    await other.account.credits()
+    await other.account.credits()
+    assert len(clock.sleeps) == before
+
+
+async def test_an_admitted_first_attempt_is_not_counted_again_but_its_retry_is(
+    router: respx.MockRouter, make_client: MakeClient, clock: StepClock
+) -> None:
+    """A batch counts its POST's first attempt itself (``admitted=True``); a retry of it
+    waits for the window like any request."""
+    router.get("/api/v1/account/credits").mock(
+        side_effect=[httpx.Response(503, text="busy"), httpx.Response(200, json=CREDITS)]
+    )
+    client = make_client(rate_limits=k.RateLimits(generations_per_minute=5,
+                                                   requests_per_minute=1))  # fmt: skip
+    pipeline = client._pipeline
+    await pipeline.pacer.admit("request")  # what the batch did: the window is now full
+    call = Call("GET", "/api/v1/account/credits")
+    await pipeline.call(call, lambda body: body, admitted=True)
+    # The first attempt went at once; the retry waited for the window (61 s in all).
+    assert sum(clock.sleeps) == pytest.approx(61.0)
+
+
+def test_a_client_used_on_a_second_event_loop_refuses_before_sending() -> None:
+    import asyncio
+
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json=CREDITS)
+
+    client = AsyncKolbo(KEY, _transport=httpx.MockTransport(answer), rate_limits=None)
+    asyncio.run(client.account.credits())
+    with pytest.raises(k.KolboError, match="first used on another event loop"):
+        asyncio.run(client.account.credits())
+    assert len(sent) == 1
+
+
+async def test_a_retry_says_what_failed_and_how_long_it_waits(
+    router: respx.MockRouter,
+    make_client: MakeClient,
+    clock: StepClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    router.get("/api/v1/account/credits").mock(
+        side_effect=[httpx.Response(503, text="busy"), httpx.Response(200, json=CREDITS)]
+    )
+    events: list[Event] = []
+    caplog.set_level(logging.DEBUG, logger="kolbo_async")
+    await make_client(hooks=[events.append]).account.credits()
+    [retry] = [e for e in events if isinstance(e, Retrying)]
+    assert retry.delay > 0
+    assert clock.sleeps == [pytest.approx(retry.delay)]
+    [record] = [r for r in caplog.records if r.getMessage().startswith("retrying")]
+    error = record.args[-1] if isinstance(record.args, tuple) else None
+    assert isinstance(error, k.APIStatusError) and error.status_code == 503
+    assert record.getMessage() == (
+        f"retrying GET /api/v1/account/credits in {retry.delay:.2f} s (retry 1) after: {error}"
+    )

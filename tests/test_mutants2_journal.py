@@ -249,3 +249,82 @@ async def test_a_journal_another_program_holds_locked_is_refused_saying_so(
     assert len(table(file)) == 1
     await (again := Journal(file)).open()  # nothing held by the refusal
     await again.close()
+
+
+# -- second pass: the locks a held journal takes, and why a file is refused ----------------------
+
+
+async def test_a_held_journal_has_its_sidecar_and_its_flock(tmp_path: Path) -> None:
+    """``batch.db.lock`` beside the file while a run holds it, and a ``flock`` on the file
+    itself (Linux), which another open description of the file cannot take."""
+    import fcntl
+
+    file = tmp_path / "batch.db"
+    journal = await opened(file)
+    fd = os.open(file, os.O_RDONLY)  # closed only after the journal: SQLite's locks stay
+    try:
+        assert (tmp_path / "batch.db.lock").is_file()
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        await journal.close()
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free once closed
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        await journal.close()
+        os.close(fd)
+
+
+async def test_a_hard_link_of_a_held_journal_is_refused_as_the_same_file(
+    tmp_path: Path,
+) -> None:
+    file = tmp_path / "batch.db"
+    first = await opened(file)
+    link = tmp_path / "link.db"
+    os.link(file, link)
+    try:
+        with pytest.raises(KolboError) as refused:
+            await Journal(link).open()
+        assert str(refused.value).startswith(
+            f"The journal {link} is in use by another batch of this process (pid "
+        )
+        await first.intent(0, KEY, PATH, BODY)  # the first run goes on
+    finally:
+        await first.close()
+
+
+async def test_a_journal_that_cannot_be_read_is_refused_saying_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(This may run as root, who reads any file: the denial is simulated.)"""
+    file = tmp_path / "batch.db"
+    journal = await opened(file)
+    await journal.close()
+    real_open = Path.open
+
+    def denied(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self == file:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
+    with pytest.raises(KolboError) as refused:
+        await Journal(file).open()
+    assert str(refused.value) == (
+        f"Journal {file}: it cannot be read (Permission denied). Nothing was sent."
+    )
+
+
+async def test_a_damaged_database_is_refused_as_no_readable_journal(tmp_path: Path) -> None:
+    file = tmp_path / "batch.db"
+    journal = await opened(file)
+    await journal.intent(0, KEY, PATH, BODY)
+    await journal.close()
+    data = bytearray(file.read_bytes())
+    data[100:] = b"\xff" * (len(data) - 100)  # the header intact, every page garbage
+    file.write_bytes(bytes(data))
+    with pytest.raises(KolboError) as refused:
+        await Journal(file).open()
+    message = str(refused.value)
+    assert message.startswith(f"Journal {file}: it is not a readable journal (")
+    assert message.endswith("). Nothing was sent.")
+    assert file.read_bytes() == bytes(data)

@@ -328,3 +328,78 @@ async def test_a_damaged_database_is_refused_as_no_readable_journal(tmp_path: Pa
     assert message.startswith(f"Journal {file}: it is not a readable journal (")
     assert message.endswith("). Nothing was sent.")
     assert file.read_bytes() == bytes(data)
+
+
+async def test_a_sidecar_another_run_holds_refuses_naming_the_journal(tmp_path: Path) -> None:
+    """Another run (here another open description of ``batch.db.lock`` in this process,
+    as another process would hold it) keeps this one out, and the refusal names the
+    journal."""
+    import fcntl
+
+    file = tmp_path / "batch.db"
+    fd = os.open(tmp_path / "batch.db.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(KolboError) as refused:
+            await Journal(file).open()
+    finally:
+        os.close(fd)
+    assert str(refused.value).startswith(f"The journal {file} is in use by another run")
+    await (journal := Journal(file)).open()  # free once that run let go
+    await journal.close()
+
+
+async def test_a_file_flocked_by_another_run_refuses_naming_the_journal(tmp_path: Path) -> None:
+    import fcntl
+
+    file = tmp_path / "batch.db"
+    fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(KolboError) as refused:
+            await Journal(file).open()
+    finally:
+        os.close(fd)
+    assert str(refused.value).startswith(f"The journal {file} is in use")
+
+
+async def test_two_journals_of_one_process_are_held_at_once(tmp_path: Path) -> None:
+    first, second = await opened(tmp_path / "a.db"), await opened(tmp_path / "b.db")
+    try:
+        await first.intent(0, KEY, PATH, BODY)
+        await second.intent(0, KEY, PATH, BODY)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_writes_to_one_journal_run_one_at_a_time(tmp_path: Path) -> None:
+    """Concurrent writes of one journal (a batch's items) never overlap in their worker
+    threads: each waits (briefly, at a barrier no second write reaches) alone."""
+    import threading
+
+    import anyio
+
+    barrier = threading.Barrier(2, timeout=0.2)
+    together: list[bool] = []
+
+    class Watched(Journal):
+        def _write(self, index: int, key: Any, path: str, body: str) -> None:
+            try:
+                barrier.wait()
+                together.append(True)
+            except threading.BrokenBarrierError:
+                together.append(False)
+                barrier.reset()
+            super()._write(index, key, path, body)
+
+    journal = Watched(tmp_path / "batch.db")
+    await journal.open()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(journal.intent, 0, KEY, PATH, BODY)
+            tg.start_soon(journal.intent, 1, OTHER, PATH, {"prompt": "a dog"})
+    finally:
+        await journal.close()
+    assert together == [False, False]
+    assert len(table(tmp_path / "batch.db")) == 2

@@ -624,3 +624,13 @@ async def test_a_retry_says_what_failed_and_how_long_it_waits(
     assert record.getMessage() == (
         f"retrying GET /api/v1/account/credits in {retry.delay:.2f} s (retry 1) after: {error}"
     )
+
+
+async def test_a_post_its_caller_waited_for_logs_no_warning(
+    router: respx.MockRouter, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    router.post(VIDEO).respond(200, json=SUBMITTED)
+    caplog.set_level(logging.WARNING, logger="kolbo_async")
+    handle = await make_client().videos.generate("a cat")
+    assert handle.id == "gen1"
+    assert warnings_of(caplog) == []

@@ -8,8 +8,6 @@ Requests go to a respx router on the API (as in tests/test_pipeline.py), on a `S
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -26,11 +24,12 @@ from kolbo_async._retries import Attempt, Failure
 from kolbo_async._send import Retryable
 
 from .conftest import StepClock
+from .test_pipeline import API, KEY, MakeClient
+from .test_pipeline import make_client as make_client  # noqa: PLC0414
+from .test_pipeline import router as router  # noqa: PLC0414
 
 pytestmark = pytest.mark.anyio
 
-KEY = "kolbo_live_" + "b2" * 20
-API = "https://api.kolbo.ai"
 SUBMITTED = {
     "success": True,
     "generation_id": "gen1",
@@ -40,30 +39,6 @@ SUBMITTED = {
 }
 CREDITS = {"success": True, "credits": {"total": 120, "plan_credits": 100, "credit_pack": 20}}
 VIDEO = "/api/v1/generate/video"
-
-MakeClient = Callable[..., AsyncKolbo]
-
-
-@pytest.fixture
-async def make_client(clock: StepClock) -> AsyncIterator[MakeClient]:
-    clients: list[AsyncKolbo] = []
-
-    def make(**kwargs: Any) -> AsyncKolbo:
-        kwargs.setdefault("rate_limits", None)
-        client = AsyncKolbo(KEY, _clock=clock, **kwargs)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.aclose()
-
-
-@pytest.fixture
-def router() -> Iterator[respx.MockRouter]:
-    with respx.mock(base_url=API, assert_all_called=False) as mock:
-        yield mock
-
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -1,0 +1,193 @@
+"""More promises of the shared poller (`kolbo_async._poller`) that its full mutation run found
+untested (issue 18): a batch between outcomes, a batch's submitter waking its caller, ...
+
+On a virtual clock, counted at the simulator (`polls` and `KEY` from tests/test_poller.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import anyio
+import pytest
+
+import kolbo_async as k
+from kolbo_async.testing import Simulator, VirtualClock
+
+from .test_poller import KEY, polls
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_batch_between_outcomes_costs_no_poll_and_is_polled_at_once_when_iterated(
+) -> None:
+    """A batch whose first outcome came without waiting (a finished handle) is not waiting
+    while its caller does something else: another wait sends none of its polls. Iterated
+    again, its generation is polled at once (the driver of that other wait is woken for it),
+    not at that driver's next turn."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    done = sim.create_generation(key=KEY, processing_seconds=5)
+    held = sim.create_generation(key=KEY, processing_seconds=50)
+    other = sim.create_generation(key=KEY, processing_seconds=300)
+    async with sim.client(KEY, rate_limits=None) as client:
+        first = client.generations.attach(done)
+        await first.wait()
+        batch = k.as_completed([first, client.generations.attach(held)])
+        outcome = await batch.__anext__()  # from the finished track, with no wait
+        assert outcome.generation is first
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.generations.attach(other).wait)
+            await clock.sleep(100)
+            assert polls(sim)[held] == []  # nobody waited on it
+            asked = clock.now()
+            last = await batch.__anext__()
+            answered = clock.now()
+            tg.cancel_scope.cancel()
+        await batch.aclose()
+    assert last.status is not None and last.status.state == "completed"
+    assert polls(sim)[held] == [asked]
+    assert answered - asked < 0.5
+
+
+async def test_a_429_on_an_id_a_batch_holds_between_outcomes_is_retried_for_its_waiter(
+) -> None:
+    """A short Retry-After on a poll is slept and retried for the handle waiting on it, also
+    when a batch holds the same id between its outcomes (it has no deadline to compare)."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    done = sim.create_generation(key=KEY, processing_seconds=5)
+    held = sim.create_generation(key=KEY, processing_seconds=50)
+    async with sim.client(KEY, rate_limits=None) as client:
+        first = client.generations.attach(done)
+        await first.wait()
+        batch = k.as_completed([first, client.generations.attach(held)])
+        await batch.__anext__()
+        sim.inject("status", "429")
+        with anyio.fail_after(200):
+            status = await client.generations.attach(held).wait(timeout=150)
+        await batch.aclose()
+    assert status.state == "completed"
+    assert next(r.status for r in sim.requests if r.path.endswith(f"/{held}/status")) == 429
+
+
+async def test_a_batch_caller_hears_of_a_refused_post_at_once_while_others_run() -> None:
+    """The second POST of a batch is refused (no credits) while the first generation runs
+    for 1000 s: the caller waiting on the batch gets that outcome when the refusal comes,
+    not at the next poll, nor when the running generation ends."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock, processing_seconds=1000)
+    limits = k.RateLimits(generations_per_minute=1)
+    async with sim.client(KEY, rate_limits=limits) as client:
+        requests = [k.TextToVideo("runs"), k.TextToVideo("refused")]
+        batch = client.videos.generate_many(requests)
+
+        async def refuse_the_next_post() -> None:
+            await clock.sleep(10)  # after the first POST, before the second (60 s later)
+            sim.inject("generate", "insufficient_credits")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(refuse_the_next_post)
+            outcome = await batch.__anext__()
+        await batch.aclose()
+    refused = [r.time for r in sim.requests if r.method == "POST" and r.status == 400]
+    assert outcome.index == 1 and isinstance(outcome.error, k.InsufficientCreditsError)
+    assert len(refused) == 1 and 50 < refused[0] < 100
+    assert clock.now() - refused[0] < 0.5
+
+
+async def test_polls_past_a_burst_of_four_go_at_ninety_percent_of_the_request_rate() -> None:
+    """20 generations waited on at once at 60 requests a minute: the first 5 polls go
+    together (a burst of 4 on top of the first), then one every 1 / 0.9 s: the polls'
+    share of the budget is 90 %, exactly."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    ids = [sim.create_generation(key=KEY, processing_seconds=5_000) for _ in range(20)]
+    limits = k.RateLimits(requests_per_minute=60)
+    async with sim.client(KEY, rate_limits=limits) as client, anyio.create_task_group() as tg:
+        start = clock.now()
+        for gid in ids:
+            tg.start_soon(client.generations.attach(gid).wait, None)
+        await clock.sleep(30)
+        tg.cancel_scope.cancel()
+    first = sorted(times[0] - start for times in polls(sim).values())
+    assert len(first) == 20
+    assert first[:5] == [0.0] * 5
+    assert first[5:] == pytest.approx([n / 0.9 for n in range(1, 16)], abs=1e-6)
+
+
+async def test_an_image_without_a_hint_in_its_status_is_polled_at_its_submissions_hint() -> None:
+    """An image's submission asks for a poll every 3 s and its statuses say nothing: it is
+    polled every 3 s (+ at most 10 % jitter), not at the default 8 s."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock, processing_seconds=30)
+    async with sim.client(KEY, rate_limits=None) as client:
+        gen = await client.images.generate("a lighthouse")
+        assert gen.submission is not None and gen.submission.poll_interval_hint == 3
+        assert (await gen.wait()).state == "completed"
+    times = polls(sim)[gen.id]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(gaps) >= 5
+    assert all(3 <= gap <= 3 * 1.1 + 1e-6 for gap in gaps), gaps
+
+
+async def test_a_batchs_new_generation_is_first_polled_one_hint_after_its_post() -> None:
+    """A generation a batch just submitted is pending: its first poll waits for the hint (8
+    s), neither sooner nor later, also while the batch's next POST waits a minute for the
+    generation window (the batch's caller then sleeps with nothing else planned)."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock, processing_seconds=1000)
+    limits = k.RateLimits(generations_per_minute=1)
+    async with sim.client(KEY, rate_limits=limits) as client:
+        batch = client.videos.generate_many([k.TextToVideo("a"), k.TextToVideo("b")])
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(batch.__anext__)
+            await clock.sleep(30)
+            tg.cancel_scope.cancel()
+        await batch.aclose()
+    posts = [r.time for r in sim.requests if r.method == "POST"]
+    assert posts == [0.0]
+    (first,) = [times[0] for times in polls(sim).values()]
+    assert first == pytest.approx(posts[0] + 8.0)
+
+
+async def test_a_new_stream_on_an_id_another_caller_waits_on_starts_with_no_poll_of_its_own(
+) -> None:
+    """While one caller waits on a generation (and its polls run), a new `progress()` on it
+    starts with the latest status those polls found: as fresh as a poll, and free."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    gid = sim.create_generation(key=KEY, processing_seconds=100)
+    async with sim.client(KEY, rate_limits=None) as client, anyio.create_task_group() as tg:
+        tg.start_soon(client.generations.attach(gid).wait)
+        await clock.sleep(30)
+        before = polls(sim)[gid]
+        async with client.generations.attach(gid).progress() as updates:
+            first = await updates.__anext__()
+        assert polls(sim)[gid] == before
+        assert first.state == "processing" and first.progress > 0
+        tg.cancel_scope.cancel()
+
+
+async def test_asked_for_its_next_item_at_its_deadline_a_stream_times_out_with_no_poll(
+) -> None:
+    """A stream asked for its next item when its timeout has run out (to the instant) raises
+    `GenerationTimeoutError` at once and sends nothing, while another caller drives."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    gid = sim.create_generation(key=KEY, processing_seconds=100)
+    busy = sim.create_generation(key=KEY, processing_seconds=100)
+    async with sim.client(KEY, rate_limits=None) as client, anyio.create_task_group() as tg:
+        tg.start_soon(client.generations.attach(busy).wait)
+        await clock.sleep(1)
+        updates = client.generations.attach(gid).progress(timeout=10)
+        start = clock.now()
+        await updates.__anext__()
+        await clock.sleep(10)
+        assert clock.now() == start + 10
+        with pytest.raises(k.GenerationTimeoutError):
+            await updates.__anext__()
+        assert clock.now() == start + 10
+        await clock.sleep(20)
+        assert polls(sim)[gid] == [start]
+        tg.cancel_scope.cancel()

@@ -122,6 +122,19 @@ def _main(args: argparse.Namespace, session: Session, out: TextIO, err: TextIO) 
         return EXIT_FAILED
     except (KolboError, OSError) as exc:
         return fail(session, exc, out, err, EXIT_API)
+    except BaseException as exc:
+        if not _pressed(exc):
+            raise
+        return interrupted(session, out, err)
+
+
+def _pressed(exc: BaseException) -> bool:
+    """Whether `exc` is a Ctrl-C that a task group wrapped: a second Ctrl-C ("quit now") is
+    raised inside whichever task runs, and reaches here in its task groups' exception group."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    inner = getattr(exc, "exceptions", None)  # a BaseExceptionGroup (its backport on 3.10)
+    return isinstance(inner, tuple) and any(_pressed(leaf) for leaf in inner)
 
 
 def _check(args: argparse.Namespace) -> None:

@@ -97,6 +97,16 @@ class Journal:
         # What an intent replaced, to put back when its POST is not sent after all.
         self._before: dict[ItemKey, tuple[Any, ...] | None] = {}
         self._limiter = anyio.CapacityLimiter(1)
+        # SQLite's connection closed under a running statement crashes the interpreter. Two
+        # ways to get there: `close_now` from whatever thread drops the batch (the garbage
+        # collector's, a Ctrl-C's) while a write runs on a worker thread (that write then
+        # closes it when done), and a caller cancelled natively (asyncio's runner after a
+        # second Ctrl-C) letting go of the limiter while its write still runs (the next
+        # write or close waits for it on `_one_at_a_time`).
+        self._one_at_a_time = threading.Lock()
+        self._mutex = threading.Lock()
+        self._writing = 0
+        self._close_after = False
 
     async def open(self) -> dict[ItemKey, Row]:
         """Check, lock and open (or create) the file; return every row by its key.
@@ -150,8 +160,13 @@ class Journal:
             await self._run("close it", self._close)
 
     def close_now(self) -> None:
-        """Close the file from this thread (a batch dropped without `aclose`)."""
-        self._close()
+        """Close the file from this thread (a batch dropped without `aclose`), or, when a
+        write is running on a worker thread, as soon as that write is done."""
+        with self._mutex:
+            if self._writing:
+                self._close_after = True
+                return
+            self._close()
 
     async def _run(self, doing: str, func: Callable[..., T], *args: Any) -> T:
         # Not abandoned on cancellation: a write that started is finished, and the caller
@@ -163,14 +178,23 @@ class Journal:
     def _guarded(self, doing: str, func: Callable[..., T], *args: Any) -> T:
         import sqlite3
 
+        with self._mutex:
+            self._writing += 1
         try:
-            return func(*args)
+            with self._one_at_a_time:
+                return func(*args)
         except (sqlite3.Error, OSError) as exc:
             # Another program holding the file (``database is locked``), a full disk: the
             # batch learns it as a `KolboError`, and decides what it means for the item.
             raise KolboError(
                 f"Journal {self.path}: could not {doing} ({type(exc).__name__}: {exc})."
             ) from None
+        finally:
+            with self._mutex:
+                self._writing -= 1
+                if self._close_after and not self._writing:
+                    self._close_after = False
+                    self._close()
 
     # -- opening ---------------------------------------------------------------------------
 

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
 
 from kolbo_async._exceptions import KolboError
@@ -81,3 +85,73 @@ async def test_a_second_run_in_this_process_is_refused_by_name(tmp_path: Path) -
     finally:
         await first.close()
     await reopened(file)  # free again once closed
+
+
+async def test_a_batch_dropped_while_a_write_runs_closes_the_journal_after_it(
+    tmp_path: Path,
+) -> None:
+    """A batch dropped (garbage, a second Ctrl-C) while its journal writes on a worker thread:
+    the write lands, then the file is closed and free. Closing SQLite's connection under the
+    running statement crashed the interpreter (a segfault on 3.13)."""
+    file = tmp_path / "batch.db"
+    journal = Journal(file)
+    await journal.open()
+    await journal.intent(0, KEY, PATH, BODY)
+    real = journal._update
+    inside, release = threading.Event(), threading.Event()
+
+    def held(*args: Any) -> None:
+        inside.set()
+        assert release.wait(10)
+        real(*args)
+
+    journal._update = held  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(journal.submitted, KEY, "gen_1", ANSWER)
+        assert await anyio.to_thread.run_sync(inside.wait, 10)
+        journal.close_now()  # as `__del__` does, from the thread that drops the batch
+        release.set()
+    [row] = (await reopened(file)).values()  # free again: the write closed it
+    assert (row.state, row.generation_id) == (SUBMITTED, "gen_1")
+    journal.close_now()  # idempotent
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_write_cancelled_natively_still_ends_before_the_journal_closes(
+    tmp_path: Path,
+) -> None:
+    """asyncio's own cancellation (`wait_for`, `Task.cancel`, the runner after a second
+    Ctrl-C) gets through anyio's hold on a thread: the caller leaves while its write runs on.
+    The close that follows waits for that write instead of closing SQLite under it."""
+    import asyncio
+
+    file = tmp_path / "batch.db"
+    journal = Journal(file)
+    await journal.open()
+    await journal.intent(0, KEY, PATH, BODY)
+    real_update, real_guarded = journal._update, journal._guarded
+    inside, release, closing = threading.Event(), threading.Event(), threading.Event()
+
+    def held(*args: Any) -> None:
+        inside.set()
+        assert release.wait(10)
+        real_update(*args)
+
+    def guarded(doing: str, func: Any, *args: Any) -> Any:
+        if doing == "close it":
+            closing.set()
+        return real_guarded(doing, func, *args)
+
+    journal._update = held  # type: ignore[method-assign]
+    journal._guarded = guarded  # type: ignore[method-assign]
+    writing = asyncio.ensure_future(journal.submitted(KEY, "gen_1", ANSWER))
+    assert await anyio.to_thread.run_sync(inside.wait, 10)
+    writing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writing  # gone, while its write still runs
+    closed = asyncio.ensure_future(journal.close())
+    assert await anyio.to_thread.run_sync(closing.wait, 10)
+    release.set()
+    await closed
+    [row] = (await reopened(file)).values()
+    assert (row.state, row.generation_id) == (SUBMITTED, "gen_1")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 
 import anyio
+import anyio.lowlevel
+import httpx
 import pytest
 
 import kolbo_async as k
@@ -48,27 +50,6 @@ async def test_a_batch_between_outcomes_costs_no_poll_and_is_polled_at_once_when
     assert last.status is not None and last.status.state == "completed"
     assert polls(sim)[held] == [asked]
     assert answered - asked < 0.5
-
-
-async def test_a_429_on_an_id_a_batch_holds_between_outcomes_is_retried_for_its_waiter(
-) -> None:
-    """A short Retry-After on a poll is slept and retried for the handle waiting on it, also
-    when a batch holds the same id between its outcomes (it has no deadline to compare)."""
-    clock = VirtualClock()
-    sim = Simulator(clock=clock)
-    done = sim.create_generation(key=KEY, processing_seconds=5)
-    held = sim.create_generation(key=KEY, processing_seconds=50)
-    async with sim.client(KEY, rate_limits=None) as client:
-        first = client.generations.attach(done)
-        await first.wait()
-        batch = k.as_completed([first, client.generations.attach(held)])
-        await batch.__anext__()
-        sim.inject("status", "429")
-        with anyio.fail_after(200):
-            status = await client.generations.attach(held).wait(timeout=150)
-        await batch.aclose()
-    assert status.state == "completed"
-    assert next(r.status for r in sim.requests if r.path.endswith(f"/{held}/status")) == 429
 
 
 async def test_a_batch_caller_hears_of_a_refused_post_at_once_while_others_run() -> None:
@@ -190,4 +171,159 @@ async def test_asked_for_its_next_item_at_its_deadline_a_stream_times_out_with_n
         assert clock.now() == start + 10
         await clock.sleep(20)
         assert polls(sim)[gid] == [start]
+        tg.cancel_scope.cancel()
+
+
+async def test_a_poll_in_flight_when_a_batch_comes_back_is_not_sent_twice() -> None:
+    """A batch's generation left unpolled between its outcomes is being polled for another
+    caller (a slow answer) when the batch is iterated again: it waits for that poll rather
+    than sending a second one."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    done = sim.create_generation(key=KEY, processing_seconds=5)
+    held = sim.create_generation(key=KEY, processing_seconds=50)
+    async with sim.client(KEY, rate_limits=None) as client:
+        first = client.generations.attach(done)
+        await first.wait()
+        batch = k.as_completed([first, client.generations.attach(held)])
+        await batch.__anext__()
+        await clock.sleep(100)
+        sim.inject("status", "slow")  # answered after 5 s
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.generations.attach(held).wait)
+            await clock.sleep(1)
+            last = await batch.__anext__()
+        await batch.aclose()
+    assert last.status is not None and last.status.state == "completed"
+    assert len(polls(sim)[held]) == 1
+
+
+@pytest.mark.parametrize("waited", [False, True])
+async def test_a_429_on_an_id_a_batch_holds_is_retried_for_the_caller_waiting_on_it(
+    waited: bool,
+) -> None:
+    """A short Retry-After on a poll is slept and retried for the handle waiting on it, also
+    when a batch holds the same id between its outcomes (the batch has no deadline of its
+    own to compare with the server's), whether or not the batch ever waited."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    done = sim.create_generation(key=KEY, processing_seconds=5)
+    held = sim.create_generation(key=KEY, processing_seconds=50)
+    async with sim.client(KEY, rate_limits=None) as client:
+        first = client.generations.attach(done)
+        if not waited:
+            await first.wait()  # then the batch's first outcome needs no wait
+        batch = k.as_completed([first, client.generations.attach(held)])
+        assert (await batch.__anext__()).generation is first
+        sim.inject("status", "429")
+        before = len(sim.requests)
+        status = await client.generations.attach(held).wait(timeout=150)
+        await batch.aclose()
+    assert status.state == "completed"
+    answers = [r.status for r in sim.requests[before:] if r.path.endswith(f"/{held}/status")]
+    assert answers[0] == 429 and answers[-1] == 200
+
+
+async def test_a_waiter_cancelled_as_it_is_handed_the_polling_hands_it_on() -> None:
+    """The caller that drove the polls is done, and the waiter it hands the polling to is
+    cancelled as it takes over: the next waiter takes over and still gets its outcome.
+    (The two waiters are batches, which wake only for an end: no news reorders them.)"""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    driver = sim.create_generation(key=KEY, processing_seconds=5)
+    cancelled = sim.create_generation(key=KEY, processing_seconds=500)
+    last = sim.create_generation(key=KEY, processing_seconds=30)
+    outcomes: list[k.BatchOutcome[k.AsyncGeneration]] = []
+    async with sim.client(KEY, rate_limits=None) as client:
+        scope = anyio.CancelScope()
+
+        async def drive() -> None:
+            await client.generations.attach(driver).wait()
+            scope.cancel()  # before the waiter it just handed the polling to runs
+
+        async def first_outcome(gid: str) -> None:
+            async with k.as_completed([client.generations.attach(gid)]) as batch:
+                outcomes.append(await batch.__anext__())
+
+        async def cancel_me() -> None:
+            with scope:
+                await first_outcome(cancelled)
+
+        with anyio.fail_after(30):  # real seconds: only a waiter left asleep takes them
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(drive)
+                await clock.sleep(1)  # its first poll done: it drives, the others wait
+                tg.start_soon(cancel_me)
+                await anyio.lowlevel.checkpoint()
+                tg.start_soon(first_outcome, last)
+    assert scope.cancelled_caught
+    assert [o.generation.id for o in outcomes if o.generation] == [last]
+    assert all(o.error is None for o in outcomes)
+    assert clock.now() < 30 + 2 * 8.8
+
+
+class _SlowStatus(httpx.AsyncBaseTransport):
+    """The simulator, whose status answers for one id take `seconds` to arrive."""
+
+    def __init__(self, sim: Simulator, generation_id: str, seconds: float) -> None:
+        self.sim = sim
+        self.inner = sim.transport()
+        self.path = f"/{generation_id}/status"
+        self.seconds = seconds
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.url.path.endswith(self.path):
+            await self.sim.clock.sleep(self.seconds)
+        return response
+
+
+async def test_a_caller_done_waiting_lets_others_polls_land_for_a_second_not_longer() -> None:
+    """The caller that drives is done while another waiter's poll is on the wire (a 30 s
+    answer): it returns one second (the grace) after its own answer, not when the slow one
+    lands; the poll cut short is sent again for the other waiter, who gets its result."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    quick = sim.create_generation(key=KEY, processing_seconds=10)
+    slow = sim.create_generation(key=KEY, processing_seconds=40)
+    http = httpx.AsyncClient(transport=_SlowStatus(sim, slow, 30))
+    ended: list[float] = []
+    async with sim.client(KEY, rate_limits=None, http_client=http) as client:
+        results: list[k.GenerationStatus] = []
+
+        async def wait_quick() -> None:  # first to wait: it drives
+            await client.generations.attach(quick).wait()
+            ended.append(clock.now())
+
+        async def wait_slow() -> None:
+            results.append(await client.generations.attach(slow).wait())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait_quick)
+            await anyio.lowlevel.checkpoint()
+            tg.start_soon(wait_slow)
+    last_quick = polls(sim)[quick][-1]
+    assert ended == [pytest.approx(last_quick + 1.0)]
+    assert [r.state for r in results] == ["completed"]
+    assert last_quick + 1.0 in polls(sim)[slow]  # cut short, sent again at once
+
+
+async def test_a_caller_that_timed_out_leaves_at_once_while_others_polls_are_on_the_wire(
+) -> None:
+    """A driving caller's timeout passes while another waiter's poll is on the wire: it
+    raises `GenerationTimeoutError` on time, with no grace second."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    mine = sim.create_generation(key=KEY, processing_seconds=500)
+    slow = sim.create_generation(key=KEY, processing_seconds=500)
+    http = httpx.AsyncClient(transport=_SlowStatus(sim, slow, 30))
+    async with (
+        sim.client(KEY, rate_limits=None, http_client=http) as client,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(client.generations.attach(slow).wait, None)  # runs once we drive
+        start = clock.now()
+        with pytest.raises(k.GenerationTimeoutError):
+            await client.generations.attach(mine).wait(timeout=12)
+        assert clock.now() == start + 12
         tg.cancel_scope.cancel()

@@ -26,10 +26,10 @@ import pytest
 
 from kolbo_async import _journal
 from kolbo_async._exceptions import KolboError
-from kolbo_async._journal import INTENT, REJECTED, Journal
+from kolbo_async._journal import INTENT, REJECTED, SUBMITTED, Journal
 from kolbo_async._journal_schema import prepare
 
-from .test_mutants2_journal import BODY, KEY, PATH, opened, table
+from .test_mutants2_journal import ANSWER, BODY, KEY, OTHER, PATH, opened, table
 
 pytestmark = pytest.mark.anyio
 
@@ -113,6 +113,69 @@ async def test_a_failure_to_close_names_the_file(tmp_path: Path) -> None:
         f"Journal {file}: could not close it (OSError: [Errno 5] Input/output error)."
     )
     await reopen_and_close(file)
+
+
+class WatchedLock:
+    """A journal's lock on its SQLite work that says when a write comes to wait for it."""
+
+    def __init__(self, lock: Any) -> None:
+        self.lock = lock
+        self.waiting = threading.Event()
+
+    def __enter__(self) -> None:
+        if self.lock.locked():
+            self.waiting.set()
+        self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_write_queued_behind_a_natively_cancelled_one_lands_before_a_drop_closes(
+    tmp_path: Path,
+) -> None:
+    """asyncio's own cancellation lets a caller leave while its write runs on; the next
+    write then waits for it on a worker thread. The batch is dropped meanwhile (`close_now`):
+    the journal closes once both writes are done, so the second id Kolbo answered with is
+    recorded too, never refused as written to a closed journal."""
+    import asyncio
+
+    file = tmp_path / "batch.db"
+    journal = await opened(file)
+    await journal.intent(0, KEY, PATH, BODY)
+    await journal.intent(1, OTHER, PATH, {"prompt": "a dog"})
+    real_update = journal._update
+    inside, release = threading.Event(), threading.Event()
+
+    def held(*args: Any) -> None:
+        if args[0] == KEY:
+            inside.set()
+            assert release.wait(10)
+        real_update(*args)
+
+    journal._update = held  # type: ignore[method-assign, assignment]
+    watched = journal._one_at_a_time = WatchedLock(journal._one_at_a_time)  # type: ignore[assignment]
+    try:
+        first = asyncio.ensure_future(journal.submitted(KEY, "gen_1", ANSWER))
+        assert await anyio.to_thread.run_sync(inside.wait, 10)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first  # gone, while its write still runs
+        second = asyncio.ensure_future(journal.submitted(OTHER, "gen_2", ANSWER))
+        assert await anyio.to_thread.run_sync(watched.waiting.wait, 10)
+        journal.close_now()  # as `__del__` does
+        release.set()
+        await second
+    finally:
+        release.set()
+        journal.close_now()
+    rows = await (reread := Journal(file)).open()  # free again: the last write closed it
+    await reread.close()
+    assert {key: (row.state, row.generation_id) for key, row in rows.items()} == {
+        KEY: (SUBMITTED, "gen_1"),
+        OTHER: (SUBMITTED, "gen_2"),
+    }
 
 
 # -- one run's at a time -------------------------------------------------------------------------

@@ -7,6 +7,7 @@ On a virtual clock, counted at the simulator (`polls` and `KEY` from tests/test_
 from __future__ import annotations
 
 import itertools
+import logging
 
 import anyio
 import anyio.lowlevel
@@ -327,3 +328,109 @@ async def test_a_caller_that_timed_out_leaves_at_once_while_others_polls_are_on_
             await client.generations.attach(mine).wait(timeout=12)
         assert clock.now() == start + 12
         tg.cancel_scope.cancel()
+
+
+class _Refuse(httpx.AsyncBaseTransport):
+    """The simulator, except that the next polls of one id get `answers` (in order)."""
+
+    def __init__(self, sim: Simulator, generation_id: str, answers: list[httpx.Response]):
+        self.sim = sim
+        self.inner = sim.transport()
+        self.path = f"/{generation_id}/status"
+        self.answers = answers
+        self.times: list[float] = []  # when each of them was given
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.answers and request.url.path.endswith(self.path):
+            self.times.append(self.sim.clock.now())
+            return self.answers.pop(0)
+        return await self.inner.handle_async_request(request)
+
+
+def _busy(retry_after: str) -> httpx.Response:
+    body = {"status": False, "message": "Too many requests, please try again later"}
+    return httpx.Response(429, headers={"retry-after": retry_after}, json=body)
+
+
+async def test_a_transient_failure_is_retried_after_its_backoff_for_a_waiter_that_does_not_drive(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 503 on a poll is retried after the first backoff (0.375 to 0.5 s), not at once and
+    not at the driving caller's next turn; the debug log says when the generation is polled
+    again and why, and after each status how long until the next poll."""
+    caplog.set_level(logging.DEBUG, logger="kolbo_async")
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    driving = sim.create_generation(key=KEY, processing_seconds=100)
+    failing = sim.create_generation(key=KEY, processing_seconds=20)
+    refuse = _Refuse(sim, failing, [httpx.Response(503, json={"success": False})])
+    http = httpx.AsyncClient(transport=refuse)
+    async with (
+        sim.client(KEY, rate_limits=None, http_client=http) as client,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(client.generations.attach(driving).wait)
+        await clock.sleep(1)  # it drives, on an 8 s turn
+        status = await client.generations.attach(failing).wait()
+        tg.cancel_scope.cancel()
+    assert status.state == "completed"
+    (failed,) = refuse.times
+    times = polls(sim)[failing]
+    delay = times[0] - failed
+    assert 0.375 <= delay <= 0.5
+    again = [m for m in caplog.messages if m.startswith(f"polling {failing} again")]
+    assert len(again) == 1
+    assert again[0].startswith(f"polling {failing} again in {delay:.2f} s after: ")
+    assert "503" in again[0]
+    waits = [m for m in caplog.messages if m.startswith("waiting ") and m.endswith(failing + " again")]
+    assert waits[0] == f"waiting {times[1] - times[0]:.2f} s before polling {failing} again"
+    assert len(waits) == len(times) - 1
+
+
+async def test_a_retry_after_past_a_waiters_deadline_ends_that_wait_at_once() -> None:
+    """A 429 asks for 40 s: the caller with 20 s left gets `RateLimitError` now rather than
+    a timeout later; a caller with time enough is polled again after the 40 s."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    gid = sim.create_generation(key=KEY, processing_seconds=20)
+    refuse = _Refuse(sim, gid, [_busy("40")])
+    http = httpx.AsyncClient(transport=refuse)
+    results: list[k.GenerationStatus] = []
+    async with sim.client(KEY, rate_limits=None, http_client=http) as client:
+
+        async def patient() -> None:
+            results.append(await client.generations.attach(gid).wait(timeout=300))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(patient)
+            await anyio.lowlevel.checkpoint()
+            with pytest.raises(k.RateLimitError):
+                await client.generations.attach(gid).wait(timeout=20)
+            assert clock.now() == refuse.times[0]
+    assert [r.state for r in results] == ["completed"]
+    assert polls(sim)[gid][0] >= refuse.times[0] + 40
+
+
+async def test_a_retry_after_longer_than_the_sdk_sleeps_ends_every_wait_on_it_at_once() -> None:
+    """A 429 asking for an hour ends the watch: each caller waiting on that generation gets
+    `RateLimitError` at once, whatever its deadline."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    gid = sim.create_generation(key=KEY, processing_seconds=20)
+    refuse = _Refuse(sim, gid, [_busy("3600")])
+    http = httpx.AsyncClient(transport=refuse)
+    errors: list[Exception] = []
+    async with sim.client(KEY, rate_limits=None, http_client=http) as client:
+
+        async def wait(timeout: float | None) -> None:
+            try:
+                await client.generations.attach(gid).wait(timeout=timeout)
+            except k.RateLimitError as error:
+                errors.append(error)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait, None)
+            tg.start_soon(wait, 7200)
+    assert len(errors) == 2
+    assert clock.now() == refuse.times[0]
+    assert polls(sim)[gid] == []

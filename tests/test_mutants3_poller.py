@@ -434,3 +434,33 @@ async def test_a_retry_after_longer_than_the_sdk_sleeps_ends_every_wait_on_it_at
     assert len(errors) == 2
     assert clock.now() == refuse.times[0]
     assert polls(sim)[gid] == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: each status change of a driving wait() ends the driver's turn, and each "
+    "time polls still on the wire are cut short after the 1 s grace and sent again: a "
+    "status answer slower than one poll interval never lands while that wait runs",
+)
+async def test_a_slow_status_answer_is_not_cut_short_at_every_change_of_another_wait() -> None:
+    """Status answers for one generation take 12 s; another caller waits (and drives) on a
+    generation whose progress changes at each 8 s poll. The slow generation ends at 20 s:
+    its waiter should learn it about one slow answer after its next poll, not only once
+    the other generation has ended (300 s), after some 38 polls cut short."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    driving = sim.create_generation(key=KEY, processing_seconds=300)
+    slow = sim.create_generation(key=KEY, processing_seconds=20)
+    http = httpx.AsyncClient(transport=_SlowStatus(sim, slow, 12))
+    learnt: list[float] = []
+    async with sim.client(KEY, rate_limits=None, http_client=http) as client:
+
+        async def wait_slow() -> None:
+            await client.generations.attach(slow).wait()
+            learnt.append(clock.now())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait_slow)  # starts once the caller below drives
+            await client.generations.attach(driving).wait()
+    assert learnt[0] < 20 + 8.8 + 2 * 12
+    assert len(polls(sim)[slow]) <= 6

@@ -178,6 +178,39 @@ async def test_a_write_queued_behind_a_natively_cancelled_one_lands_before_a_dro
     }
 
 
+async def test_writes_queued_behind_a_slow_one_leave_the_programs_worker_threads_free(
+    tmp_path: Path,
+) -> None:
+    """A write that takes long (a busy disk) and a batch's other writes queued behind it:
+    they wait on the journal's own slot, not on worker threads of the program's shared pool,
+    which stays free for the rest of the program (a download's file, a DNS lookup)."""
+    file = tmp_path / "batch.db"
+    journal = await opened(file)
+    real_write = journal._write
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(index: int, *args: Any) -> None:
+        if index == 0:
+            inside.set()
+            assert release.wait(10)
+        real_write(index, *args)
+
+    journal._write = slow  # type: ignore[method-assign, assignment]
+    shared = anyio.to_thread.current_default_thread_limiter()
+    try:
+        async with anyio.create_task_group() as tg:
+            for index in range(3):
+                tg.start_soon(journal.intent, index, (KEY[0], index), PATH, BODY)
+            assert await anyio.to_thread.run_sync(inside.wait, 10)
+            await anyio.wait_all_tasks_blocked()
+            assert shared.borrowed_tokens == 0
+            release.set()
+    finally:
+        release.set()
+        await journal.close()
+    assert [row[2] for row in table(file)] == [0, 1, 2]
+
+
 # -- one run's at a time -------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from pathlib import Path
 
 import anyio
 import anyio.lowlevel
@@ -264,18 +265,18 @@ async def test_a_waiter_cancelled_as_it_is_handed_the_polling_hands_it_on() -> N
 
 
 class _SlowStatus(httpx.AsyncBaseTransport):
-    """The simulator, whose status answers for one id take `seconds` to arrive."""
+    """The simulator, whose status answers for some ids take that many seconds to arrive."""
 
-    def __init__(self, sim: Simulator, generation_id: str, seconds: float) -> None:
+    def __init__(self, sim: Simulator, seconds: dict[str, float]) -> None:
         self.sim = sim
         self.inner = sim.transport()
-        self.path = f"/{generation_id}/status"
         self.seconds = seconds
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self.inner.handle_async_request(request)
-        if request.url.path.endswith(self.path):
-            await self.sim.clock.sleep(self.seconds)
+        parts = request.url.path.split("/")
+        if parts[-1] == "status" and parts[-2] in self.seconds:
+            await self.sim.clock.sleep(self.seconds[parts[-2]])
         return response
 
 
@@ -287,7 +288,7 @@ async def test_a_caller_done_waiting_lets_others_polls_land_for_a_second_not_lon
     sim = Simulator(clock=clock)
     quick = sim.create_generation(key=KEY, processing_seconds=10)
     slow = sim.create_generation(key=KEY, processing_seconds=40)
-    http = httpx.AsyncClient(transport=_SlowStatus(sim, slow, 30))
+    http = httpx.AsyncClient(transport=_SlowStatus(sim, {slow: 30}))
     ended: list[float] = []
     async with sim.client(KEY, rate_limits=None, http_client=http) as client:
         results: list[k.GenerationStatus] = []
@@ -317,7 +318,7 @@ async def test_a_caller_that_timed_out_leaves_at_once_while_others_polls_are_on_
     sim = Simulator(clock=clock)
     mine = sim.create_generation(key=KEY, processing_seconds=500)
     slow = sim.create_generation(key=KEY, processing_seconds=500)
-    http = httpx.AsyncClient(transport=_SlowStatus(sim, slow, 30))
+    http = httpx.AsyncClient(transport=_SlowStatus(sim, {slow: 30}))
     async with (
         sim.client(KEY, rate_limits=None, http_client=http) as client,
         anyio.create_task_group() as tg,
@@ -451,7 +452,7 @@ async def test_a_slow_status_answer_is_not_cut_short_at_every_change_of_another_
     sim = Simulator(clock=clock)
     driving = sim.create_generation(key=KEY, processing_seconds=300)
     slow = sim.create_generation(key=KEY, processing_seconds=20)
-    http = httpx.AsyncClient(transport=_SlowStatus(sim, slow, 12))
+    http = httpx.AsyncClient(transport=_SlowStatus(sim, {slow: 12}))
     learnt: list[float] = []
     async with sim.client(KEY, rate_limits=None, http_client=http) as client:
 
@@ -464,3 +465,84 @@ async def test_a_slow_status_answer_is_not_cut_short_at_every_change_of_another_
             await client.generations.attach(driving).wait()
     assert learnt[0] < 20 + 8.8 + 2 * 12
     assert len(polls(sim)[slow]) <= 6
+
+
+async def test_hooks_hear_nothing_from_a_poll_that_finds_no_change() -> None:
+    """A generation pending for 40 s is polled several times with the same status: the hooks
+    hear of it once, then once per change."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock, pending_seconds=40)
+    gid = sim.create_generation(key=KEY, processing_seconds=10)
+    events: list[object] = []
+    async with sim.client(KEY, rate_limits=None, hooks=[events.append]) as client:
+        await client.generations.attach(gid).wait()
+    changes = [(e.state, e.progress) for e in events if isinstance(e, k.StateChanged)]
+    assert len(polls(sim)[gid]) >= 6
+    assert changes[0] == ("pending", 0)
+    assert changes.count(("pending", 0)) == 1
+    assert all(a != b for a, b in itertools.pairwise(changes))
+
+
+async def test_a_generation_a_journal_knows_finished_costs_no_poll(tmp_path: Path) -> None:
+    """Run again with its journal, a finished batch hands back handles whose end is known:
+    waiting on them, or streaming them, sends nothing."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock, processing_seconds=20)
+    journal = tmp_path / "batch.db"
+    async with sim.client(KEY, rate_limits=None) as client:
+        requests = [k.TextToVideo("a"), k.TextToVideo("b")]
+        first = [o async for o in client.videos.generate_many(requests, journal=journal)]
+        assert all(o.error is None for o in first)
+        sent = len(sim.requests)
+        again = [o async for o in client.videos.generate_many(requests, journal=journal)]
+        for outcome in again:
+            assert outcome.generation is not None
+            assert (await outcome.generation.wait()).state == "completed"
+            async with outcome.generation.progress() as updates:
+                assert [s.state async for s in updates] == ["completed"]
+        assert len(sim.requests) == sent
+
+
+async def test_a_driving_wait_cancelled_while_its_poll_is_on_the_wire_just_stops() -> None:
+    """Cancelling the caller that drives, while a poll is on the wire (a 12 s answer), ends
+    its wait with the cancellation and nothing else; a later wait on the same generation
+    gets its result."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    gid = sim.create_generation(key=KEY, processing_seconds=30)
+    http = httpx.AsyncClient(transport=_SlowStatus(sim, {gid: 12}))
+    async with sim.client(KEY, rate_limits=None, http_client=http) as client:
+        handle = client.generations.attach(gid)
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+
+                async def cancel_soon() -> None:
+                    await clock.sleep(5)
+                    scope.cancel()
+
+                tg.start_soon(cancel_soon)
+                await handle.wait()
+        assert scope.cancelled_caught
+        assert clock.now() == 5
+        assert (await handle.wait()).state == "completed"
+
+
+async def test_a_caller_done_waiting_leaves_as_soon_as_others_polls_have_landed() -> None:
+    """The driving caller's wait ends (its answer takes 0.1 s) while another waiter's poll is
+    on the wire (a 0.3 s answer): it leaves when that poll lands, at 0.3 s, without sitting
+    out the whole grace second."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    mine = sim.create_generation(key=KEY, processing_seconds=100)
+    other = sim.create_generation(key=KEY, processing_seconds=100)
+    http = httpx.AsyncClient(transport=_SlowStatus(sim, {mine: 0.1, other: 0.3}))
+    async with (
+        sim.client(KEY, rate_limits=None, http_client=http) as client,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(client.generations.attach(other).wait)  # runs once we drive
+        async with client.generations.attach(mine).progress() as updates:
+            await updates.__anext__()
+        assert polls(sim)[other] == [0.0]
+        assert clock.now() == pytest.approx(0.3)
+        tg.cancel_scope.cancel()

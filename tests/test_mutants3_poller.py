@@ -184,12 +184,14 @@ async def test_a_poll_in_flight_when_a_batch_comes_back_is_not_sent_twice() -> N
     sim = Simulator(clock=clock)
     done = sim.create_generation(key=KEY, processing_seconds=5)
     held = sim.create_generation(key=KEY, processing_seconds=50)
+    other = sim.create_generation(key=KEY, processing_seconds=60)
     async with sim.client(KEY, rate_limits=None) as client:
         first = client.generations.attach(done)
         await first.wait()
         batch = k.as_completed([first, client.generations.attach(held)])
         await batch.__anext__()
-        await clock.sleep(100)
+        await client.generations.attach(other).wait()  # its polls leave `held` aside
+        assert polls(sim)[held] == []
         sim.inject("status", "slow")  # answered after 5 s
         async with anyio.create_task_group() as tg:
             tg.start_soon(client.generations.attach(held).wait)
@@ -546,3 +548,29 @@ async def test_a_caller_done_waiting_leaves_as_soon_as_others_polls_have_landed(
         assert polls(sim)[other] == [0.0]
         assert clock.now() == pytest.approx(0.3)
         tg.cancel_scope.cancel()
+
+
+async def test_a_stream_left_frees_its_share_of_the_poll_budget_at_once() -> None:
+    """At 20 requests a minute (0.3 polls/s) two waits at 8 s (0.25/s) fit; a third stream
+    (0.375/s) would stretch every interval. One item from it, then it is left: the other
+    two keep their 8 s turns (+ jitter) straight away, not only once its turn comes."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    waited = [sim.create_generation(key=KEY, processing_seconds=300) for _ in range(2)]
+    left = sim.create_generation(key=KEY, processing_seconds=300)
+    limits = k.RateLimits(requests_per_minute=20)
+    async with sim.client(KEY, rate_limits=limits) as client, anyio.create_task_group() as tg:
+        for gid in waited:
+            tg.start_soon(client.generations.attach(gid).wait, None)
+        await clock.sleep(50)
+        async with client.generations.attach(left).progress() as updates:
+            await updates.__anext__()
+        closed = clock.now()
+        await clock.sleep(50)
+        tg.cancel_scope.cancel()
+    assert polls(sim)[left] == [closed]
+    for gid in waited:
+        times = polls(sim)[gid]
+        gaps = [b - a for a, b in itertools.pairwise(times) if a >= closed]
+        assert len(gaps) >= 4
+        assert all(8 <= gap <= 8 * 1.1 + 1e-6 for gap in gaps), gaps

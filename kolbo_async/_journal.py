@@ -24,7 +24,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -303,7 +304,7 @@ class Journal:
 
     def _write(self, index: int, key: ItemKey, path: str, body: str) -> None:
         db = self._open_db()
-        with db:
+        with _transaction(db):
             before = db.execute(
                 f"SELECT {ALL_COLUMNS} FROM items WHERE request_hash = ? AND occurrence = ?", key
             ).fetchone()
@@ -320,7 +321,7 @@ class Journal:
     def _restore(self, key: ItemKey) -> None:
         db = self._open_db()
         before = self._before.pop(key, None)
-        with db:
+        with _transaction(db):
             db.execute("DELETE FROM items WHERE request_hash = ? AND occurrence = ?", key)
             if before is not None:
                 marks = ", ".join("?" * len(before))
@@ -330,7 +331,7 @@ class Journal:
                 submission: str | None, status: str | None, error: str | None) -> None:  # fmt: skip
         db = self._open_db()
         self._before.pop(key, None)
-        with db:
+        with _transaction(db):
             db.execute(
                 "UPDATE items SET state = ?, generation_id = COALESCE(?, generation_id),"
                 " submission = COALESCE(?, submission), status = COALESCE(?, status),"
@@ -357,6 +358,21 @@ class Journal:
             held, self._held = self._held, []
             with _HELD_LOCK:
                 _HELD.difference_update(held)
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One write as one transaction. The connection autocommits (``isolation_level=None``),
+    where ``with db:`` opens none: a take-back's DELETE was committed before its INSERT ran,
+    so a failure between them lost the row that the batch's warning says a rerun reports."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if db.in_transaction:  # SQLite rolls some failures back itself
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def _identity(file: Path) -> tuple[int, int] | None:

@@ -349,11 +349,6 @@ async def test_a_journal_whose_rows_are_damaged_is_refused_saying_it_cannot_be_r
 # -- nothing half-written --------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the journal's connection is in autocommit mode (isolation_level=None), so "
-    "`with db:` opens no transaction and a take-back's DELETE is committed before its INSERT",
-)
 async def test_a_take_back_that_fails_midway_leaves_the_row_it_found(tmp_path: Path) -> None:
     """An earlier run's row (here a refusal), replaced by this run's intent, then taken back
     when the POST was certainly not sent. The take-back fails after its first statement

@@ -117,8 +117,15 @@ class AsyncBatch(SubmittingBatch):
         for track in list(self._running):
             self._poller.unwatch(self._listener, track)
         self._warn_unfinished()
-        with anyio.CancelScope(shield=True):
-            await self._journal.close()
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._journal.close()
+        except BaseException:
+            # asyncio's own cancellation gets through the shield, maybe before the close
+            # reached its thread, and a second `aclose` returns at once: let go from here
+            # (a write still running closes the journal when it ends).
+            self._journal.close_now()
+            raise
 
     def __del__(self) -> None:
         # `break` out of `async for` calls nothing, but CPython collects the batch at once.

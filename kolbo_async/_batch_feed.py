@@ -148,7 +148,14 @@ class LocalFeed:
             from ._journal import Journal
 
             journal = Journal(self._path)
-            rows = await journal.open()  # locked and checked before anything is sent
+            try:
+                rows = await journal.open()  # locked and checked before anything is sent
+            except BaseException:
+                # asyncio's own cancellation lets the caller leave while the open runs on
+                # in its thread; the batch never gets this journal to close, so it is let
+                # go here (once that open is done).
+                journal.close_now()
+                raise
             keys = item_keys(list(self._items))
             self.journal = BatchJournal(journal, keys)
             steps = plan(keys, rows, resubmit_unknown=self._resubmit_unknown)

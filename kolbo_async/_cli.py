@@ -18,6 +18,7 @@ import random
 import signal
 import sys
 from collections.abc import Sequence
+from contextlib import suppress
 from types import FrameType
 from typing import Any, TextIO, cast
 
@@ -191,7 +192,11 @@ async def _run(args: argparse.Namespace, session: Session, out: TextIO, err: Tex
         # A second Ctrl-C means "quit now"; closing the client would wait for a paid POST
         # still on the wire. The process is ending: asyncio's shutdown cancels what is left.
         raise
-    except BaseException:
+    except BaseException as exc:
+        if _pressed(exc):
+            # The same, raised inside a task and wrapped by its task groups: bare, so that
+            # asyncio's shutdown does not also log the group as an unhandled error.
+            raise KeyboardInterrupt from None
         await client.aclose()
         raise
     await client.aclose()
@@ -232,4 +237,8 @@ def run() -> None:
         out.flush()
     except BrokenPipeError:  # `kolbo --help | head -1`
         code = broken_pipe(Session(as_json=False), out, cast(TextIO, Stream(None, strict=False)))
+    with suppress(ValueError):  # not the main thread
+        # Everything is said: a Ctrl-C from here on (Python's exit runs its atexit hooks)
+        # ends the process at once, as killed by SIGINT, instead of a traceback of them.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     sys.exit(code)

@@ -145,16 +145,7 @@ async def cancel_natively_while_the_journal_opens(
     gc.collect()
 
 
-OPEN_CANCELLED = (
-    "bug: a batch cancelled natively (wait_for/Task.cancel) while its journal opens on a "
-    "worker thread never gets the Journal (LocalFeed.open assigns it after the await): "
-    "neither aclose nor __del__ closes it, so its claim, flock and .lock stay until the "
-    "process ends"
-)
-
-
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-@pytest.mark.xfail(strict=True, reason=OPEN_CANCELLED)
 async def test_a_native_cancel_during_the_journal_open_leaves_the_path_usable(
     sim: Simulator, client: AsyncKolbo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -183,7 +174,6 @@ anyio.run(main)
 
 @pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-@pytest.mark.xfail(strict=True, reason=OPEN_CANCELLED)
 async def test_a_native_cancel_during_the_journal_open_leaves_it_to_other_processes(
     client: AsyncKolbo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -339,11 +329,13 @@ def test_blocking_client_ctrl_c_once_or_twice_at_random_moments(tmp_path: Path) 
                     time.sleep(rnd.choice([0, 0.001, 0.01]))
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=30)
+            out, err = proc.communicate(timeout=30)
             assert proc.returncode in (0, -signal.SIGINT), err
             assert "Fatal Python error" not in err and "Exception ignored" not in err, err
-            if proc.returncode:
-                assert "KeyboardInterrupt" in err
+            if proc.returncode and "KeyboardInterrupt" not in err:
+                # The press landed as Python was exiting (its handlers are reset then): only
+                # after the whole run had ended.
+                assert out.count("outcome") == n, (out, err)
             with sqlite3.connect(journal) as db:
                 rows = db.execute("SELECT state, generation_id FROM items").fetchall()
             db.close()
@@ -359,13 +351,6 @@ def test_blocking_client_ctrl_c_once_or_twice_at_random_moments(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Batch.aclose() marks the batch closed before its journal's close, which a "
-    "native cancel (wait_for/Task.cancel) cuts through anyio's shield before the close "
-    "reaches its thread; aclose() again then returns at once and the journal stays held "
-    "for as long as the batch object lives",
-)
 async def test_aclose_cancelled_natively_then_again_lets_the_journal_go(
     sim: Simulator, client: AsyncKolbo, tmp_path: Path
 ) -> None:

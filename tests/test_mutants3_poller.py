@@ -1,7 +1,12 @@
 """More promises of the shared poller (`kolbo_async._poller`) that its full mutation run found
-untested (issue 18): a batch between outcomes, a batch's submitter waking its caller, ...
+untested (issue 18): a batch between outcomes costs no poll and is polled at once when
+iterated again; a batch's submitter wakes its caller; polls keep to 90 % of the request
+rate and to each generation's hint; a stream joining a live wait costs no poll; deadlines,
+Retry-After and transient failures end or delay exactly the waits they concern; a caller
+done waiting gives others' polls in flight at most a grace second; hooks hear only changes.
 
-On a virtual clock, counted at the simulator (`polls` and `KEY` from tests/test_poller.py).
+On a virtual clock, counted at the simulator (`polls` and `KEY` from tests/test_poller.py);
+slow or refused answers come from small transports around the simulator's.
 """
 
 from __future__ import annotations
@@ -486,16 +491,18 @@ async def test_hooks_hear_nothing_from_a_poll_that_finds_no_change() -> None:
 
 
 async def test_a_generation_a_journal_knows_finished_costs_no_poll(tmp_path: Path) -> None:
-    """Run again with its journal, a finished batch hands back handles whose end is known:
-    waiting on them, or streaming them, sends nothing."""
+    """Run again with its journal (by a new client, which has polled nothing), a finished
+    batch hands back handles whose end is known: waiting on them, or streaming them, sends
+    nothing."""
     clock = VirtualClock()
     sim = Simulator(clock=clock, processing_seconds=20)
     journal = tmp_path / "batch.db"
+    requests = [k.TextToVideo("a"), k.TextToVideo("b")]
     async with sim.client(KEY, rate_limits=None) as client:
-        requests = [k.TextToVideo("a"), k.TextToVideo("b")]
         first = [o async for o in client.videos.generate_many(requests, journal=journal)]
-        assert all(o.error is None for o in first)
-        sent = len(sim.requests)
+    assert all(o.error is None for o in first)
+    sent = len(sim.requests)
+    async with sim.client(KEY, rate_limits=None) as client:
         again = [o async for o in client.videos.generate_many(requests, journal=journal)]
         for outcome in again:
             assert outcome.generation is not None

@@ -129,6 +129,14 @@ def _main(args: argparse.Namespace, session: Session, out: TextIO, err: TextIO) 
         return interrupted(session, out, err)
 
 
+def _quiet_about_ctrl_c(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's handler of errors nobody awaited, minus a second Ctrl-C: raised inside a
+    task, it ends the run, and asyncio's shutdown would then also log it as unhandled."""
+    exc = context.get("exception")
+    if exc is None or not _pressed(exc):
+        loop.default_exception_handler(context)
+
+
 def _pressed(exc: BaseException) -> bool:
     """Whether `exc` is a Ctrl-C that a task group wrapped: a second Ctrl-C ("quit now") is
     raised inside whichever task runs, and reaches here in its task groups' exception group."""
@@ -185,6 +193,7 @@ def _rate_limits(args: argparse.Namespace) -> RateLimits:
 
 
 async def _run(args: argparse.Namespace, session: Session, out: TextIO, err: TextIO) -> int:
+    asyncio.get_running_loop().set_exception_handler(_quiet_about_ctrl_c)  # anyio.run: asyncio
     client = _client(args)
     try:
         code = await _command(args.command)(client, args, session, out, err)
@@ -193,10 +202,8 @@ async def _run(args: argparse.Namespace, session: Session, out: TextIO, err: Tex
         # still on the wire. The process is ending: asyncio's shutdown cancels what is left.
         raise
     except BaseException as exc:
-        if _pressed(exc):
-            # The same, raised inside a task and wrapped by its task groups: bare, so that
-            # asyncio's shutdown does not also log the group as an unhandled error.
-            raise KeyboardInterrupt from None
+        if _pressed(exc):  # the same, raised inside a task and wrapped by its task groups
+            raise
         await client.aclose()
         raise
     await client.aclose()

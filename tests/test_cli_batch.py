@@ -65,6 +65,24 @@ def jsonl(tmp_path: Path, *requests: object, name: str = "batch.jsonl") -> str:
     return str(path)
 
 
+SHOWN = View.outcome  # as it is, before any test patches it
+
+
+def ctrl_c_at_the_third_outcome(monkeypatch: pytest.MonkeyPatch, presses: int = 1) -> None:
+    """Ctrl-C (pressed `presses` times) as `kolbo batch` shows its third outcome."""
+    shown = SHOWN
+    seen: list[int] = []
+
+    def outcome_then_ctrl_c(self: View, done: Any, tally: Any) -> None:
+        shown(self, done, tally)
+        seen.append(done.index)
+        if len(seen) == 3:
+            for _ in range(presses):
+                signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(View, "outcome", outcome_then_ctrl_c)
+
+
 def prompts(n: int) -> list[dict[str, object]]:
     return [{"prompt": f"shot {i}", "duration": 5} for i in range(n)]
 
@@ -281,15 +299,7 @@ class TestDownloadsAndResume:
         argv = ["batch", path, "--journal", str(tmp_path / "j.db"),
                 "--download-dir", str(tmp_path / "videos"), "--concurrency", "6"]  # fmt: skip
         shown = View.outcome
-        seen: list[int] = []
-
-        def outcome_then_ctrl_c(self: View, done: Any, tally: Any) -> None:
-            shown(self, done, tally)
-            seen.append(done.index)
-            if len(seen) == 3:
-                signal.raise_signal(signal.SIGINT)
-
-        monkeypatch.setattr(View, "outcome", outcome_then_ctrl_c)
+        ctrl_c_at_the_third_outcome(monkeypatch)
         code, out, err = run(*argv)
         assert code == 130, err
         assert "still running at Kolbo" in err
@@ -323,7 +333,12 @@ class TestDownloadsAndResume:
         )),
     ])  # fmt: skip
     def test_ctrl_c_while_journal_writes_run_never_crashes(
-        self, sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, presses: int
+        self,
+        sim: Simulator,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+        presses: int,
     ) -> None:
         """Ctrl-C (once, or twice: quit now) while journal writes run on worker threads:
         asyncio's runner cancels natively, which lets a caller leave its write behind, and
@@ -335,22 +350,14 @@ class TestDownloadsAndResume:
         argv = ["batch", jsonl(tmp_path, *prompts(n)), "--journal", str(tmp_path / "j.db"),
                 "--download-dir", str(tmp_path / "videos"), "--concurrency", "6"]  # fmt: skip
         shown = View.outcome
-        seen: list[int] = []
-
-        def outcome_then_ctrl_c(self: View, done: Any, tally: Any) -> None:
-            shown(self, done, tally)
-            seen.append(done.index)
-            if len(seen) == 3:
-                for _ in range(presses):
-                    signal.raise_signal(signal.SIGINT)
-
-        monkeypatch.setattr(View, "outcome", outcome_then_ctrl_c)
         for _ in range(3):  # the crash needed a write in flight at the press: several tries
-            seen.clear()
+            ctrl_c_at_the_third_outcome(monkeypatch, presses)
             code, out, err = run(*argv)
             gc.collect()  # what "quit now" left unrun goes here, under this test's filter
             assert code in (0, 130), err
             assert "Traceback" not in err
+            # Nor asyncio's "unhandled exception during asyncio.run() shutdown" (on stderr).
+            assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
         monkeypatch.setattr(View, "outcome", shown)
         code, out, err = run(*argv)
         # Counted at Kolbo: nothing was sent twice. After one press every item was sent. An

@@ -252,17 +252,7 @@ def test_kolbo_batch_ctrl_c_once_or_twice_at_random_moments(tmp_path: Path, seed
                 [sys.executable, *argv], env=env,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
-            deadline = time.monotonic() + 30
-            while len(sim.requests) == before and proc.poll() is None:
-                assert time.monotonic() < deadline
-                time.sleep(0.002)
-            time.sleep(rnd.uniform(0, 0.4))
-            presses = rnd.choice([1, 2])
-            for press in range(presses):
-                if press:
-                    time.sleep(rnd.choice([0, 0.001, 0.01, 0.05]))
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGINT)
+            press_ctrl_c_at_random(proc, sim, before, rnd, 0.4, [0, 0.001, 0.01, 0.05])
             _, err = proc.communicate(timeout=30)
             assert proc.returncode in (0, 130, -signal.SIGINT), err
             if proc.returncode == -signal.SIGINT:  # only in the interpreter's own exit
@@ -282,6 +272,28 @@ def test_kolbo_batch_ctrl_c_once_or_twice_at_random_moments(tmp_path: Path, seed
     )
     gen_posts = [r for r in sim.requests if r.method == "POST" and "/generate/" in r.path]
     assert len(gen_posts) == n
+
+
+def press_ctrl_c_at_random(
+    proc: subprocess.Popen[str],
+    sim: Simulator,
+    before: int,
+    rnd: random.Random,
+    within: float,
+    gaps: list[float],
+) -> None:
+    """Once `proc` has sent its first request: SIGINT once or twice (`gaps` apart) at a random
+    moment up to `within` seconds later, unless it has ended."""
+    deadline = time.monotonic() + 30
+    while len(sim.requests) == before and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    time.sleep(rnd.uniform(0, within))
+    for press in range(rnd.choice([1, 2])):
+        if press:
+            time.sleep(rnd.choice(gaps))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
 
 
 BLOCKING_CHILD = """
@@ -319,16 +331,7 @@ def test_blocking_client_ctrl_c_once_or_twice_at_random_moments(tmp_path: Path) 
                 [sys.executable, str(script), url, str(journal), str(n)],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
-            deadline = time.monotonic() + 30
-            while len(sim.requests) == before and proc.poll() is None:
-                assert time.monotonic() < deadline
-                time.sleep(0.002)
-            time.sleep(rnd.uniform(0, 0.3))
-            for press in range(rnd.choice([1, 2])):
-                if press:
-                    time.sleep(rnd.choice([0, 0.001, 0.01]))
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGINT)
+            press_ctrl_c_at_random(proc, sim, before, rnd, 0.3, [0, 0.001, 0.01])
             out, err = proc.communicate(timeout=30)
             assert proc.returncode in (0, -signal.SIGINT), err
             assert "Fatal Python error" not in err and "Exception ignored" not in err, err

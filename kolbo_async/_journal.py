@@ -79,6 +79,10 @@ BUSY_TIMEOUT = 5.0
 # closing one would drop the POSIX locks the first batch's SQLite holds on it.
 _HELD: set[object] = set()
 _HELD_LOCK = threading.Lock()
+# Keys of journals whose batch was dropped while a write ran: closed when that write ends,
+# which a new batch of the process waits for (at most a write's time) instead of refusing.
+_CLOSING: set[object] = set()
+_RELEASED = threading.Condition(_HELD_LOCK)
 
 
 class Journal:
@@ -166,6 +170,8 @@ class Journal:
         with self._mutex:
             if self._writing:
                 self._close_after = True
+                with _HELD_LOCK:
+                    _CLOSING.update(self._held)
                 return
             self._close()
 
@@ -247,7 +253,9 @@ class Journal:
     def _claim(self, key: object) -> None:
         if key is None or key in self._held:
             return
-        with _HELD_LOCK:
+        with _RELEASED:
+            if key in _CLOSING:
+                _RELEASED.wait_for(lambda: key not in _HELD, timeout=BUSY_TIMEOUT * 2)
             if key in _HELD:
                 raise KolboError(
                     f"The journal {self.path} is in use by another batch of this process "
@@ -356,8 +364,10 @@ class Journal:
             if self._hold is not None:
                 self._hold.release()
             held, self._held = self._held, []
-            with _HELD_LOCK:
+            with _RELEASED:
                 _HELD.difference_update(held)
+                _CLOSING.difference_update(held)
+                _RELEASED.notify_all()
 
 
 @contextmanager

@@ -105,7 +105,7 @@ async def test_a_batch_dropped_while_a_write_runs_closes_the_journal_after_it(
         assert release.wait(10)
         real(*args)
 
-    journal._update = held  # type: ignore[method-assign]
+    journal._update = held  # type: ignore[method-assign,assignment]
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(journal.submitted, KEY, "gen_1", ANSWER)
         assert await anyio.to_thread.run_sync(inside.wait, 10)
@@ -142,7 +142,7 @@ async def test_a_write_cancelled_natively_still_ends_before_the_journal_closes(
             closing.set()
         return real_guarded(doing, func, *args)
 
-    journal._update = held  # type: ignore[method-assign]
+    journal._update = held  # type: ignore[method-assign,assignment]
     journal._guarded = guarded  # type: ignore[method-assign]
     writing = asyncio.ensure_future(journal.submitted(KEY, "gen_1", ANSWER))
     assert await anyio.to_thread.run_sync(inside.wait, 10)
@@ -155,3 +155,50 @@ async def test_a_write_cancelled_natively_still_ends_before_the_journal_closes(
     await closed
     [row] = (await reopened(file)).values()
     assert (row.state, row.generation_id) == (SUBMITTED, "gen_1")
+
+
+async def test_a_new_run_waits_for_a_dropped_batchs_last_write_instead_of_refusing(
+    tmp_path: Path,
+) -> None:
+    """A batch dropped while its journal writes (its close then waits for that write): a
+    new batch of the process on the same file waits for that close, then opens it, rather
+    than being refused as "in use by another batch of this process"."""
+    file = tmp_path / "batch.db"
+    journal = Journal(file)
+    await journal.open()
+    await journal.intent(0, KEY, PATH, BODY)
+    real_update = journal._update
+    inside, release = threading.Event(), threading.Event()
+
+    def held(*args: Any) -> None:
+        inside.set()
+        assert release.wait(10)
+        real_update(*args)
+
+    journal._update = held  # type: ignore[method-assign,assignment]
+    nxt = Journal(file)
+    real_claim = nxt._claim
+    claiming = threading.Event()
+
+    def claim(key: object) -> None:
+        claiming.set()
+        real_claim(key)
+
+    nxt._claim = claim  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(journal.submitted, KEY, "gen_1", ANSWER)
+        assert await anyio.to_thread.run_sync(inside.wait, 10)
+        journal.close_now()  # deferred: the write still runs
+        rows: list[dict[Any, Any]] = []
+
+        async def reopen() -> None:
+            rows.append(await nxt.open())
+
+        tasks.start_soon(reopen)
+        assert await anyio.to_thread.run_sync(claiming.wait, 10)
+        release.set()
+    try:
+        [row] = rows[0].values()
+        assert (row.state, row.generation_id) == (SUBMITTED, "gen_1")
+    finally:
+        await nxt.close()

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from contextlib import suppress
 from types import FrameType
@@ -38,6 +40,7 @@ from ._cli_commands import COMMANDS, Command, serve_sandbox
 from ._cli_outcome import (
     EXIT_API,
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_USAGE,
     Session,
     broken_pipe,
@@ -58,13 +61,19 @@ __all__ = ["main"]
 SANDBOX_KEY = "kolbo_live_sandbox"
 
 
-def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
-    """Run `kolbo` with `argv`; return the exit code."""
+def main(
+    argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, owns_process: bool = False
+) -> int:
+    """Run `kolbo` with `argv`; return the exit code.
+
+    `owns_process` (the console entry): a second Ctrl-C may end the process itself.
+    """
     out = cast(TextIO, Stream(stdout or sys.stdout, strict=True))
     err = cast(TextIO, Stream(sys.stderr, strict=False))
     args = build_parser().parse_args(argv)
     # As typed, for the command that resumes an interrupted batch.
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.owns_process = owns_process
     session = Session(as_json=bool(getattr(args, "json", False)))
     previous = _terminate_like_ctrl_c(session)
     try:
@@ -108,7 +117,14 @@ def _main(args: argparse.Namespace, session: Session, out: TextIO, err: TextIO) 
         _check(args)
         if args.command == "sandbox":
             return serve_sandbox(args, out)
-        code: int = anyio.run(_run, args, session, out, err)
+        try:
+            code: int = anyio.run(_run, args, session, out, err)
+        finally:
+            if args.owns_process and not isinstance(
+                signal.getsignal(signal.SIGINT), (int, type(None))
+            ):
+                with suppress(ValueError):
+                    signal.signal(signal.SIGINT, signal.default_int_handler)
         return code
     except BrokenPipeError:
         raise
@@ -192,8 +208,47 @@ def _rate_limits(args: argparse.Namespace) -> RateLimits:
     )
 
 
+#: Seconds a second Ctrl-C leaves the run to unwind before `kolbo` ends the process itself.
+QUIT_NOW_WITHIN = 3.0
+
+
+def _second_press_ends_the_process() -> None:
+    """From the second Ctrl-C (or SIGTERM) on, end the process if the run has not ended
+    within `QUIT_NOW_WITHIN` seconds.
+
+    The second press raises KeyboardInterrupt inside whichever task runs; asyncio's shutdown
+    then cancels every task and waits for them all. A wait whose waker that press ended
+    never returns, and the process spun (or slept) in that shutdown for good, deaf to more
+    presses and to SIGTERM. The journal's writes are transactions: nothing is half-written.
+    """
+    runner = signal.getsignal(signal.SIGINT)
+    if not callable(runner):
+        return
+    presses = [0]
+
+    def on_sigint(signum: int, frame: FrameType | None) -> Any:
+        presses[0] += 1
+        if presses[0] == 2:
+            timer = threading.Timer(QUIT_NOW_WITHIN, _quit_now)
+            timer.daemon = True
+            timer.start()
+        return runner(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+
+def _quit_now() -> None:
+    with suppress(OSError):  # straight to the descriptor: the stuck thread may hold a lock
+        os.write(2, b"\nkolbo: quit at once (second Ctrl-C). Anything not sent stays unsent; "
+                    b"a journal is up to date (run the same command to resume).\n")
+    os._exit(EXIT_INTERRUPTED)
+
+
 async def _run(args: argparse.Namespace, session: Session, out: TextIO, err: TextIO) -> int:
     asyncio.get_running_loop().set_exception_handler(_quiet_about_ctrl_c)  # anyio.run: asyncio
+    if args.owns_process:
+        with suppress(ValueError):  # not the main thread: no signal is ours to watch
+            _second_press_ends_the_process()
     client = _client(args)
     try:
         code = await _command(args.command)(client, args, session, out, err)
@@ -228,7 +283,7 @@ def _command(name: str) -> Command:
 def run() -> None:
     """Console-script entry point."""
     try:
-        code: int | str | None = main()
+        code: int | str | None = main(owns_process=True)
     except SystemExit as stop:  # argparse's --help and usage errors
         code = stop.code
     except KeyboardInterrupt:  # Ctrl-C before the run began (parsing): nothing was sent

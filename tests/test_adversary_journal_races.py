@@ -245,9 +245,9 @@ CLI_KEY = "kolbo_live_" + "e5" * 20
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child is POSIX")
 @pytest.mark.parametrize("seed", range(2))
-def test_kolbo_batch_ctrl_c_at_random_moments(tmp_path: Path, seed: int) -> None:
-    """`kolbo batch` as a real process, sent SIGINT at a random moment after its first
-    request: no traceback, no crash (exit 0 or 130, or death by the
+def test_kolbo_batch_ctrl_c_once_or_twice_at_random_moments(tmp_path: Path, seed: int) -> None:
+    """`kolbo batch` as a real process, sent SIGINT once or twice (a few ms apart) at a random
+    moment after its first request: no traceback, no crash (exit 0 or 130, or death by the
     SIGINT itself once the run has ended: -2, which a shell shows as 130); the runs together
     create each generation once, and a last run ends everything."""
     rnd = random.Random(seed)
@@ -266,10 +266,9 @@ def test_kolbo_batch_ctrl_c_at_random_moments(tmp_path: Path, seed: int) -> None
                 [sys.executable, *argv], env=env,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
-            # Once only: a second press can leave `kolbo batch` spinning in asyncio's shutdown
-            # under load (anyio delivering a cancellation to a shielded wait that never ends;
-            # seen 1 run in ~30 on a loaded 3.13). A known bug, named in the stop-23 note.
-            press_ctrl_c_at_random(proc, sim, before, rnd, 0.4, [0], presses=(1,))
+            # A second press could leave `kolbo batch` stuck in asyncio's shutdown for good
+            # (1 run in ~30 under load): it now ends itself `QUIT_NOW_WITHIN` s later.
+            press_ctrl_c_at_random(proc, sim, before, rnd, 0.4, [0, 0.001, 0.01, 0.05])
             _, err = finish(proc)
             assert proc.returncode in (0, 130, -signal.SIGINT), err
             if proc.returncode == -signal.SIGINT:  # only in the interpreter's own exit
@@ -298,7 +297,6 @@ def press_ctrl_c_at_random(
     rnd: random.Random,
     within: float,
     gaps: list[float],
-    presses: tuple[int, ...] = (1, 2),
 ) -> None:
     """Once `proc` has sent its first request: SIGINT once or twice (`gaps` apart) at a random
     moment up to `within` seconds later, unless it has ended."""
@@ -307,7 +305,7 @@ def press_ctrl_c_at_random(
         assert time.monotonic() < deadline
         time.sleep(0.002)
     time.sleep(rnd.uniform(0, within))
-    for press in range(rnd.choice(presses)):
+    for press in range(rnd.choice([1, 2])):
         if press:
             time.sleep(rnd.choice(gaps))
         if proc.poll() is None:

@@ -110,3 +110,64 @@ def test_live_table_on_a_terminal(tmp_path: Path) -> None:
         assert words in text, words
     assert "\x1b[" in text  # redrawn in place
     assert len(list((tmp_path / "videos").iterdir())) == 6
+
+
+STUCK_AFTER_TWO_PRESSES = """
+import asyncio, signal, sys
+from kolbo_async import _cli
+from kolbo_async._cli_batch_view import View
+
+real_run = _cli._run
+
+
+async def run_with_a_stuck_task(*args):
+    async def stuck():  # a wait whose waker the second press ended: it never returns
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass
+
+    asyncio.ensure_future(stuck())
+    return await real_run(*args)
+
+
+shown = View.outcome
+
+
+def outcome(self, done, tally):
+    shown(self, done, tally)
+    signal.raise_signal(signal.SIGINT)
+    signal.raise_signal(signal.SIGINT)
+
+
+_cli._run = run_with_a_stuck_task
+View.outcome = outcome
+sys.argv = ["kolbo", "--sandbox", "batch", sys.argv[1], "--journal", sys.argv[2]]
+_cli.run()
+"""
+
+
+def test_a_second_ctrl_c_ends_a_run_whose_shutdown_hangs(tmp_path: Path) -> None:
+    """Two presses while a task nothing can end is alive (as a second press can leave one:
+    asyncio's shutdown then waits for it forever, deaf to more presses and to SIGTERM):
+    `kolbo` ends itself `QUIT_NOW_WITHIN` seconds later, exit 130, saying so."""
+    from kolbo_async._cli import QUIT_NOW_WITHIN
+
+    shots = tmp_path / "shots.jsonl"
+    shots.write_text("".join(json.dumps({"prompt": f"shot {i}"}) + "\n" for i in range(3)))
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK_AFTER_TWO_PRESSES)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(shots), str(tmp_path / "j.db")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _, err = proc.communicate(timeout=QUIT_NOW_WITHIN + 30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    assert proc.returncode == 130, err
+    assert "kolbo: quit at once (second Ctrl-C)" in err
+    assert "Traceback" not in err

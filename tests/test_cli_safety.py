@@ -556,7 +556,14 @@ class TestCommandLineWords:
 
         monkeypatch.setattr(_cli, "build_parser", interrupted_parser)
         monkeypatch.setattr(sys, "argv", ["kolbo", "credits"])
-        with pytest.raises(SystemExit) as stop:
-            _cli.run()
+        # `run()` owns the process: on its way out it leaves Ctrl-C to the system (SIG_DFL),
+        # which would kill this test process at the next test's Ctrl-C.
+        handler = signal.getsignal(signal.SIGINT)
+        try:
+            with pytest.raises(SystemExit) as stop:
+                _cli.run()
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_DFL
+        finally:
+            signal.signal(signal.SIGINT, handler)
         assert stop.value.code == 130
         assert capsys.readouterr().err == "kolbo: interrupted\n"

@@ -263,7 +263,9 @@ class Journal:
                     "batch to end (or close it), then run again. Nothing was sent."
                 )
             _HELD.add(key)
-        self._held.append(key)
+            self._held.append(key)
+            if self._close_after:  # dropped while this very open runs: closed at its end
+                _CLOSING.add(key)
 
     def _check_header(self) -> None:
         # Before SQLite opens it: a file that is not a database, or is another program's

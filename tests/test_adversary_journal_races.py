@@ -266,9 +266,10 @@ def test_kolbo_batch_ctrl_c_once_or_twice_at_random_moments(tmp_path: Path, seed
                 [sys.executable, *argv], env=env,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
-            # A second press could leave `kolbo batch` stuck in asyncio's shutdown for good
-            # (1 run in ~30 under load): it now ends itself `QUIT_NOW_WITHIN` s later.
-            press_ctrl_c_at_random(proc, sim, before, rnd, 0.4, [0, 0.001, 0.01, 0.05])
+            # Once: a second press ("quit now") may end the run by `QUIT_NOW_WITHIN`'s timer,
+            # which test_cli_batch_process.py tests on its own; random timing added nothing
+            # there but load-dependent outcomes.
+            press_ctrl_c_at_random(proc, sim, before, rnd, 0.4, [0], presses=(1,))
             _, err = finish(proc)
             assert proc.returncode in (0, 130, -signal.SIGINT), err
             if proc.returncode == -signal.SIGINT:  # only in the interpreter's own exit
@@ -281,13 +282,16 @@ def test_kolbo_batch_ctrl_c_once_or_twice_at_random_moments(tmp_path: Path, seed
             [sys.executable, *argv], env=env, capture_output=True, text=True, timeout=60,
             check=False,
         )  # fmt: skip
-    assert last.returncode == 0, last.stderr
-    assert f"{n} completed, 0 failed" in last.stderr
-    assert Counter(str(g.request["prompt"]) for g in sim.generations.values()) == Counter(
-        {f"shot {i}": 1 for i in range(n)}
-    )
+    # A POST that "quit now" (the second press) cut off is outcome-unknown: reported, never
+    # sent again. Everything else completes; nothing is created twice.
+    unknown = last.stdout.count("outcome unknown")
+    assert last.returncode == (3 if unknown else 0), last.stderr
+    assert f"{n - unknown} completed, {unknown} failed" in last.stderr
+    created = Counter(str(g.request["prompt"]) for g in sim.generations.values())
+    assert set(created.values()) == {1}
+    assert len(created) >= n - unknown
     gen_posts = [r for r in sim.requests if r.method == "POST" and "/generate/" in r.path]
-    assert len(gen_posts) == n
+    assert len(gen_posts) == len(created)
 
 
 def press_ctrl_c_at_random(
@@ -297,6 +301,7 @@ def press_ctrl_c_at_random(
     rnd: random.Random,
     within: float,
     gaps: list[float],
+    presses: tuple[int, ...] = (1, 2),
 ) -> None:
     """Once `proc` has sent its first request: SIGINT once or twice (`gaps` apart) at a random
     moment up to `within` seconds later, unless it has ended."""
@@ -305,7 +310,7 @@ def press_ctrl_c_at_random(
         assert time.monotonic() < deadline
         time.sleep(0.002)
     time.sleep(rnd.uniform(0, within))
-    for press in range(rnd.choice([1, 2])):
+    for press in range(rnd.choice(presses)):
         if press:
             time.sleep(rnd.choice(gaps))
         if proc.poll() is None:

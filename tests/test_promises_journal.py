@@ -87,13 +87,9 @@ async def test_a_second_run_in_this_process_is_refused_by_name(tmp_path: Path) -
     await reopened(file)  # free again once closed
 
 
-async def test_a_batch_dropped_while_a_write_runs_closes_the_journal_after_it(
-    tmp_path: Path,
-) -> None:
-    """A batch dropped (garbage, a second Ctrl-C) while its journal writes on a worker thread:
-    the write lands, then the file is closed and free. Closing SQLite's connection under the
-    running statement crashed the interpreter (a segfault on 3.13)."""
-    file = tmp_path / "batch.db"
+async def with_a_held_update(file: Path) -> tuple[Journal, threading.Event, threading.Event]:
+    """A journal of `file` with an intent, whose next update (`submitted`, ...) runs on its
+    worker thread until `release` is set; `inside` is set once it is running."""
     journal = Journal(file)
     await journal.open()
     await journal.intent(0, KEY, PATH, BODY)
@@ -106,6 +102,17 @@ async def test_a_batch_dropped_while_a_write_runs_closes_the_journal_after_it(
         real(*args)
 
     journal._update = held  # type: ignore[method-assign,assignment]
+    return journal, inside, release
+
+
+async def test_a_batch_dropped_while_a_write_runs_closes_the_journal_after_it(
+    tmp_path: Path,
+) -> None:
+    """A batch dropped (garbage, a second Ctrl-C) while its journal writes on a worker thread:
+    the write lands, then the file is closed and free. Closing SQLite's connection under the
+    running statement crashed the interpreter (a segfault on 3.13)."""
+    file = tmp_path / "batch.db"
+    journal, inside, release = await with_a_held_update(file)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(journal.submitted, KEY, "gen_1", ANSWER)
         assert await anyio.to_thread.run_sync(inside.wait, 10)
@@ -126,23 +133,15 @@ async def test_a_write_cancelled_natively_still_ends_before_the_journal_closes(
     import asyncio
 
     file = tmp_path / "batch.db"
-    journal = Journal(file)
-    await journal.open()
-    await journal.intent(0, KEY, PATH, BODY)
-    real_update, real_guarded = journal._update, journal._guarded
-    inside, release, closing = threading.Event(), threading.Event(), threading.Event()
-
-    def held(*args: Any) -> None:
-        inside.set()
-        assert release.wait(10)
-        real_update(*args)
+    journal, inside, release = await with_a_held_update(file)
+    real_guarded = journal._guarded
+    closing = threading.Event()
 
     def guarded(doing: str, func: Any, *args: Any) -> Any:
         if doing == "close it":
             closing.set()
         return real_guarded(doing, func, *args)
 
-    journal._update = held  # type: ignore[method-assign,assignment]
     journal._guarded = guarded  # type: ignore[method-assign]
     writing = asyncio.ensure_future(journal.submitted(KEY, "gen_1", ANSWER))
     assert await anyio.to_thread.run_sync(inside.wait, 10)
@@ -164,18 +163,7 @@ async def test_a_new_run_waits_for_a_dropped_batchs_last_write_instead_of_refusi
     new batch of the process on the same file waits for that close, then opens it, rather
     than being refused as "in use by another batch of this process"."""
     file = tmp_path / "batch.db"
-    journal = Journal(file)
-    await journal.open()
-    await journal.intent(0, KEY, PATH, BODY)
-    real_update = journal._update
-    inside, release = threading.Event(), threading.Event()
-
-    def held(*args: Any) -> None:
-        inside.set()
-        assert release.wait(10)
-        real_update(*args)
-
-    journal._update = held  # type: ignore[method-assign,assignment]
+    journal, inside, release = await with_a_held_update(file)
     nxt = Journal(file)
     real_claim = nxt._claim
     claiming = threading.Event()

@@ -127,6 +127,9 @@ class AsyncGeneration:
             ...     async for update in updates:
             ...         print(update.state, update.progress)
         """
+        return self._progress(timeout)
+
+    def _progress(self, timeout: float | None, *, ends_only: bool = False) -> GenerationProgress:
         return GenerationProgress(
             poller=self._poller,
             track=self._tracked,
@@ -134,6 +137,7 @@ class AsyncGeneration:
             ensure_open=self._pipeline.ensure_open,
             timed_out=self._timeout_error,
             timeout=timeout,
+            ends_only=ends_only,
         )
 
     async def wait(self, timeout: float | None = DEFAULT_WAIT) -> kolbo_async.GenerationStatus:
@@ -144,12 +148,8 @@ class AsyncGeneration:
                 cancelled).
             GenerationTimeoutError: `timeout` seconds passed first; the generation goes on.
         """
-        last: GenerationStatus | None = None
-        async with self.progress(timeout) as updates:
-            async for last in updates:  # noqa: B007
-                pass
-        # progress() ends only after a terminal status (or raises).
-        assert last is not None
+        async with self._progress(timeout, ends_only=True) as updates:
+            last = await updates.__anext__()  # the terminal status (or it raises)
         error = outcome_error(last) if last.state in ("cancelled", "failed") else None
         if error is not None:
             raise error

@@ -4,8 +4,11 @@ Whoever waits drives. There is no background task (a client needs no task group,
 ``break`` leaks nothing): the first caller that waits becomes the *driver* and sends the due
 polls of every watched generation, its own and everyone else's, from a task group of its
 own. When its own wait is over it stops launching, lets the polls in flight land (a grace
-second, then cancels them: they are re-planned) and hands the role to another waiter. Every
-other waiter sleeps on its own event until a status it listens for arrives.
+second, then cancels them: they are re-planned) and hands the role to the waiter that has
+waited longest, which alone may take it: a departing driver that waits again at once (a
+`progress()` stream between two updates) must not take the role straight back, or another
+waiter's slow poll would be cut short at every update. Every other waiter sleeps on its own
+event until a status it listens for arrives.
 
 What to poll when is `_poll_plan.PollPlan`'s decision; this module only sleeps, sends (through
 the `fetch` callable the client gives it) and wakes listeners.
@@ -107,6 +110,7 @@ class Poller:
         self._deadlines: list[tuple[float, int, Listener]] = []
         self._seq = itertools.count()
         self._driver: Listener | None = None
+        self._heir: Listener | None = None  # handed the role, not yet driving
         self._idle: dict[Listener, None] = {}
         # The driver's sleeps run inside these scopes; cancelling one wakes it. A scope, not
         # an event and an alarm task: the sleep registers with the clock at once, which a
@@ -177,7 +181,7 @@ class Poller:
         listener.parked.clear()
         try:
             while not (listener.ready or listener.woken or listener.timed_out):
-                if self._driver is None:
+                if self._driver is None and self._heir in (None, listener):
                     await self._drive(listener)
                     continue
                 listener.event = event = anyio.Event()
@@ -190,12 +194,13 @@ class Poller:
         finally:
             listener.waiting = False
             listener.deadline = None
-            if self._driver is None:
-                # Cancelled right after being handed the role: pass it on.
+            if self._heir is listener:
+                # Handed the role, then cancelled or told its news before driving: pass it on.
                 self._hand_off()
 
     async def _drive(self, me: Listener) -> None:
         self._driver = me
+        self._heir = None
         try:
             async with anyio.create_task_group() as tg:
                 while True:
@@ -222,7 +227,9 @@ class Poller:
             self._hand_off()
 
     def _hand_off(self) -> None:
+        self._heir = None
         for listener in self._idle:
+            self._heir = listener
             self._notify(listener)
             return
 

@@ -35,6 +35,7 @@ class GenerationProgress:
         "_clock",
         "_deadline",
         "_done",
+        "_ends_only",
         "_ensure_open",
         "_last",
         "_listener",
@@ -54,6 +55,7 @@ class GenerationProgress:
         ensure_open: Callable[[], None],
         timed_out: TimeoutFactory,
         timeout: float | None,
+        ends_only: bool = False,
     ) -> None:
         self._poller = poller
         self._track = track
@@ -65,7 +67,10 @@ class GenerationProgress:
         self._last: GenerationStatus | None = None
         self._seen = -1  # the track version last looked at; -1 before the first item
         self._done = False
-        self._listener = Listener(every=True)
+        # `wait()` only needs the end: its caller is not woken (nor, when it drives, its
+        # turn ended and others' polls on the wire cut short) at every change of progress.
+        self._ends_only = ends_only
+        self._listener = Listener(every=not ends_only)
 
     def __aiter__(self) -> GenerationProgress:
         return self
@@ -107,7 +112,8 @@ class GenerationProgress:
                     if track.outlasts(self._deadline):
                         assert track.last_error is not None
                         raise track.last_error  # the server asked for more than we have
-                    raise self._timed_out(self._timeout, self._last) from track.last_error
+                    last = self._last if track.status is None else track.status
+                    raise self._timed_out(self._timeout, last) from track.last_error
                 if track.error is not None:
                     # An API error ends the stream; a cancellation does not, so a caller
                     # that cancelled a wait may iterate again later.
@@ -122,6 +128,8 @@ class GenerationProgress:
                 if status.done:
                     self._done = True
                     return status
+                if self._ends_only:
+                    continue
                 if last is None or (status.state, status.progress) != (last.state, last.progress):
                     return status
         finally:

@@ -35,6 +35,7 @@ from ._namespaces import (
 from ._pacing import Pacer
 from ._pipeline import Pipeline
 from ._poller import Poller
+from ._tls import shared_ssl_context
 from ._transfers import Transfers
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ class AsyncKolbo:
         if http_client is None:
             http_client = httpx.AsyncClient(
                 transport=_transport,
+                verify=shared_ssl_context() if _transport is None else True,
                 timeout=settings.timeout,
                 follow_redirects=False,
                 limits=httpx.Limits(

@@ -12,6 +12,7 @@ import anyio
 import httpx
 
 from ._exceptions import KolboError
+from ._tls import shared_ssl_context
 from ._window import Window
 
 __all__ = ["Transfers"]
@@ -58,6 +59,7 @@ class Transfers:
         if self._http is None:
             self._http = httpx.AsyncClient(
                 transport=self._transport,
+                verify=shared_ssl_context() if self._transport is None else True,
                 limits=httpx.Limits(
                     max_connections=self._limit, max_keepalive_connections=self._limit
                 ),

@@ -17,6 +17,7 @@ import threading
 import time
 import weakref
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,16 @@ pytestmark = pytest.mark.anyio
 
 vclock = test_batch.vclock
 sim = test_batch.sim
+
+
+@pytest.fixture(autouse=True)
+def collections_see_only_this_test() -> Iterator[None]:
+    """These tests call `gc.collect()` hundreds of times to drop batches on purpose. With
+    what earlier tests left frozen, a collection walks only this test's objects: well under
+    a millisecond instead of 45-100 ms in a worker that has loaded the whole suite."""
+    gc.freeze()
+    yield
+    gc.unfreeze()
 client = test_batch.client
 
 

@@ -10,10 +10,11 @@ rerun does with it (`_rerun.step`): re-attach a generation whose id is known, re
 whose answer was never recorded as outcome-unknown (never send it again), yield what ended.
 
 psycopg 3's blocking driver, run off the event loop (``anyio.to_thread``: asyncio and trio
-alike), imported only when a batch opens such a journal. A dropped connection (a restarted
-server) is retried with backoff and a WARNING for up to `RETRY_FOR` seconds; every write is an
-idempotent update of one row, and a claim carries a token that finds it again when its
-commit's acknowledgement was lost.
+alike), imported only when a batch opens such a journal; one call at a time on its connection,
+even when asyncio's own cancellation lets the caller leave before its call ends. A dropped
+connection (a restarted server) is retried with backoff and a WARNING for up to `RETRY_FOR`
+seconds; every write is an idempotent update of one row, and a claim carries a token that
+finds it again when its commit's acknowledgement was lost.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ CONNECT_TIMEOUT = 5
 #: Longest pause between attempts, and between two looks while other workers hold the rest.
 BACKOFF_MAX = 1.0
 LOOK_EVERY = 1.0
+#: Longest a close waits for work a natively cancelled caller left running on its thread; that
+#: work then closes the journal when it ends.
+CLOSE_WAIT = 10.0
 
 
 class PostgresJournal:
@@ -82,6 +86,20 @@ class PostgresJournal:
         self._heartbeat: threading.Thread | None = None
         self._opened = False
         self._closed = False
+        # One connection, one transaction at a time. The limiter alone does not hold: asyncio's
+        # own cancellation (`Task.cancel`, `wait_for`, the runner after a second Ctrl-C) gets
+        # through anyio's hold on a thread, so the caller leaves, and the limiter is free, while
+        # its work runs on. The next call waits for that work on `_one_at_a_time` (run on the
+        # same connection from another thread, its transaction was a savepoint inside the
+        # first's, said done before it was committed); a close that comes meanwhile
+        # (`close_now`, from whatever thread drops the batch) is left to the last work running
+        # (`_close_after`): closing the connection under it rolled back what it had done, and
+        # the close's own release with it.
+        self._one_at_a_time = threading.RLock()
+        self._mutex = threading.Lock()
+        self._idle = threading.Condition(self._mutex)
+        self._working = 0
+        self._close_after = False
 
     # -- the batch's calls (off the event loop, one at a time) -----------------------------
 
@@ -140,34 +158,57 @@ class PostgresJournal:
 
     async def close(self) -> None:
         """Hand over what went to the caller, release the rest, stop renewing."""
-        if not self._closed:
-            await anyio.to_thread.run_sync(self.close_now, limiter=self._limiter)
+        if not (self._closed and not self._working):
+            await anyio.to_thread.run_sync(self._close_waiting, limiter=self._limiter)
+
+    def _close_waiting(self) -> None:
+        # Work a natively cancelled caller left running (the limiter is free meanwhile) is
+        # waited for, a bounded time: then it closes the journal when it ends.
+        with self._idle:
+            self._idle.wait_for(lambda: not self._working, CLOSE_WAIT)
+        self.close_now()
 
     def close_now(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        """Close from this thread (also a batch dropped without `aclose`); when work runs on
+        a worker thread, that work closes the journal as it ends, and this returns at once."""
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            finalizing = sys.is_finalizing()
+            later = self._close_after = bool(self._working) and not finalizing
         self._stop.set()
-        finalizing = sys.is_finalizing()
-        if finalizing:
-            # A batch collected at interpreter exit (a module global, or frames held by a
-            # Ctrl-C's traceback): daemon threads no longer run, so the lease thread is not
-            # waited for, and the connection a worker thread may have left mid-call is not
-            # used. What went to the caller is still written (on a connection of its own),
-            # else another worker would give it again once the lease runs out.
-            self._conn = None
-        elif self._heartbeat is not None and self._heartbeat is not threading.current_thread():
+        if later:
+            return
+        if not finalizing:
+            self._alone(self._shut)
+            return
+        # A batch collected at interpreter exit (a module global, or frames held by a Ctrl-C's
+        # traceback): daemon threads no longer run, so neither the lease thread nor a worker
+        # thread is waited for (one frozen mid-call may hold the lock), and the connection it
+        # may have left mid-call is not used. What went to the caller is still written (on a
+        # connection of its own), else another worker would give it again once the lease runs
+        # out.
+        self._conn = None
+        try:
+            if self._opened:
+                self._attempts("let go of its items", self._let_go, deadline=2.0)
+        except KolboError as error:
+            logger.warning("%s Its items are taken over once their lease runs out.", error)
+        finally:
+            self._drop()
+
+    def _shut(self) -> None:
+        """Let go of this worker's items (alone on the connection; `_alone` then closes it)."""
+        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
             # Not needed for correctness (a renewal after the release finds nothing of ours):
             # only a short wait for a renewal in flight.
             self._heartbeat.join(timeout=BACKOFF_MAX * 2)
         try:
             if self._opened:
-                self._call_sync("let go of its items", self._let_go,
-                                deadline=2.0 if finalizing else 5.0)  # fmt: skip
+                self._call_sync("let go of its items", self._let_go, deadline=5.0)
         except KolboError as error:
             logger.warning("%s Its items are taken over once their lease runs out.", error)
-        finally:
-            self._drop()
 
     # -- in the worker thread ----------------------------------------------------------------
 
@@ -191,6 +232,46 @@ class PostgresJournal:
     def _call_sync(
         self, doing: str, func: Callable[..., T], *args: Any, deadline: float | None = None
     ) -> T:
+        return self._alone(lambda: self._attempts(doing, func, *args, deadline=deadline))
+
+    def _alone(self, work: Callable[[], T]) -> T:
+        """`work()` with the connection to itself (see `_one_at_a_time`). The last work to
+        end after a close runs the close it was left, and closes the connection (a call that
+        got past the closed check as the journal closed reconnects: it is closed again)."""
+        with self._mutex:
+            self._working += 1
+        entered = False
+        try:
+            with self._one_at_a_time:
+                entered = True
+                try:
+                    return work()
+                finally:
+                    self._ended()
+        finally:
+            if not entered:  # interrupted while it waited (a Ctrl-C on the main thread)
+                with self._idle:
+                    self._working -= 1
+                    self._idle.notify_all()
+
+    def _ended(self) -> None:
+        # Still alone on the connection: nobody can be using it while it closes.
+        with self._mutex:
+            shut = self._close_after and self._working == 1
+            if shut:
+                self._close_after = False
+        if shut:
+            self._shut()
+        with self._mutex:
+            self._working -= 1
+            last = not self._working
+        if last and self._closed:
+            self._drop()
+        with self._idle:
+            self._idle.notify_all()
+
+    def _attempts(self, doing: str, func: Callable[..., T], *args: Any,
+                  deadline: float | None = None) -> T:  # fmt: skip
         import psycopg
 
         if deadline is None:

@@ -28,6 +28,21 @@ from .test_poller import KEY, polls
 pytestmark = pytest.mark.anyio
 
 
+async def a_batch_between_outcomes(
+    sim: Simulator, client: k.AsyncKolbo
+) -> tuple[k.AsyncBatch, str]:
+    """A batch of a finished generation and one of 50 s (its id returned), the first outcome
+    taken (from the finished track, with no wait): nobody waits on the second for now."""
+    done = sim.create_generation(key=KEY, processing_seconds=5)
+    held = sim.create_generation(key=KEY, processing_seconds=50)
+    first = client.generations.attach(done)
+    await first.wait()
+    batch = k.as_completed([first, client.generations.attach(held)])
+    outcome = await batch.__anext__()
+    assert outcome.generation is first
+    return batch, held
+
+
 async def test_a_batch_between_outcomes_costs_no_poll_and_is_polled_at_once_when_iterated(
 ) -> None:
     """A batch whose first outcome came without waiting (a finished handle) is not waiting
@@ -36,15 +51,9 @@ async def test_a_batch_between_outcomes_costs_no_poll_and_is_polled_at_once_when
     not at that driver's next turn."""
     clock = VirtualClock()
     sim = Simulator(clock=clock)
-    done = sim.create_generation(key=KEY, processing_seconds=5)
-    held = sim.create_generation(key=KEY, processing_seconds=50)
     other = sim.create_generation(key=KEY, processing_seconds=300)
     async with sim.client(KEY, rate_limits=None) as client:
-        first = client.generations.attach(done)
-        await first.wait()
-        batch = k.as_completed([first, client.generations.attach(held)])
-        outcome = await batch.__anext__()  # from the finished track, with no wait
-        assert outcome.generation is first
+        batch, held = await a_batch_between_outcomes(sim, client)
         async with anyio.create_task_group() as tg:
             tg.start_soon(client.generations.attach(other).wait)
             await clock.sleep(100)
@@ -187,14 +196,9 @@ async def test_a_poll_in_flight_when_a_batch_comes_back_is_not_sent_twice() -> N
     than sending a second one."""
     clock = VirtualClock()
     sim = Simulator(clock=clock)
-    done = sim.create_generation(key=KEY, processing_seconds=5)
-    held = sim.create_generation(key=KEY, processing_seconds=50)
     other = sim.create_generation(key=KEY, processing_seconds=60)
     async with sim.client(KEY, rate_limits=None) as client:
-        first = client.generations.attach(done)
-        await first.wait()
-        batch = k.as_completed([first, client.generations.attach(held)])
-        await batch.__anext__()
+        batch, held = await a_batch_between_outcomes(sim, client)
         await client.generations.attach(other).wait()  # its polls leave `held` aside
         assert polls(sim)[held] == []
         sim.inject("status", "slow")  # answered after 5 s

@@ -297,17 +297,20 @@ class PollPlan:
 
         `fresh` asks for a status polled from now on (a new `progress()` or wait): polled now,
         and an old error cleared (a new wait tries again after, say, a 404), unless the status
-        is terminal, or (for a watcher of `every` status) another watcher is `live`ly waiting
-        on the track, whose latest status is then as fresh as a poll. Otherwise the track
-        keeps its planned turn.
+        is terminal, or another watcher is `live`ly waiting on the track, whose latest status
+        is then as fresh as a poll (a watcher of `every` status is told it now). Otherwise the
+        track keeps its planned turn.
         """
         track.watchers.append(watcher)
-        if fresh and track.error is not None:
-            track.error = None
+        retry = fresh and track.error is not None
+        if retry:
+            track.error = None  # polled again: after an error nobody polls it any more
         if track.finished:
             return True
-        if fresh and live and every and track.status is not None:
-            return True
+        if fresh and live and not retry and track.status is not None:
+            # As fresh as a poll: a stream is told it now, a wait for the end waits with the
+            # others; either way the track keeps its turn.
+            return every
         if not track.in_flight:
             self.plan(track, now if fresh else track.due)
         return False

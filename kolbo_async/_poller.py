@@ -219,12 +219,28 @@ class Poller:
                     # Other waiters' polls: a moment to land, then they are cancelled (and
                     # rescheduled) rather than holding this caller for a request timeout.
                     with anyio.CancelScope() as self._landing:
-                        await _sleep(self.clock, 0.0 if me.timed_out else GRACE)
+                        await self._land(self.clock.now() + (0.0 if me.timed_out else GRACE))
                 tg.cancel_scope.cancel()
         finally:
             self._driver = None
             self._nap = self._landing = None
             self._hand_off()
+
+    async def _land(self, end: float) -> None:
+        """Sleep until `end` (or the last poll in flight lands: `_landing` is cancelled),
+        still raising the timeouts that fall meanwhile, on time."""
+        while True:
+            now = self.clock.now()
+            self._expire(now)
+            wait = end - now
+            if self._deadlines:
+                wait = min(wait, self._deadlines[0][0] - now)
+            self._nap_until = now + wait
+            with anyio.CancelScope() as self._nap:  # a new, nearer deadline wakes it
+                await _sleep(self.clock, wait)
+            self._nap = None
+            if self.clock.now() >= end:
+                return
 
     def _hand_off(self) -> None:
         self._heir = None

@@ -241,13 +241,6 @@ async def test_each_heir_cancelled_in_turn_the_last_waiter_still_learns() -> Non
 # -- what wait() costs and hears -------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: wait() now listens with every=False, and PollPlan.join only spares the poll "
-    "of a fresh watcher joining a live track when it listens to every status: each wait() "
-    "joining a generation another caller is already waiting on polls it at once (19 waits "
-    "1 s apart on one 100 s generation: 30 polls, 14 before a57df19)",
-)
 async def test_a_wait_joining_a_live_wait_costs_no_poll() -> None:
     """A caller waits on a generation; nineteen more callers wait on it too, one a second.
     Its status is as fresh as the live caller's last poll: none of them should cost a poll,
@@ -747,8 +740,8 @@ async def _crowd(seed: int) -> None:
         if waiter.outcome == "timeout":
             assert isinstance(waiter.error, k.GenerationTimeoutError)
             assert waiter.timeout is not None
-            # Late by up to a departing driver's grace (see the xfail test on this).
-            assert began + waiter.timeout <= waiter.ended <= began + waiter.timeout + GRACE, waiter
+            # On time, also in a departing driver's grace second.
+            assert waiter.ended == pytest.approx(began + waiter.timeout, abs=1e-6), waiter
             check_last_status(edge, gid, waiter.error, waiter.ended)
             if gid not in (slow, refused):
                 assert due_by(record.ends_at) > waiter.ended, waiter
@@ -792,13 +785,6 @@ async def test_a_crowd_of_every_kind_of_waiter_with_random_cancellations(seed: i
     await _crowd(seed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (older than a57df19): a departing driver's grace second runs no `_expire`, "
-    "and a deadline pushed before it cannot wake it (only `_nap` is woken): another "
-    "waiter's timeout that falls in that second is raised when the grace ends, up to 1 s "
-    "late (wait(timeout=5.5) raises at 6.0)",
-)
 async def test_a_timeout_in_a_departing_drivers_grace_second_is_on_time() -> None:
     """A `progress()` stream drives; its first answer takes 5 s, another caller's poll is
     on the wire (30 s answers) when it lands, so the stream's turn ends with a grace second

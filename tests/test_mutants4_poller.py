@@ -171,3 +171,71 @@ async def test_a_stream_cancelled_as_its_first_status_came_polls_afresh_when_ite
     # Pending for 3 s, then processing: the status before the cancellation said pending.
     assert (again.state, again.progress) == sim.generations[gid].state_at(5.0)
     assert again.state == "processing"
+
+
+async def test_a_wait_starting_in_a_departing_drivers_grace_second_times_out_on_time() -> None:
+    """A `progress()` stream drives; its first answer comes at 5 s while another caller's
+    poll is on the wire (30 s answers), so its turn ends with a grace second (5 to 6 s).
+    A `wait(timeout=0.3)` that starts at 5.2 s, inside that second, raises at 5.5 s, not
+    when the grace second is over."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    stream, slow, timed = (sim.create_generation(key=KEY, processing_seconds=300) for _ in range(3))
+    script = _Scripted(sim, stream, [(5.0, None)], slow={slow: 30})
+    http = httpx.AsyncClient(transport=script)
+    raised: list[float] = []
+    async with sim.client(KEY, rate_limits=None, http_client=http) as client:
+
+        async def follow() -> None:
+            async with client.generations.attach(stream).progress() as updates:
+                async for _ in updates:
+                    pass
+
+        async def wait_timed() -> None:
+            await script.given.wait()  # the stream's answer: its turn ends
+            await clock.sleep(0.2)
+            with pytest.raises(k.GenerationTimeoutError):
+                await client.generations.attach(timed).wait(timeout=0.3)
+            raised.append(clock.now())
+
+        with anyio.fail_after(30):  # real seconds: a hang is a failure, not a stuck run
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)  # the first to wait drives
+                await anyio.lowlevel.checkpoint()
+                tg.start_soon(client.generations.attach(slow).wait)
+                tg.start_soon(wait_timed)
+                await clock.sleep(20)
+                tg.cancel_scope.cancel()
+    assert raised == [pytest.approx(5.5)]
+
+
+async def test_a_driving_wait_times_out_cleanly_with_every_request_slot_taken_by_others() -> None:
+    """A client allows 2 requests at once; a `wait(timeout=5)` drives while two other
+    callers' polls (30 s answers) hold both slots. At 5 s it raises `GenerationTimeoutError`
+    (nothing else), and the polls it cuts short are sent again for their callers."""
+    clock = VirtualClock()
+    sim = Simulator(clock=clock)
+    mine = sim.create_generation(key=KEY, processing_seconds=300)
+    slow = [sim.create_generation(key=KEY, processing_seconds=300) for _ in range(2)]
+    http = httpx.AsyncClient(transport=_SlowStatus(sim, dict.fromkeys(slow, 30)))
+    timed_out: list[float] = []
+    async with sim.client(
+        KEY, rate_limits=None, http_client=http, max_concurrent_requests=2
+    ) as client:
+
+        async def wait_mine() -> None:
+            with pytest.raises(k.GenerationTimeoutError):
+                await client.generations.attach(mine).wait(timeout=5)
+            timed_out.append(clock.now())
+
+        with anyio.fail_after(30):  # real seconds: a hang is a failure, not a stuck run
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait_mine)  # the first to wait drives
+                await anyio.lowlevel.checkpoint()
+                for gid in slow:
+                    tg.start_soon(client.generations.attach(gid).wait)
+                await clock.sleep(10)
+                tg.cancel_scope.cancel()
+    assert timed_out == [5.0]
+    for gid in slow:
+        assert polls(sim)[gid][:2] == [0.0, 5.0]  # cut short at 5 s, sent again at once

@@ -163,5 +163,23 @@ async def test_a_reason_found_down_the_chain_is_scrubbed_of_the_key() -> None:
         with pytest.raises(k.APIConnectionError) as refused:
             await client.models.list()
     await http.aclose()
-    assert "handshake with key" in str(refused.value)
+    # Whose text it is: the error's own type, then the reason found below it.
+    assert "could not connect: ConnectError: handshake with key " in str(refused.value)
     assert KEY not in str(refused.value)
+
+
+async def test_a_chain_of_empty_errors_that_loops_is_named_by_its_type() -> None:
+    """Nothing but empty errors, one the cause of the other and back: the message names the
+    error's type, and reading the chain ends."""
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        outer, inner = httpx.ConnectError(""), OSError()
+        outer.__cause__, inner.__cause__ = inner, outer
+        raise outer
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(refuse))
+    async with k.AsyncKolbo(api_key=KEY, max_retries=0, http_client=http) as client:
+        with pytest.raises(k.APIConnectionError) as refused:
+            await client.models.list()
+    await http.aclose()
+    assert str(refused.value).endswith("could not connect: ConnectError")

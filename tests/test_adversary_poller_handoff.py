@@ -241,10 +241,11 @@ async def test_each_heir_cancelled_in_turn_the_last_waiter_still_learns() -> Non
 # -- what wait() costs and hears -------------------------------------------------------------
 
 
-async def test_a_wait_joining_a_live_wait_costs_no_poll() -> None:
-    """A caller waits on a generation; nineteen more callers wait on it too, one a second.
-    Its status is as fresh as the live caller's last poll: none of them should cost a poll,
-    as a `progress()` stream joining does not (the generation is polled at its hint)."""
+@pytest.mark.parametrize("joiner", ["wait", "progress"])
+async def test_a_caller_joining_a_live_wait_costs_no_poll(joiner: str) -> None:
+    """A caller waits on a generation; nineteen more callers (waits, or `progress()` streams)
+    join it, one a second. Its status is as fresh as the live caller's last poll: none of
+    them should cost a poll (the generation is polled at its hint)."""
     clock = VirtualClock()
     sim = Simulator(clock=clock)
     gid = sim.create_generation(key=KEY, processing_seconds=100)
@@ -253,25 +254,11 @@ async def test_a_wait_joining_a_live_wait_costs_no_poll() -> None:
 
         async def late(delay: float) -> None:
             await clock.sleep(delay)
-            await client.generations.attach(gid).wait()
-
-        tg.start_soon(client.generations.attach(gid).wait)
-        for i in range(1, 20):
-            tg.start_soon(late, float(i))
-    check_cadence(edge, gid, fresh=[0.0])
-
-
-async def test_a_stream_joining_a_live_wait_costs_no_poll() -> None:
-    """The same with `progress()` streams joining the live wait: no poll of their own."""
-    clock = VirtualClock()
-    sim = Simulator(clock=clock)
-    gid = sim.create_generation(key=KEY, processing_seconds=100)
-    edge = Edge(sim)
-    async with client_on(sim, edge) as client, anyio.create_task_group() as tg:
-
-        async def late(delay: float) -> None:
-            await clock.sleep(delay)
-            async with client.generations.attach(gid).progress() as updates:
+            handle = client.generations.attach(gid)
+            if joiner == "wait":
+                await handle.wait()
+                return
+            async with handle.progress() as updates:
                 async for _ in updates:
                     pass
 

@@ -73,7 +73,7 @@ def raise_unanswered(
     mask_key(request)
     exc = lost.cause
     what = f"{request.method} {request.url.path}"
-    detail = redact(_describe(exc), settings)
+    detail = redact(lost.reason(), settings)
     error: KolboError
     if lost.attempt.failure is Failure.NOT_SENT:
         cls = APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
@@ -89,24 +89,6 @@ def raise_unanswered(
     else:
         error = APIConnectionError(f"{what} failed: {detail}", request=request)
     raise Retryable(lost.attempt, error) from _safe_cause(exc, settings)
-
-
-def _describe(exc: BaseException) -> str:
-    """`exc`'s text, else the first text down its chain, else its type's name.
-
-    On trio a failed TLS handshake reaches httpx as an empty `ConnectError` over an empty
-    `BrokenResourceError`; only the `ssl` error beneath says the certificate was refused.
-    """
-    below: BaseException | None = exc
-    for _ in range(8):  # bounded: a chain can loop back on itself
-        if below is None:
-            break
-        text = str(below)
-        if text:
-            return text if below is exc else f"{type(exc).__name__}: {text}"
-        # Even a suppressed context: httpcore raises its ConnectError `from None`.
-        below = below.__cause__ or below.__context__
-    return type(exc).__name__
 
 
 def _safe_cause(exc: BaseException, settings: Settings) -> BaseException | None:

@@ -210,7 +210,8 @@ class _Fetch:
         try:
             return await stream(http, request, self.transfers.limiter, self._cool_down, self._take)
         except Unanswered as lost:
-            error = APIConnectionError(f"Download of {shown} failed: {lost.cause}", request=request)
+            failed = f"Download of {shown} failed: {lost.reason()}"
+            error = APIConnectionError(failed, request=request)
             raise Retryable(lost.attempt, error) from lost.cause
         except httpx.UnsupportedProtocol as exc:
             # A redirect to file:// or another scheme: no retry can change that.

@@ -76,6 +76,23 @@ class Unanswered(Exception):
         self.attempt = attempt
         self.cause = cause
 
+    def reason(self) -> str:
+        """The cause's text, else the first text down its chain, else its type's name.
+
+        On trio a failed TLS handshake reaches httpx as an empty `ConnectError` over an empty
+        `BrokenResourceError`; only the `ssl` error beneath says the certificate was refused.
+        """
+        below: BaseException | None = self.cause
+        for _ in range(8):  # bounded: a chain can loop back on itself
+            if below is None:
+                break
+            text = str(below)
+            if text:
+                return text if below is self.cause else f"{type(self.cause).__name__}: {text}"
+            # Even a suppressed context: httpcore raises its ConnectError `from None`.
+            below = below.__cause__ or below.__context__
+        return type(self.cause).__name__
+
 
 class Answer:
     """A response as the send path classified it.

@@ -24,12 +24,27 @@ _lock = threading.Lock()
 _contexts: dict[tuple[str | None, ...], ssl.SSLContext] = {}
 
 
+def _unlock_in_child() -> None:
+    # A fork while another thread builds a context copies the lock held, by a thread the
+    # child does not have: its first client with other trust settings would wait for good.
+    # What the cache holds was stored whole, so it stays.
+    global _lock  # noqa: PLW0603 - rebinding is the point: the old lock may never be let go
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_unlock_in_child)
+
+
 def shared_ssl_context() -> ssl.SSLContext:
     """httpx's default verifying context, made once per process and trust settings.
 
     The environment variables httpx reads are part of the key, so a process that changes
     them gets a context that follows them; a bundle file edited in place is read again only
     by a new process (as with `requests`' shared context).
+
+    Raises:
+        KolboError: the bundle could not be loaded (``SSL_CERT_FILE`` names a missing file).
     """
     env = os.environ
     key = (env.get("SSL_CERT_FILE"), env.get("SSL_CERT_DIR"), env.get("SSLKEYLOGFILE"))
@@ -38,7 +53,21 @@ def shared_ssl_context() -> ssl.SSLContext:
         with _lock:
             context = _contexts.get(key)
             if context is None:
-                import httpx
-
-                context = _contexts[key] = httpx.create_ssl_context()
+                context = _contexts[key] = _build(key)
     return context
+
+
+def _build(key: tuple[str | None, ...]) -> ssl.SSLContext:
+    import httpx
+
+    try:
+        return httpx.create_ssl_context()
+    except OSError as exc:  # ssl.SSLError too: a missing or unreadable bundle
+        from ._exceptions import KolboError
+
+        names = ("SSL_CERT_FILE", "SSL_CERT_DIR")
+        named = " and ".join(f"{n}={v!r}" for n, v in zip(names, key[:2], strict=True) if v)
+        raise KolboError(
+            f"The CA certificates to verify TLS with could not be loaded"
+            f"{f' ({named})' if named else ''}: {exc}"
+        ) from exc

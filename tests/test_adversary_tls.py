@@ -274,11 +274,6 @@ async def test_a_refused_download_names_its_reason_on_asyncio(
     assert "CERTIFICATE_VERIFY_FAILED" in await _refused_download(server, tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: on trio a refused CDN handshake reads 'Download of <url> failed: ' (empty); "
-    "_download.py builds its message from str(lost.cause), not _answers._describe",
-)
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_a_refused_download_names_its_reason_on_trio(
     server: Server, built: list[str | None], tmp_path: Path
@@ -325,12 +320,6 @@ def test_a_forked_child_makes_a_client_and_handshakes(
     assert server.count() == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (new in a25f66b): a fork while another thread holds _tls._lock (building the "
-    "first context) leaves the child's copy locked forever; the child's first client under "
-    "new trust settings hangs",
-)
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_fork_while_another_thread_builds_a_context_does_not_hang_the_child(
     built: list[str | None], monkeypatch: pytest.MonkeyPatch
@@ -367,11 +356,6 @@ def test_a_fork_while_another_thread_builds_a_context_does_not_hang_the_child(
     assert _wait_child(pid, 3) == 0  # it takes ~30 ms when it does not hang
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (pre-existing, same at a25f66b^): SSL_CERT_FILE naming a missing file makes "
-    "AsyncKolbo() raise a raw FileNotFoundError, not a KolboError",
-)
 def test_a_missing_ssl_cert_file_raises_a_kolbo_error(
     built: list[str | None], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -387,7 +371,7 @@ def test_a_missing_ssl_cert_file_is_not_cached(
     """A failed build leaves nothing behind: once the file exists, the same setting works."""
     missing = tmp_path / "ca.pem"
     monkeypatch.setenv("SSL_CERT_FILE", str(missing))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(k.KolboError):
         k.AsyncKolbo(api_key=KEY)
     missing.write_bytes(Path(CA).read_bytes())
     with k.Kolbo(api_key=KEY):

@@ -50,7 +50,7 @@ WORKER = textwrap.dedent(
 
     args = json.loads(sys.argv[1])
     requests = [TextToVideo(f"prompt {i}") for i in range(args["items"])]
-    limits = RateLimits(args["items"], 100_000, store=args["store"])
+    limits = RateLimits(args["gpm"], 100_000, store=args["store"])
     options = dict(journal=args["journal"], batch_id=args["batch"], lease=args["lease"],
                    concurrency=4)
 
@@ -83,9 +83,11 @@ def simulator() -> Simulator:
 class Workers:
     """Worker processes on one batch; `outputs` once they ended."""
 
-    def __init__(self, url: str, journal: str, batch: str, items: int, store: str) -> None:
+    def __init__(
+        self, url: str, journal: str, batch: str, items: int, store: str, gpm: int
+    ) -> None:
         self.args = {"url": url, "journal": journal, "batch": batch, "items": items,
-                     "store": store, "lease": LEASE, "key": KEY}  # fmt: skip
+                     "store": store, "lease": LEASE, "key": KEY, "gpm": gpm}  # fmt: skip
         self.procs: list[subprocess.Popen[str]] = []
 
     def start(self, modes: list[str]) -> None:
@@ -115,8 +117,10 @@ class Workers:
 def workers_of(tmp_path: Path) -> Iterator[Any]:
     made: list[Workers] = []
 
-    def make(url: str, journal: str, batch: str, items: int) -> Workers:
-        workers = Workers(url, journal, batch, items, f"sqlite:///{tmp_path / 'rates.db'}")
+    def make(url: str, journal: str, batch: str, items: int, spare: int = 0) -> Workers:
+        """`items` generations a minute on the workers' shared budget, and `spare` more."""
+        store = f"sqlite:///{tmp_path / 'rates.db'}"
+        workers = Workers(url, journal, batch, items, store, gpm=items + spare)
         made.append(workers)
         return workers
 
@@ -176,7 +180,10 @@ def test_kill_9_mid_post_others_finish_nothing_paid_twice(
     sim = simulator()
     sim.faults.slow_seconds = 8.0  # the POST that hangs (processed first, as Kolbo would)
     with sim.serve() as url:
-        workers = workers_of(url, postgres_url, batch, items)
+        # The victim dies holding admissions it never used (claims admitted, not yet sent,
+        # or a POST cut mid-body that Kolbo refused): at exactly one admission per item the
+        # others would wait out the shared budget's minute for the items they take over.
+        workers = workers_of(url, postgres_url, batch, items, spare=8)
         workers.start(MODES)
         wait_for(lambda: sum(post_counts(sim).values()) >= 10)
         sim.inject("generate", "slow")

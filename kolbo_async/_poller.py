@@ -208,13 +208,7 @@ class Poller:
                     self._expire(now)
                     if me.ready or me.woken or me.timed_out:
                         break
-                    wait = self._launch(tg, now)
-                    if self._deadlines:
-                        wait = min(wait, self._deadlines[0][0] - now)
-                    self._nap_until = now + wait
-                    with anyio.CancelScope() as self._nap:
-                        await _sleep(self.clock, wait)
-                    self._nap = None
+                    await self._nap_for(now, self._launch(tg, now))
                 if self.plan.in_flight:
                     # Other waiters' polls: a moment to land, then they are cancelled (and
                     # rescheduled) rather than holding this caller for a request timeout.
@@ -232,15 +226,19 @@ class Poller:
         while True:
             now = self.clock.now()
             self._expire(now)
-            wait = end - now
-            if self._deadlines:
-                wait = min(wait, self._deadlines[0][0] - now)
-            self._nap_until = now + wait
-            with anyio.CancelScope() as self._nap:  # a new, nearer deadline wakes it
-                await _sleep(self.clock, wait)
-            self._nap = None
+            await self._nap_for(now, end - now)
             if self.clock.now() >= end:
                 return
+
+    async def _nap_for(self, now: float, wait: float) -> None:
+        """The driver's sleep: `wait` seconds at most, ending at the next waiter's deadline,
+        and sooner when `_wake_driver` cancels it (a poll due earlier, a nearer deadline)."""
+        if self._deadlines:
+            wait = min(wait, self._deadlines[0][0] - now)
+        self._nap_until = now + wait
+        with anyio.CancelScope() as self._nap:
+            await _sleep(self.clock, wait)
+        self._nap = None
 
     def _hand_off(self) -> None:
         self._heir = None

@@ -96,8 +96,8 @@ class PostgresJournal:
         # (`_close_after`): closing the connection under it rolled back what it had done, and
         # the close's own release with it.
         self._one_at_a_time = threading.RLock()
-        self._mutex = threading.Lock()
-        self._idle = threading.Condition(self._mutex)
+        # Guards `_working`, `_close_after` and `_closed`; notified as each work ends.
+        self._idle = threading.Condition(threading.Lock())
         self._working = 0
         self._close_after = False
 
@@ -171,7 +171,7 @@ class PostgresJournal:
     def close_now(self) -> None:
         """Close from this thread (also a batch dropped without `aclose`); when work runs on
         a worker thread, that work closes the journal as it ends, and this returns at once."""
-        with self._mutex:
+        with self._idle:
             if self._closed:
                 return
             self._closed = True
@@ -191,10 +191,7 @@ class PostgresJournal:
         # out.
         self._conn = None
         try:
-            if self._opened:
-                self._attempts("let go of its items", self._let_go, deadline=2.0)
-        except KolboError as error:
-            logger.warning("%s Its items are taken over once their lease runs out.", error)
+            self._release(self._attempts, deadline=2.0)
         finally:
             self._drop()
 
@@ -204,9 +201,14 @@ class PostgresJournal:
             # Not needed for correctness (a renewal after the release finds nothing of ours):
             # only a short wait for a renewal in flight.
             self._heartbeat.join(timeout=BACKOFF_MAX * 2)
+        self._release(self._call_sync, deadline=5.0)
+
+    def _release(self, call: Callable[..., None], *, deadline: float) -> None:
+        """Let go of this worker's items through `call` (`_call_sync`, or `_attempts` where
+        the lock may be held by a thread frozen at exit); failing that, their lease runs out."""
         try:
             if self._opened:
-                self._call_sync("let go of its items", self._let_go, deadline=5.0)
+                call("let go of its items", self._let_go, deadline=deadline)
         except KolboError as error:
             logger.warning("%s Its items are taken over once their lease runs out.", error)
 
@@ -238,7 +240,7 @@ class PostgresJournal:
         """`work()` with the connection to itself (see `_one_at_a_time`). The last work to
         end after a close runs the close it was left, and closes the connection (a call that
         got past the closed check as the journal closed reconnects: it is closed again)."""
-        with self._mutex:
+        with self._idle:
             self._working += 1
         entered = False
         try:
@@ -256,13 +258,13 @@ class PostgresJournal:
 
     def _ended(self) -> None:
         # Still alone on the connection: nobody can be using it while it closes.
-        with self._mutex:
+        with self._idle:
             shut = self._close_after and self._working == 1
             if shut:
                 self._close_after = False
         if shut:
             self._shut()
-        with self._mutex:
+        with self._idle:
             self._working -= 1
             last = not self._working
         if last and self._closed:

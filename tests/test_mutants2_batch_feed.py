@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import anyio
+import attrs
 import pytest
 
 from kolbo_async import GenerationFailedError, InvalidRequestError, SubmissionOutcomeUnknownError
@@ -283,7 +284,10 @@ async def test_a_dead_workers_unknown_post_is_resent_only_when_asked(
     outcome-unknown, or sends it again with ``resubmit_unknown=True``."""
     dead = SharedFeed(spec, ITEMS[:2], resubmit_unknown=False)
     await dead.open()
-    heir = open_feed(spec, ITEMS[:2], resubmit_unknown=resubmit)
+    # A taker's lease must also have passed since PostgreSQL started (a restarted server
+    # gives live workers a lease to renew): a short one here, so the test does not depend on
+    # the server having run for 30 s. The dead worker's renewals stay 10 s apart.
+    heir = open_feed(attrs.evolve(spec, lease=1.0), ITEMS[:2], resubmit_unknown=resubmit)
     try:
         assert await dead.take() == 0
         assert await dead.journal.intent(0, PATH, ITEMS[0][1]) is None

@@ -11,8 +11,8 @@ import pytest
 from kolbo_async.testing import SimRequest, Simulator, VirtualClock
 
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-    # A shell starting a background job without job control (`pytest ... &` in a script,
-    # CI steps) makes it ignore SIGINT, and the processes it starts inherit that: then every
+    # A shell starting a background job without job control (`pytest ... &` in a script)
+    # makes it ignore SIGINT, and the processes it starts inherit that: then every
     # test of Ctrl-C fails, and one hangs closing a client whose POST it held. Ctrl-C is
     # what those tests are about, so the test processes take Python's own handler back.
     signal.signal(signal.SIGINT, signal.default_int_handler)

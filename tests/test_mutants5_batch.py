@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 import kolbo_async as k
+from kolbo_async._batch import AsyncBatch
 from kolbo_async._journal import Journal
 from kolbo_async.testing import Simulator, VirtualClock
 
@@ -67,19 +68,26 @@ async def test_two_handles_of_one_generation_each_get_their_outcome() -> None:
     assert len(times) == len(set(times))  # one poll at a time, shared by both places
 
 
+async def _one_given_one_running(
+    sim: Simulator, client: k.AsyncKolbo
+) -> tuple[list[k.AsyncGeneration], AsyncBatch]:
+    """`as_completed` over a 5 s and a 300 s generation, the first one's outcome taken."""
+    ends = [sim.create_generation(key=KEY, processing_seconds=s) for s in (5, 300)]
+    handles = [client.generations.attach(gid) for gid in ends]
+    batch = k.as_completed(handles)
+    assert (await batch.__anext__()).index == 0
+    return handles, batch
+
+
 async def test_a_closed_batch_ends_and_warns_of_what_runs_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """`aclose()` with a generation still running warns once, naming it; the batch then
     ends at once (no poll), and dropping it later warns nothing more."""
-    clock = VirtualClock()
-    sim = Simulator(clock=clock)
-    done = sim.create_generation(key=KEY, processing_seconds=5)
-    gid = sim.create_generation(key=KEY, processing_seconds=300)
+    sim = Simulator(clock=VirtualClock())
     async with sim.client(KEY, rate_limits=None) as client:
-        handles = [client.generations.attach(done), client.generations.attach(gid)]
-        batch = k.as_completed(handles)
-        assert (await batch.__anext__()).index == 0
+        handles, batch = await _one_given_one_running(sim, client)
+        gid = handles[1].id
         with caplog.at_level(logging.WARNING, logger="kolbo_async"):
             await batch.aclose()
             seen = len(sim.requests)
@@ -178,14 +186,9 @@ async def test_a_batch_leaves_no_listener_on_the_tracks_it_watched(how: str) -> 
     generation it watched: the client's poller keeps no trace of it."""
     from kolbo_async._handles import track_of
 
-    clock = VirtualClock()
-    sim = Simulator(clock=clock)
-    quick = sim.create_generation(key=KEY, processing_seconds=5)
-    slow = sim.create_generation(key=KEY, processing_seconds=300)
+    sim = Simulator(clock=VirtualClock())
     async with sim.client(KEY, rate_limits=None) as client:
-        handles = [client.generations.attach(quick), client.generations.attach(slow)]
-        batch = k.as_completed(handles)
-        assert (await batch.__anext__()).index == 0
+        handles, batch = await _one_given_one_running(sim, client)
         if how == "aclose":
             await batch.aclose()
         elif how == "drop":

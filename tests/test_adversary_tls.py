@@ -8,15 +8,12 @@ every message, and CDN downloads verifying too. The server counts what it receiv
 
 from __future__ import annotations
 
-import http.server
-import json
 import os
 import ssl
 import threading
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -25,65 +22,20 @@ import kolbo_async as k
 from kolbo_async import _tls
 from kolbo_async._download import download_to
 
-from .test_tls import KEY, TLS, built, context_of, https_api
+from .test_tls import KEY, PNG, TLS, HTTPSServer, built, context_of, https_api, serving_https
 
 __all__ = ["built", "https_api"]  # fixtures reused from test_tls
 
 pytestmark = pytest.mark.anyio
 
 CA = str(TLS / "ca.pem")
-PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
-
-
-@dataclass
-class Server:
-    url: str
-    paths: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def count(self, suffix: str = "") -> int:
-        with self.lock:
-            return sum(p.endswith(suffix) for p in self.paths)
 
 
 @pytest.fixture
-def server() -> Iterator[Server]:
-    """Like test_tls's `https_api`, but it counts the requests it answered, and serves a
-    PNG for paths ending in .png (a CDN file)."""
-    state = Server("")
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            with state.lock:
-                state.paths.append(self.path)
-            if self.path.endswith(".png"):
-                body, kind = PNG, "image/png"
-            else:
-                body, kind = json.dumps({"models": []}).encode(), "application/json"
-            self.send_response(200)
-            self.send_header("content-type", kind)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(TLS / "server.pem", TLS / "server.key")
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"https://127.0.0.1:{httpd.server_address[1]}"
-    try:
+def server() -> Iterator[HTTPSServer]:
+    """test_tls's local HTTPS server, whose requests the tests count."""
+    with serving_https() as state:
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def make(url: str) -> k.AsyncKolbo:
@@ -91,7 +43,7 @@ def make(url: str) -> k.AsyncKolbo:
 
 
 async def test_closing_clients_leaves_the_others_handshaking(
-    server: Server, built: list[str | None], monkeypatch: pytest.MonkeyPatch
+    server: HTTPSServer, built: list[str | None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", CA)
     clients = [make(server.url) for _ in range(4)]
@@ -111,7 +63,7 @@ async def test_closing_clients_leaves_the_others_handshaking(
 
 
 def test_blocking_clients_closed_while_others_request(
-    server: Server, built: list[str | None], monkeypatch: pytest.MonkeyPatch
+    server: HTTPSServer, built: list[str | None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", CA)
     one = k.Kolbo(api_key=KEY, base_url=server.url, max_retries=0)
@@ -133,7 +85,7 @@ def test_blocking_clients_closed_while_others_request(
 
 
 def test_many_threads_handshake_at_once(
-    server: Server, built: list[str | None], monkeypatch: pytest.MonkeyPatch
+    server: HTTPSServer, built: list[str | None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", CA)
     n = 12
@@ -160,7 +112,7 @@ def test_many_threads_handshake_at_once(
 
 
 async def test_with_options_copies_share_and_outlive_nothing(
-    server: Server, built: list[str | None], monkeypatch: pytest.MonkeyPatch
+    server: HTTPSServer, built: list[str | None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", CA)
     async with make(server.url) as client:
@@ -175,7 +127,7 @@ async def test_with_options_copies_share_and_outlive_nothing(
 
 
 async def test_a_client_keeps_the_trust_it_was_born_with(
-    server: Server, built: list[str | None], monkeypatch: pytest.MonkeyPatch
+    server: HTTPSServer, built: list[str | None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SSL_CERT_FILE changed between clients: each client keeps the trust it was born with
     (the refusing one keeps refusing after the variable is set, the trusting one keeps
@@ -200,7 +152,7 @@ async def test_a_client_keeps_the_trust_it_was_born_with(
 
 
 async def test_the_key_shows_in_no_refusal_nor_repr(
-    server: Server, built: list[str | None]
+    server: HTTPSServer, built: list[str | None]
 ) -> None:
     async with make(server.url) as client:
         assert KEY not in repr(client)
@@ -217,7 +169,7 @@ async def test_the_key_shows_in_no_refusal_nor_repr(
 
 
 async def test_downloads_from_an_https_cdn_verify(
-    server: Server, built: list[str | None], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    server: HTTPSServer, built: list[str | None], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     url = server.url + "/out/file.png"
     async with make(server.url) as client:  # certifi: the CDN certificate is refused
@@ -251,7 +203,7 @@ async def test_downloads_from_an_https_cdn_verify(
     assert built == [None, CA]
 
 
-async def _refused_download(server: Server, tmp_path: Path) -> str:
+async def _refused_download(server: HTTPSServer, tmp_path: Path) -> str:
     async with make(server.url) as client:  # certifi: the CDN certificate is refused
         with pytest.raises(k.APIConnectionError) as refused:
             await download_to(
@@ -269,14 +221,14 @@ async def _refused_download(server: Server, tmp_path: Path) -> str:
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_refused_download_names_its_reason_on_asyncio(
-    server: Server, built: list[str | None], tmp_path: Path
+    server: HTTPSServer, built: list[str | None], tmp_path: Path
 ) -> None:
     assert "CERTIFICATE_VERIFY_FAILED" in await _refused_download(server, tmp_path)
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_a_refused_download_names_its_reason_on_trio(
-    server: Server, built: list[str | None], tmp_path: Path
+    server: HTTPSServer, built: list[str | None], tmp_path: Path
 ) -> None:
     assert "CERTIFICATE_VERIFY_FAILED" in await _refused_download(server, tmp_path)
 
@@ -302,7 +254,7 @@ def _fork() -> int:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_makes_a_client_and_handshakes(
-    server: Server, built: list[str | None], monkeypatch: pytest.MonkeyPatch
+    server: HTTPSServer, built: list[str | None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", CA)
     with k.Kolbo(api_key=KEY, base_url=server.url, max_retries=0) as parent:

@@ -13,6 +13,8 @@ import json
 import ssl
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -100,16 +102,41 @@ async def test_the_simulator_and_a_users_http_client_build_none(built: list[str 
     assert built == []
 
 
-@pytest.fixture
-def https_api() -> Iterator[str]:
-    """A local HTTPS "API" answering the model list, with a certificate for 127.0.0.1
-    signed by tests/tls/ca.pem (valid until 2126)."""
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 
-    class Models(http.server.BaseHTTPRequestHandler):
+
+@dataclass
+class HTTPSServer:
+    """A local HTTPS server, with a certificate for 127.0.0.1 signed by tests/tls/ca.pem
+    (valid until 2126): the model list for the API's paths, a PNG for paths ending in .png
+    (a CDN file). `paths` holds each request it answered."""
+
+    url: str
+    paths: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, suffix: str = "") -> int:
+        with self.lock:
+            return sum(p.endswith(suffix) for p in self.paths)
+
+
+@contextmanager
+def serving_https() -> Iterator[HTTPSServer]:
+    """An `HTTPSServer` on a free port, for the block's duration."""
+    state = HTTPSServer("")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def do_GET(self) -> None:
-            body = json.dumps({"models": []}).encode()
+            with state.lock:
+                state.paths.append(self.path)
+            if self.path.endswith(".png"):
+                body, kind = PNG, "image/png"
+            else:
+                body, kind = json.dumps({"models": []}).encode(), "application/json"
             self.send_response(200)
-            self.send_header("content-type", "application/json")
+            self.send_header("content-type", kind)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -117,17 +144,26 @@ def https_api() -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Models)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(TLS / "server.pem", TLS / "server.key")
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
+    state.url = f"https://127.0.0.1:{httpd.server_address[1]}"
     try:
-        yield f"https://127.0.0.1:{server.server_address[1]}"
+        yield state
     finally:
-        server.shutdown()
-        server.server_close()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def https_api() -> Iterator[str]:
+    """The URL of a local HTTPS "API" (`serving_https`)."""
+    with serving_https() as server:
+        yield server.url
 
 
 async def test_the_shared_context_verifies_and_follows_ssl_cert_file(

@@ -143,8 +143,9 @@ async def test_handles_given_to_as_completed_are_polled_at_once() -> None:
 
 
 async def test_a_rerun_polls_what_an_earlier_run_left_running_at_once(tmp_path: Path) -> None:
-    """The earlier run stopped after its first outcome; the rerun re-attaches the item
-    still running and asks for its status at once, sending nothing again."""
+    """The earlier run stopped after its first outcome; the rerun (a new process: a new
+    client, whose poller knows nothing of the item) re-attaches the item still running and
+    asks for its status at once, sending nothing again."""
     clock = VirtualClock()
     sim = Simulator(clock=clock)
     journal = tmp_path / "batch.db"
@@ -153,9 +154,10 @@ async def test_a_rerun_polls_what_an_earlier_run_left_running_at_once(tmp_path: 
         batch = client.videos.generate_many(requests, journal=journal)
         first = await batch.__anext__()
         await batch.aclose()
-        left = 1 - first.index
-        await clock.sleep(3)
-        start = clock.now()
+    left = 1 - first.index
+    await clock.sleep(3)
+    start = clock.now()
+    async with sim.client(KEY, rate_limits=None) as client:
         again = [o async for o in client.videos.generate_many(requests, journal=journal)]
     assert len([r for r in sim.requests if r.method == "POST"]) == 2
     [outcome] = [o for o in again if o.index == left]

@@ -22,6 +22,8 @@ import kolbo_async as k
 from kolbo_async import Kolbo, RateLimits, TextToVideo
 from kolbo_async.testing import Simulator, VirtualClock
 
+from . import forked
+
 KEY = "kolbo_live_" + "d4" * 20
 ROOT = Path(__file__).resolve().parent.parent
 SLOW = RateLimits(1, 300)
@@ -137,7 +139,7 @@ def test_real_sigint_while_items_wait_for_admission(tmp_path: Path, delay: float
     n = 4
     journal = tmp_path / "b.db"
     with sim.serve() as url:
-        proc = subprocess.Popen(
+        proc = forked.Popen(
             [sys.executable, "-c", CHILD, url, str(journal), str(n), KEY],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from . import forked
 from .test_adversary_batch2_shared import spawn as spawn  # noqa: PLC0414
 from .test_adversary_shared_journal import KEY, ROOT, Worker, post_counts, simulator
 from .test_journal_pg import batch_name
@@ -45,7 +46,7 @@ def test_outcome_given_by_a_batch_alive_at_exit_is_not_given_again(
     with sim.serve() as url:
         args = {"url": url, "journal": postgres_url, "batch": batch, "prompts": prompts,
                 "key": KEY, "gpm": gpm}  # fmt: skip
-        proc = subprocess.Popen([sys.executable, "-c", SCRIPT, json.dumps(args)],
+        proc = forked.Popen([sys.executable, "-c", SCRIPT, json.dumps(args)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 cwd=ROOT)  # fmt: skip
         first = Worker(proc).finish(timeout=30)

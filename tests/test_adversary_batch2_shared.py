@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from . import forked
 from .test_adversary_shared_journal import KEY, ROOT, Worker, post_counts, simulator, wait_for
 from .test_journal_pg import batch_name, rows
 from .test_journal_pg import own_database as own_database  # noqa: PLC0414
@@ -90,7 +91,7 @@ def spawn(tmp_path: Path, postgres_url: str) -> Iterator[Any]:
             "gpm": gpm,
             "store": shared if gpm < 1000 else None,
         }
-        proc = subprocess.Popen(
+        proc = forked.Popen(
             [sys.executable, "-c", WORKER, json.dumps(args)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -307,7 +308,7 @@ def test_leaving_a_shared_batch_while_a_claim_waits_gives_it_back(
     with sim.serve() as url:
         args = {"url": url, "journal": postgres_url, "batch": batch, "prompts": prompts,
                 "mode": mode, "key": KEY, "how": how}  # fmt: skip
-        proc = subprocess.Popen(
+        proc = forked.Popen(
             [sys.executable, "-c", STOPS_EARLY, json.dumps(args)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

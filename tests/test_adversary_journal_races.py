@@ -30,7 +30,7 @@ from kolbo_async import AsyncKolbo, TextToVideo
 from kolbo_async._journal import Journal
 from kolbo_async.testing import Simulator
 
-from . import test_batch
+from . import forked, test_batch
 from .test_batch import collect
 from .test_batch import prompts_posted as posted
 
@@ -273,7 +273,7 @@ def test_kolbo_batch_ctrl_c_once_or_twice_at_random_moments(tmp_path: Path, seed
         env = {**os.environ, "KOLBO_BASE_URL": base_url, "KOLBO_API_KEY": CLI_KEY}
         for _ in range(4):
             before = len(sim.requests)
-            proc = subprocess.Popen(
+            proc = forked.Popen(
                 [sys.executable, *argv], env=env,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
@@ -289,7 +289,7 @@ def test_kolbo_batch_ctrl_c_once_or_twice_at_random_moments(tmp_path: Path, seed
             assert "Exception ignored" not in err, err
             assert max(Counter(str(g.request["prompt"]) for g in sim.generations.values())
                        .values(), default=0) <= 1  # fmt: skip
-        last = subprocess.run(
+        last = forked.run(
             [sys.executable, *argv], env=env, capture_output=True, text=True, timeout=60,
             check=False,
         )  # fmt: skip
@@ -369,7 +369,7 @@ def test_blocking_client_ctrl_c_once_or_twice_at_random_moments(tmp_path: Path) 
     with sim.serve() as url:
         for _ in range(4):
             before = len(sim.requests)
-            proc = subprocess.Popen(
+            proc = forked.Popen(
                 [sys.executable, str(script), url, str(journal), str(n)],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip

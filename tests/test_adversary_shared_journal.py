@@ -22,6 +22,7 @@ import pytest
 
 from kolbo_async.testing import Simulator
 
+from . import forked
 from .test_journal_pg import batch_name, rows
 from .test_journal_pg import own_database as own_database  # noqa: PLC0414
 from .test_journal_pg import postgres_url as postgres_url  # noqa: PLC0414
@@ -125,7 +126,7 @@ def spawn(tmp_path: Path) -> Iterator[Any]:
             "key": KEY,
             "store": store,
         }
-        proc = subprocess.Popen(
+        proc = forked.Popen(
             [sys.executable, "-c", WORKER, json.dumps(args)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -23,6 +23,7 @@ import pytest
 from kolbo_async import AsyncKolbo, RateLimits
 from kolbo_async.testing import Simulator
 
+from . import forked
 from .test_rate_store_servers import RedisServer
 from .test_rate_store_servers import own_redis as own_redis  # noqa: PLC0414
 from .test_rate_store_servers import redis_server as redis_server  # noqa: PLC0414
@@ -93,7 +94,7 @@ def start_client(
         "seconds": seconds,
         "backend": backend,
     }
-    return subprocess.Popen(
+    return forked.Popen(
         [sys.executable, "-c", CLIENT, json.dumps(args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -19,6 +19,8 @@ import kolbo_async as k
 from kolbo_async import RateLimits, TextToVideo
 from kolbo_async.testing import Simulator
 
+from . import forked
+
 pytest.importorskip("uvicorn")
 
 KEY = "kolbo_live_" + "c3" * 20
@@ -69,7 +71,7 @@ def test_sigkill_mid_batch_then_rerun_pays_nothing_twice(tmp_path: Path) -> None
             # 429 creates none: the rerun's fresh window may meet the dead run's last one.
             return Counter(g.request["prompt"] for g in sim.generations.values())
 
-        with subprocess.Popen(
+        with forked.Popen(
             [sys.executable, str(script), url, str(journal)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -17,6 +17,8 @@ import pytest
 
 from kolbo_async._cli import main
 
+from . import forked
+
 KEY = "kolbo_live_" + "e5" * 20
 # The first curl example of Kolbo's video docs page (../shared/kolbo-video-docs.txt), verbatim.
 DOCS_CURL = """curl -X POST https://api.kolbo.ai/api/v1/generate/video \\
@@ -119,7 +121,7 @@ class TestInProcess:
 @pytest.fixture(scope="module")
 def sandbox_server() -> object:
     """`kolbo sandbox` running as a real server in a subprocess."""
-    proc = subprocess.Popen(
+    proc = forked.Popen(
         [sys.executable, "-m", "kolbo_async", "sandbox", "--port", "0", "--require-key", KEY],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -141,7 +143,7 @@ class TestSubprocess:
 
     def test_generate_against_the_sandbox_server(self, sandbox_server: str) -> None:
         """The installed command talks HTTP to `kolbo sandbox` without a TTY: plain lines."""
-        proc = subprocess.run(
+        proc = forked.run(
             [sys.executable, "-m", "kolbo_async", "generate", "a cat"],
             env=self._env(sandbox_server),
             capture_output=True,
@@ -155,7 +157,7 @@ class TestSubprocess:
 
     def test_docs_curl_example_against_the_sandbox(self) -> None:
         """Kolbo's own curl example, placeholder key included, works with only the URL changed."""
-        proc = subprocess.Popen(
+        proc = forked.Popen(
             [sys.executable, "-m", "kolbo_async", "sandbox", "--port", "0"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
@@ -176,7 +178,7 @@ class TestSubprocess:
     def test_bad_key_exit_3_without_the_key(self, sandbox_server: str) -> None:
         """A wrong key is exit 3, one line, and the key is not printed."""
         wrong = "kolbo_live_" + "f" * 40
-        proc = subprocess.run(
+        proc = forked.run(
             [sys.executable, "-m", "kolbo_async", "credits"],
             env=self._env(sandbox_server, wrong),
             capture_output=True,
@@ -193,7 +195,7 @@ class TestSubprocess:
         import httpx
 
         env = self._env(sandbox_server)
-        proc = subprocess.Popen(
+        proc = forked.Popen(
             [sys.executable, "-m", "kolbo_async", "generate", "a cat", "--duration", "10"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )

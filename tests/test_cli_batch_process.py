@@ -21,6 +21,8 @@ from typing import Any
 
 from kolbo_async.testing import Simulator
 
+from . import forked
+
 KEY = "kolbo_live_" + "d4" * 20
 
 
@@ -45,7 +47,7 @@ def test_sigint_then_rerun_pays_once_and_downloads_once(tmp_path: Path) -> None:
             "--download-dir", str(tmp_path / "videos")]  # fmt: skip
     with sim.serve() as base_url:
         env = {**os.environ, "KOLBO_BASE_URL": base_url, "KOLBO_API_KEY": KEY}
-        proc = subprocess.Popen(
+        proc = forked.Popen(
             [sys.executable, "-m", "kolbo_async", *argv],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -62,7 +64,7 @@ def test_sigint_then_rerun_pays_once_and_downloads_once(tmp_path: Path) -> None:
         command = next(line.strip() for line in err.splitlines() if line.startswith("  kolbo "))
         assert shlex.split(command)[1:] == argv
 
-        again = subprocess.run(
+        again = forked.run(
             [sys.executable, "-m", "kolbo_async", *shlex.split(command)[1:]],
             env=env, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
@@ -158,7 +160,7 @@ def test_a_second_ctrl_c_ends_a_run_whose_shutdown_hangs(tmp_path: Path) -> None
     shots.write_text("".join(json.dumps({"prompt": f"shot {i}"}) + "\n" for i in range(3)))
     script = tmp_path / "stuck.py"
     script.write_text(STUCK_AFTER_TWO_PRESSES)
-    proc = subprocess.Popen(
+    proc = forked.Popen(
         [sys.executable, str(script), str(shots), str(tmp_path / "j.db")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

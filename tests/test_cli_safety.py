@@ -26,6 +26,8 @@ from kolbo_async._cli import main
 from kolbo_async._cli_outcome import EXIT_BROKEN_PIPE
 from kolbo_async.testing import Simulator
 
+from . import forked
+
 KEY = "kolbo_live_" + "c3" * 20
 
 
@@ -262,7 +264,7 @@ class TestBrokenPipe:
         read, write = os.pipe()
         os.close(read)  # the reader is gone before kolbo writes a byte
         try:
-            return subprocess.run(
+            return forked.run(
                 [sys.executable, "-m", "kolbo_async", *argv],
                 stdout=write, stderr=subprocess.PIPE, text=True, env=env, timeout=60,
                 check=False,
@@ -302,7 +304,7 @@ class TestCtrlCWhileThePostIsOnTheWire:
 
     def _start(self, sim: Simulator, base_url: str, *extra: str) -> subprocess.Popen[str]:
         env = dict(os.environ, KOLBO_BASE_URL=base_url, KOLBO_API_KEY=KEY)
-        proc = subprocess.Popen(
+        proc = forked.Popen(
             [sys.executable, "-m", "kolbo_async", "generate", "a cat", *extra],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )

@@ -28,6 +28,7 @@ import pytest
 
 from kolbo_async.testing import Simulator
 
+from . import forked
 from .test_journal_pg import PostgresServer, batch_name, need_postgres, rows
 from .test_journal_pg import own_postgres as own_postgres  # noqa: PLC0414
 from .test_journal_pg import postgres_url as postgres_url  # noqa: PLC0414
@@ -93,7 +94,7 @@ class Workers:
 
     def start(self, modes: list[str]) -> None:
         for mode in modes:
-            self.procs.append(subprocess.Popen(
+            self.procs.append(forked.Popen(
                 [sys.executable, "-c", WORKER, json.dumps({**self.args, "mode": mode})],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
             ))  # fmt: skip
@@ -264,7 +265,7 @@ def test_the_scale_out_example_runs(postgres_url: str) -> None:
     """examples/scale_out.py as a user runs it: two multiprocessing workers, one SQLite
     rate budget, one PostgreSQL journal, the simulator it serves itself."""
     need_postgres()
-    done = subprocess.run(
+    done = forked.run(
         [sys.executable, str(ROOT / "examples" / "scale_out.py"), "--journal", postgres_url,
          "--workers", "2", "--prompts", "6", "--per-minute", "100", "--batch-id",
          batch_name()],

@@ -19,6 +19,8 @@ import kolbo_async as k
 from kolbo_async import RateLimits, TextToVideo
 from kolbo_async.testing import Simulator
 
+from . import forked
+
 pytest.importorskip("uvicorn")
 
 KEY = "kolbo_live_" + "e5" * 20
@@ -59,7 +61,7 @@ def posts(sim: Simulator) -> list[object]:
 
 
 def start(script: Path, url: str, journal: Path, items: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    return forked.Popen(
         [sys.executable, str(script), url, str(journal), str(items)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -233,7 +235,7 @@ def test_ctrl_c_before_the_post_leaves_no_false_unknown(tmp_path: Path) -> None:
     items = 6
     sim = Simulator(speed=SPEED, processing_seconds=5, seed=11)
     with sim.serve() as url:
-        child = subprocess.run(
+        child = forked.run(
             [sys.executable, str(script), url, str(journal), str(items)],
             capture_output=True,
             text=True,

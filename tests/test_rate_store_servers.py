@@ -32,6 +32,8 @@ from kolbo_async._pacing import GENERATE, REQUEST, Pacer
 from kolbo_async._rate_store import budget_name
 from kolbo_async.testing import Simulator, VirtualClock
 
+from . import forked
+
 KEY = "kolbo_live_" + "d4" * 20
 _KEYS = itertools.count()
 
@@ -188,7 +190,7 @@ def run_workers(
     args = {"store": store, "key": key, "window": window, "generations": generations,
             "requests": requests, "buckets": list(buckets)}  # fmt: skip
     procs = [
-        subprocess.Popen(
+        forked.Popen(
             [sys.executable, "-c", WORKER,
              json.dumps({**args, "backend": "trio" if i % 2 else "asyncio"})],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,

@@ -103,3 +103,21 @@ def sim_submit(sim: Simulator, **body: Any) -> dict[str, Any]:
     status, data, _ = sim_call(sim, "POST", "/api/v1/generate/video", {"prompt": "a cat", **body})
     assert status == 200, data
     return dict(data)
+
+
+# The quick loop (`-m "not slow"`) stays quick only while slow tests say so: the end of a run
+# names any test not marked `slow` that took a second or more.
+_unmarked_slow: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "slow" not in report.keywords:
+        _unmarked_slow[report.nodeid] = _unmarked_slow.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    slow = sorted((t, n) for n, t in _unmarked_slow.items() if t >= 1.0)
+    if slow:
+        terminalreporter.section("tests over 1 s not marked slow")
+        for took, nodeid in reversed(slow):
+            terminalreporter.write_line(f"{took:5.1f} s  {nodeid}")

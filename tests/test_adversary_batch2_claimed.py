@@ -18,6 +18,7 @@ from .test_journal_pg import batch_name, rows
 from .test_journal_pg import postgres_url as postgres_url  # noqa: PLC0414
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP])
 def test_a_worker_lost_while_an_item_waits_for_admission_loses_no_item(

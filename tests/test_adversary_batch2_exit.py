@@ -35,6 +35,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("gpm", [3, 1000])
 def test_outcome_given_by_a_batch_alive_at_exit_is_not_given_again(

@@ -119,6 +119,7 @@ def one_outcome_each(workers: list[Worker], prompts: list[str]) -> Counter[str]:
     return Counter(o[1] for o in yielded)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("mode", ["asyncio", "trio", "blocking"])
 def test_halt_while_an_item_waits_for_admission_then_redelivery(
@@ -156,6 +157,7 @@ def test_halt_while_an_item_waits_for_admission_then_redelivery(
     assert len(sim.generations) == 7
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_insufficient_credits_for_every_worker_then_redelivered_until_done(
     postgres_url: str, spawn: Any
@@ -210,6 +212,7 @@ def terminate_journal_backends(url: str) -> int:
     return int(killed[0]) if killed else 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("storm", [False, True])
 def test_sigint_while_claims_wait_for_admission_gives_them_back(
@@ -290,6 +293,7 @@ STOPS_EARLY = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("mode", "how"),

@@ -69,6 +69,7 @@ async def rerun_pays_nothing_more(
     assert posted(sim) == Counter({f"p{i}": 1 for i in range(count)})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.parametrize("seed", range(3))
 async def test_native_cancels_at_random_moments_never_pay_twice(
@@ -254,6 +255,7 @@ async def test_break_then_the_same_path_at_once(
 CLI_KEY = "kolbo_live_" + "e5" * 20
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child is POSIX")
 @pytest.mark.parametrize("seed", range(2))
 def test_kolbo_batch_ctrl_c_once_or_twice_at_random_moments(tmp_path: Path, seed: int) -> None:
@@ -349,6 +351,7 @@ with k.Kolbo({key!r}, base_url=sys.argv[1], rate_limits=None) as client:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child is POSIX")
 def test_blocking_client_ctrl_c_once_or_twice_at_random_moments(tmp_path: Path) -> None:
     """A user's script looping over a journaled batch of the blocking `Kolbo`, sent SIGINT

@@ -223,6 +223,7 @@ def test_getfullargspec_and_unfollowed_signature_before_the_first_signature() ->
     assert out.splitlines() == ["['self', 'first_frame', 'last_frame'] ['prompt']", "(images:"]
 
 
+@pytest.mark.slow
 def test_mock_autospec_of_namespaces_checks_route_parameters() -> None:
     """`mock.create_autospec` of a fresh client's namespaces (async and blocking) rejects a
     call missing a route's required parameter, and makes the async routes AsyncMocks."""
@@ -291,6 +292,7 @@ def test_get_type_hints_of_route_methods_before_and_after_their_signature() -> N
     assert out.strip() == "True True"
 
 
+@pytest.mark.slow
 def test_get_type_hints_of_public_methods_that_resolved_before() -> None:
     out = run(f"""
         import typing
@@ -462,6 +464,7 @@ USES = {
 """
 
 
+@pytest.mark.slow
 def test_first_use_of_every_route_from_many_threads_at_once() -> None:
     """Two threads per first use (18 threads, each its own fresh `Kolbo`), released at once
     in a fresh interpreter: no deadlock, no half-initialised module, every answer right."""
@@ -539,6 +542,7 @@ def test_first_read_of_every_lazy_name_from_many_threads_at_once() -> None:
     assert out.strip() == f"[] {len(LAZY) * 3} []"
 
 
+@pytest.mark.slow
 def test_async_clients_first_use_in_many_threads_each_with_its_loop() -> None:
     """Eight threads each run their own event loop and a fresh `AsyncKolbo`'s first generation
     (models, handles, downloads loaded by whichever gets there first)."""
@@ -579,6 +583,7 @@ def test_async_clients_first_use_in_many_threads_each_with_its_loop() -> None:
     assert out.strip() == "[] 8"
 
 
+@pytest.mark.slow
 def test_first_batches_and_as_completed_from_many_threads_at_once() -> None:
     """Six threads' first batch (blocking `generate_many` with dicts and route objects, or
     `kolbo_async.as_completed`) at once: every outcome a `BatchOutcome` of a `Generation`."""
@@ -644,6 +649,7 @@ with blocking() as c:
     assert out.strip() == "0 completed"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 @pytest.mark.xfail(
     strict=True,
@@ -808,6 +814,7 @@ def test_blocking_raw_response_and_with_options_copies_on_first_use() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_cli_help_and_a_sandbox_command_in_a_fresh_process() -> None:
     """`kolbo --help` and `kolbo --sandbox models` (python -m kolbo_async) in new processes."""
     env = {"PATH": "/usr/bin:/bin", **PYTHONPATH}

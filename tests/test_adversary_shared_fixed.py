@@ -29,6 +29,7 @@ from .test_journal_pg import batch_name
 from .test_journal_pg import postgres_url as postgres_url  # noqa: PLC0414
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_a_worker_paused_past_its_lease_gives_nothing_another_worker_took(
     postgres_url: str, spawn: Any
@@ -55,6 +56,7 @@ def test_a_worker_paused_past_its_lease_gives_nothing_another_worker_took(
     assert yielded == Counter(prompts), (first.outcomes, second.outcomes)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_a_worker_paused_mid_post_writes_nothing_over_the_taker(
     postgres_url: str, spawn: Any
@@ -112,6 +114,7 @@ def test_a_lease_past_a_day_is_refused(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_a_journal_that_fails_mid_batch_stops_the_worker_with_an_error(
     postgres_url: str, spawn: Any

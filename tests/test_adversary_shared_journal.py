@@ -185,6 +185,7 @@ def clean(worker: Worker) -> None:
 # -- promises that hold --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_reordered_lists_with_duplicates_each_item_once(postgres_url: str, spawn: Any) -> None:
     """Three workers pass the same prompts (some repeated three times) in three different
@@ -211,6 +212,7 @@ def test_reordered_lists_with_duplicates_each_item_once(postgres_url: str, spawn
     assert len({o[2] for _, o in yielded}) == len(base)  # distinct generations
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_other_list_under_the_same_batch_id_is_refused_before_sending(
     postgres_url: str, spawn: Any
@@ -233,6 +235,7 @@ def test_other_list_under_the_same_batch_id_is_refused_before_sending(
     assert len(sim.requests) == before
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_pg_terminate_backend_repeatedly_loses_nothing(own_database: str, spawn: Any) -> None:
     """Every journal connection of the workers is killed server-side
@@ -272,6 +275,7 @@ def test_pg_terminate_backend_repeatedly_loses_nothing(own_database: str, spawn:
     assert post_counts(sim) == Counter(prompts)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_sigint_to_a_blocking_worker_then_the_others_finish(postgres_url: str, spawn: Any) -> None:
     """Ctrl-C (SIGINT) to a blocking worker mid-batch: it stops within seconds, with no
@@ -303,6 +307,7 @@ def test_sigint_to_a_blocking_worker_then_the_others_finish(postgres_url: str, s
     assert {p for p in prompts if p not in post_counts(sim)} <= unknown
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_kill_9_right_after_claims_nothing_lost_nothing_twice(
     postgres_url: str, spawn: Any
@@ -331,6 +336,7 @@ def test_kill_9_right_after_claims_nothing_lost_nothing_twice(
             assert [o[1] for o in yielded if o[3] == prompt] == ["SubmissionOutcomeUnknownError"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_journal_database_missing_or_forbidden_is_a_clear_kolbo_error(
     postgres_url: str, spawn: Any
@@ -383,6 +389,7 @@ def test_journal_database_missing_or_forbidden_is_a_clear_kolbo_error(
             admin.execute(f"DROP ROLE IF EXISTS {role}")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_a_lease_of_0_2_s_outlives_slow_posts(postgres_url: str, spawn: Any) -> None:
     """Leases of 0.2 s while POSTs take 1.5 s to be answered (three workers, 12 prompts, six

@@ -132,6 +132,7 @@ def store(tmp_path: Path, request: pytest.FixtureRequest) -> str:
     return server.url
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_six_client_processes_send_ten_generations_a_minute_and_see_no_429(
     store: str, tmp_path: Path
@@ -169,6 +170,7 @@ def test_six_client_processes_send_ten_generations_a_minute_and_see_no_429(
             assert key[11:].encode() not in (tmp_path / name).read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_the_key_never_reaches_redis_not_even_in_monitor(redis_server: RedisServer) -> None:
     """While two client processes work on one Redis budget, everything the server receives
@@ -217,6 +219,7 @@ def test_the_key_never_reaches_redis_not_even_in_monitor(redis_server: RedisServ
         r.close()
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_an_unreachable_redis_with_a_password_warns_without_it(
     caplog: pytest.LogCaptureFixture,
@@ -239,6 +242,7 @@ async def test_an_unreachable_redis_with_a_password_warns_without_it(
     assert "hunter2-secret" not in repr(RateLimits(store=store))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_redis_frozen_mid_minute_holds_every_process(own_redis: RedisServer) -> None:
     """Three processes use 6 of the minute's 10 generations; Redis is then frozen (SIGSTOP:

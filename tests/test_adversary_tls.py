@@ -42,6 +42,7 @@ def make(url: str) -> k.AsyncKolbo:
     return k.AsyncKolbo(api_key=KEY, base_url=url, max_retries=0)
 
 
+@pytest.mark.slow
 async def test_closing_clients_leaves_the_others_handshaking(
     server: HTTPSServer, built: list[str | None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -62,6 +63,7 @@ async def test_closing_clients_leaves_the_others_handshaking(
     assert server.count() == 4 + (3 + 2 + 1) + 4
 
 
+@pytest.mark.slow
 def test_blocking_clients_closed_while_others_request(
     server: HTTPSServer, built: list[str | None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -84,6 +86,7 @@ def test_blocking_clients_closed_while_others_request(
     assert server.count() == 4
 
 
+@pytest.mark.slow
 def test_many_threads_handshake_at_once(
     server: HTTPSServer, built: list[str | None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -111,6 +114,7 @@ def test_many_threads_handshake_at_once(
     assert server.count() == 3 * n
 
 
+@pytest.mark.slow
 async def test_with_options_copies_share_and_outlive_nothing(
     server: HTTPSServer, built: list[str | None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -126,6 +130,7 @@ async def test_with_options_copies_share_and_outlive_nothing(
     assert server.count() == 2
 
 
+@pytest.mark.slow
 async def test_a_client_keeps_the_trust_it_was_born_with(
     server: HTTPSServer, built: list[str | None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,6 +156,7 @@ async def test_a_client_keeps_the_trust_it_was_born_with(
     assert server.count() == 2  # the refused handshakes never reached the handler
 
 
+@pytest.mark.slow
 async def test_the_key_shows_in_no_refusal_nor_repr(
     server: HTTPSServer, built: list[str | None]
 ) -> None:
@@ -168,6 +174,7 @@ async def test_the_key_shows_in_no_refusal_nor_repr(
     assert server.count() == 0
 
 
+@pytest.mark.slow
 async def test_downloads_from_an_https_cdn_verify(
     server: HTTPSServer, built: list[str | None], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -219,6 +226,7 @@ async def _refused_download(server: HTTPSServer, tmp_path: Path) -> str:
     return str(refused.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_refused_download_names_its_reason_on_asyncio(
     server: HTTPSServer, built: list[str | None], tmp_path: Path
@@ -226,6 +234,7 @@ async def test_a_refused_download_names_its_reason_on_asyncio(
     assert "CERTIFICATE_VERIFY_FAILED" in await _refused_download(server, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_a_refused_download_names_its_reason_on_trio(
     server: HTTPSServer, built: list[str | None], tmp_path: Path
@@ -252,6 +261,7 @@ def _fork() -> int:
         return os.fork()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_makes_a_client_and_handshakes(
     server: HTTPSServer, built: list[str | None], monkeypatch: pytest.MonkeyPatch
@@ -292,19 +302,23 @@ def test_a_fork_while_another_thread_builds_a_context_does_not_hang_the_child(
     monkeypatch.setattr(httpx, "create_ssl_context", slow)
     builder = threading.Thread(target=_tls.shared_ssl_context)
     builder.start()
-    building.wait(10)
-    pid = _fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            httpx.create_ssl_context = real  # only the lock is left from the parent
-            os.environ["SSL_CERT_FILE"] = CA
-            k.AsyncKolbo(api_key=KEY)  # builds (or would build) its context here
-            code = 0
-        finally:
-            os._exit(code)
-    release.set()
-    builder.join()
+    try:
+        building.wait(10)
+        pid = _fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                httpx.create_ssl_context = real  # only the lock is left from the parent
+                os.environ["SSL_CERT_FILE"] = CA
+                k.AsyncKolbo(api_key=KEY)  # builds (or would build) its context here
+                code = 0
+            finally:
+                os._exit(code)
+    finally:
+        # Also when the fork fails: a builder left waiting would build 10 s later, under
+        # whatever SSL_CERT_FILE a later test has set, and fail there.
+        release.set()
+        builder.join()
     assert _wait_child(pid, 3) == 0  # it takes ~30 ms when it does not hang
 
 

@@ -49,6 +49,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 def test_sigkill_mid_batch_then_rerun_pays_nothing_twice(tmp_path: Path) -> None:
     """Kill the batch's process at a random instant of its POSTs; the rerun re-attaches

@@ -81,6 +81,7 @@ def _png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
+@pytest.mark.slow
 def test_plot_writes_pngs(run_module: object, tmp_path: Path,
                           monkeypatch: pytest.MonkeyPatch) -> None:
     """--plot DIR: ratios.png, scale.png and benchmarks.png, valid PNGs of a readable size;
@@ -129,6 +130,7 @@ def test_no_plot_records_nothing(run_module: object, tmp_path: Path,
     assert "status poll, in-process, pacing off" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_plot_without_scale_runs(run_module: object, tmp_path: Path,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """--only status --plot: no scale.png, and the README picture still draws, saying what
@@ -148,6 +150,7 @@ def test_per_window() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_pacing_records_its_series() -> None:
     """The pacing scale run (smoke size: 60 POSTs, the simulator in its own process) records
     its POSTs a minute while recording: every POST counted once, none over Kolbo's 10 a minute,

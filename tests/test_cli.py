@@ -141,6 +141,7 @@ class TestSubprocess:
         env.update(KOLBO_BASE_URL=base_url, KOLBO_API_KEY=key)
         return env
 
+    @pytest.mark.slow
     def test_generate_against_the_sandbox_server(self, sandbox_server: str) -> None:
         """The installed command talks HTTP to `kolbo sandbox` without a TTY: plain lines."""
         proc = forked.run(
@@ -214,6 +215,7 @@ class TestSubprocess:
         ).json()
         assert status["state"] in ("pending", "processing", "completed")
 
+    @pytest.mark.slow
     def test_pseudo_tty_draws_a_live_bar(self, tmp_path: Path) -> None:
         """On a terminal the progress is redrawn in place rather than printed line by line."""
         pid, fd = pty.fork()

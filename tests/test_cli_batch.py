@@ -332,6 +332,7 @@ class TestDownloadsAndResume:
             "ignore:Exception ignored in. <coroutine object:pytest.PytestUnraisableExceptionWarning"
         )),
     ])  # fmt: skip
+    @pytest.mark.slow
     def test_ctrl_c_while_journal_writes_run_never_crashes(
         self,
         sim: Simulator,

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from kolbo_async.testing import Simulator
 
 from . import forked
@@ -34,6 +36,7 @@ def cdn_gets(sim: Simulator) -> list[Any]:
     return [r for r in sim.requests if r.method == "GET" and r.host == "cdn"]
 
 
+@pytest.mark.slow
 def test_sigint_then_rerun_pays_once_and_downloads_once(tmp_path: Path) -> None:
     """Ctrl-C after two videos: exit 130 and the command that resumes; that command (run
     as printed) finishes the batch: one POST per line overall, one CDN GET per video."""
@@ -78,6 +81,7 @@ def test_sigint_then_rerun_pays_once_and_downloads_once(tmp_path: Path) -> None:
     assert f"{n} completed, 0 failed" in again.stderr
 
 
+@pytest.mark.slow
 def test_live_table_on_a_terminal(tmp_path: Path) -> None:
     """On a terminal: a table of items by state, redrawn in place, with credits and an ETA."""
     requests = tmp_path / "shots.jsonl"
@@ -150,6 +154,7 @@ _cli.run()
 """
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_ends_a_run_whose_shutdown_hangs(tmp_path: Path) -> None:
     """Two presses while a task nothing can end is alive (as a second press can leave one:
     asyncio's shutdown then waits for it forever, deaf to more presses and to SIGTERM):

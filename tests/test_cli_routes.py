@@ -90,6 +90,7 @@ def test_each_route_sends_its_fields_and_saves_its_file(
     assert list(tmp_path.iterdir()) == [Path(saved)]  # no scratch file left behind
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [route[0] for route in ROUTES], ids=IDS)
 def test_sandbox_shows_each_route_end_to_end(tmp_path: Path, argv: list[str]) -> None:
     """`kolbo --sandbox <command>`: no key, a live report on stderr, the file on disk."""
@@ -351,6 +352,7 @@ def test_local_files_are_sent_as_kolbo_takes_them(
     assert Path(out.strip()).parent == Path("out") and Path(out.strip()).is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [route[0] for route in LOCAL], ids=LOCAL_IDS)
 def test_sandbox_takes_local_files_for_each_route(files: Path, argv: list[str]) -> None:
     code, out, err = run("--sandbox", *argv, "--download", "out")

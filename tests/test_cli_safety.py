@@ -148,6 +148,7 @@ class TestDownloadTarget:
         assert target.read_bytes()[4:8] == b"ftyp"
         assert len(generation_posts(sim)) == 1
 
+    @pytest.mark.slow
     def test_overwrite_replaces_an_existing_file(self, sim: Simulator, tmp_path: Path) -> None:
         target = tmp_path / "drone.mp4"
         target.write_bytes(b"old")
@@ -201,6 +202,7 @@ class TestJsonAlwaysNamesThePaidGeneration:
         assert self._ids(out) == set(sim.generations)
         assert json_lines(out)[-1]["state"] == "failed"
 
+    @pytest.mark.slow
     @pytest.mark.parametrize(
         "error", [KolboError("CDN refused"), OSError(28, "No space left on device")]
     )
@@ -314,6 +316,7 @@ class TestCtrlCWhileThePostIsOnTheWire:
             time.sleep(0.01)
         return proc
 
+    @pytest.mark.slow
     def test_waits_for_the_answer_and_names_the_id(self) -> None:
         sim = Simulator(speed=300.0)
         sim.faults.slow_seconds = 1.0
@@ -331,6 +334,7 @@ class TestCtrlCWhileThePostIsOnTheWire:
         assert json_lines(out)[-1]["generation_id"] == gen_id
         assert len(generation_posts(sim)) == 1
 
+    @pytest.mark.slow
     def test_second_ctrl_c_quits_and_says_it_may_be_charged(self) -> None:
         sim = Simulator(speed=300.0)
         # Far longer than a loaded machine needs to quit, so that the answer never wins.
@@ -361,6 +365,7 @@ def _shell_run(
 class TestClosedOrFullStreams:
     """A closed or full stdout or stderr never costs the id of a paid generation."""
 
+    @pytest.mark.slow
     def test_stderr_closed_still_delivers_the_video(self) -> None:
         sim = Simulator(speed=300.0)
         with sim.serve() as base_url:
@@ -370,6 +375,7 @@ class TestClosedOrFullStreams:
         assert proc.stdout.startswith("http")
         assert len(generation_posts(sim)) == 1
 
+    @pytest.mark.slow
     def test_stderr_closed_and_a_timeout_names_the_id_on_stdout(self) -> None:
         sim = Simulator(speed=1.0)  # a generation takes far longer than --timeout
         with sim.serve() as base_url:
@@ -380,6 +386,7 @@ class TestClosedOrFullStreams:
         assert f"kolbo status {gen_id} --wait" in proc.stdout
         assert len(generation_posts(sim)) == 1
 
+    @pytest.mark.slow
     @pytest.mark.parametrize(
         ("redirect", "extra"),
         [(">/dev/full", "--json"), (">&-", "--json"), (">&-", "--no-wait"),
@@ -410,6 +417,7 @@ class TestClosedOrFullStreams:
         if "--help" not in argv:
             assert proc.stderr == ""
 
+    @pytest.mark.slow
     def test_both_closed_is_quiet(self) -> None:
         sim = Simulator(speed=300.0)
         with sim.serve() as base_url:
@@ -421,6 +429,7 @@ class TestClosedOrFullStreams:
 class TestSigtermWhileThePostIsOnTheWire(TestCtrlCWhileThePostIsOnTheWire):
     """SIGTERM (`timeout`, `kill`, a CI runner) is handled as Ctrl-C is, with exit 143."""
 
+    @pytest.mark.slow
     def test_waits_for_the_answer_and_names_the_id(self) -> None:
         sim = Simulator(speed=300.0)
         sim.faults.slow_seconds = 1.0
@@ -437,6 +446,7 @@ class TestSigtermWhileThePostIsOnTheWire(TestCtrlCWhileThePostIsOnTheWire):
         assert json_lines(out)[-1]["generation_id"] == gen_id
         assert len(generation_posts(sim)) == 1
 
+    @pytest.mark.slow
     @pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT])
     def test_second_signal_quits_and_says_it_may_be_charged(self, second: int) -> None:
         sim = Simulator(speed=300.0)

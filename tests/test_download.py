@@ -556,6 +556,7 @@ class TestNotTheMedia:
 
 
 class TestOwnConnections:
+    @pytest.mark.slow
     async def test_api_answers_while_downloads_fill_the_cap(self, tmp_path: Path) -> None:
         """With max_concurrent_requests downloads stuck on a slow CDN, credits() still
         answers at once (real sockets: only a real pool can run out of connections)."""

@@ -284,6 +284,7 @@ def app_deps() -> None:
         _require("the 'web' extra (pip install -e '.[web]')", False)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.usefixtures("app_deps")
 def test_prompt_progress_video_and_restart_in_chromium(browser: Browser, tmp_path: Path) -> None:

@@ -233,6 +233,7 @@ async def test_an_unknown_submission_outcome_is_never_resubmitted(
     assert KEY not in answer.text
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_failed_filtered_unknown_and_malformed_end_the_stream_with_a_message(
     running: Running,
@@ -280,6 +281,7 @@ def _env() -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(30)
 def test_sandbox_mode_serves_a_whole_generation(web_app: ModuleType, tmp_path: Path) -> None:
     port = _free_port()

@@ -278,6 +278,7 @@ pytestmark = pytest.mark.anyio
 
 
 class TestSharedBatch:
+    @pytest.mark.slow
     async def test_workers_split_the_batch_and_pay_once(
         self, sim: Simulator, postgres_url: str
     ) -> None:
@@ -333,6 +334,7 @@ class TestSharedBatch:
         assert batch_id in str(info.value)
         assert len(sim.requests) == before
 
+    @pytest.mark.slow
     async def test_a_dead_workers_rows_are_taken_over(
         self, sim: Simulator, client: AsyncKolbo, postgres_url: str
     ) -> None:
@@ -377,6 +379,7 @@ class TestSharedBatch:
         assert states == ["intent", "finished", "finished", "finished", "finished"]
         assert all(lease is None for *_, lease in rows(postgres_url, batch_id))
 
+    @pytest.mark.slow
     async def test_stopping_early_lets_another_worker_finish(self, postgres_url: str) -> None:
         """A worker that stops after its first outcome releases what it still held: another
         worker re-attaches those (no second POST) and sends the rest."""

@@ -149,6 +149,7 @@ def wait_for(check: Any, timeout: float = 30.0) -> Any:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_racing_for_the_last_items_spends_no_admission(
     postgres_url: str, workers_of: Any
@@ -171,6 +172,7 @@ def test_racing_for_the_last_items_spends_no_admission(
     assert (posts[-1] - posts[0]) / SPEED < 20.0  # real seconds; a lost place costs 60
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_kill_9_mid_post_others_finish_nothing_paid_twice(
     postgres_url: str, workers_of: Any
@@ -233,6 +235,7 @@ def test_kill_9_mid_post_others_finish_nothing_paid_twice(
     assert all(r[5] is None for r in rows(postgres_url, batch))  # every row handed out
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_postgres_crashes_and_restarts_mid_batch(
     own_postgres: PostgresServer, workers_of: Any
@@ -260,6 +263,7 @@ def test_postgres_crashes_and_restarts_mid_batch(
     assert all(r[1] == "finished" and r[5] is None for r in rows(own_postgres.url, batch))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_the_scale_out_example_runs(postgres_url: str) -> None:
     """examples/scale_out.py as a user runs it: two multiprocessing workers, one SQLite

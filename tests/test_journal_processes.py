@@ -70,6 +70,7 @@ def start(script: Path, url: str, journal: Path, items: int) -> subprocess.Popen
     )
 
 
+@pytest.mark.slow
 def test_overlapping_runs_pay_once(tmp_path: Path) -> None:
     """Two processes start the same batch on one journal at once (an overlapping cron job):
     one runs it, the other is refused before sending anything."""
@@ -145,6 +146,7 @@ def test_rerun_while_running_is_refused_and_kill_releases(tmp_path: Path) -> Non
     assert created(sim) == {f"prompt {i}": 1 for i in range(items)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("link", ["symlink", "hard link"])
 def test_overlapping_runs_through_a_link_pay_once(tmp_path: Path, link: str) -> None:
     """The overlapping cron job reaches the journal by another name (a symlink or a hard
@@ -225,6 +227,7 @@ SIGINT_CHILD = textwrap.dedent(
 ).format(key=KEY)
 
 
+@pytest.mark.slow
 def test_ctrl_c_before_the_post_leaves_no_false_unknown(tmp_path: Path) -> None:
     """A real SIGINT into a blocking journaled batch while it writes an intent: the POSTs
     that never left take their intents back, so the rerun sends them (once) instead of

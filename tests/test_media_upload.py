@@ -294,6 +294,7 @@ async def test_a_journal_knows_a_file_by_its_content(
     assert await run() == 4  # both items hold the edited file: both new
 
 
+@pytest.mark.slow
 def test_served_over_a_real_socket(tmp_path: Path) -> None:
     """Crosses a real loopback socket (uvicorn): the blocking client uploads a file and
     sends two local frames as parts; the served CDN gives the upload back."""

@@ -226,6 +226,7 @@ async def test_no_key_in_any_span(
             assert KEY[len("kolbo_live_"):] not in text
 
 
+@pytest.mark.slow
 def test_import_kolbo_async_does_not_import_opentelemetry() -> None:
     """Tracing costs nothing until asked for: a fresh `import kolbo_async` (and a client)
     loads no opentelemetry module, nor kolbo_async.otel."""

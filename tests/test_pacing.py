@@ -204,6 +204,7 @@ class TestCooldown:
 
 
 class TestPollBudget:
+    @pytest.mark.slow
     async def test_polls_spend_at_most_90_percent_of_the_request_budget(self) -> None:
         """Far over budget, status polls stay under 90 % of requests_per_minute: the rest
         is headroom for POSTs and the caller's own calls (that room is what fails first
@@ -222,6 +223,7 @@ class TestPollBudget:
         assert len(steady) <= 0.9 * 600 + 4  # 90 % of 60/min, plus the launcher's burst
         assert len(steady) >= 0.8 * 0.9 * 600  # and not starved either
 
+    @pytest.mark.slow
     async def test_poll_launches_are_spread_at_the_budgets_pace(self) -> None:
         """40 handles due at once, budget 4.5 polls/s: a small burst (5), then one every
         1/4.5 s, not 40 in the same instant (which the 300/min window would allow)."""

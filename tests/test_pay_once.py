@@ -456,6 +456,7 @@ except KeyboardInterrupt:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child is POSIX")
 def test_ctrl_c_during_a_blocking_generate_keeps_the_generation() -> None:
     """Ctrl-C while the POST is on the wire: the script is interrupted at once, closing

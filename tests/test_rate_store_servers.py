@@ -245,6 +245,7 @@ def store(tmp_path: Path, request: pytest.FixtureRequest) -> str:
     return stores(tmp_path, request)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_six_processes_admit_exactly_ten_per_sliding_window(store: str) -> None:
     """Six processes (two tasks each) hammer one budget of 10 generations per window for 3.5
@@ -260,6 +261,7 @@ def test_six_processes_admit_exactly_ten_per_sliding_window(store: str) -> None:
     assert times[9] - times[0] < SLOP  # the first window's ten went at once
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_generations_and_requests_share_both_buckets_atomically(store: str) -> None:
     """Generations (10) and other requests (15, generations included) from three processes:
@@ -277,6 +279,7 @@ def test_generations_and_requests_share_both_buckets_atomically(store: str) -> N
     assert generations  # a full request bucket did not starve them for good
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_redis_paused_mid_run_holds_then_resumes(own_redis: RedisServer) -> None:
     """The server stops answering for 10 s (SIGSTOP) in the middle: no crash, nothing
@@ -306,6 +309,7 @@ def test_redis_paused_mid_run_holds_then_resumes(own_redis: RedisServer) -> None
     assert not any(KEY[11:20] in err for err in errors)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_redis_stopped_10s_and_restarted_empty_never_exceeds_the_budget(
     own_redis: RedisServer,
@@ -352,6 +356,7 @@ class TestOneProcess:
         await other.admit(REQUEST)
         assert time.monotonic() - before >= 0.2
 
+    @pytest.mark.slow
     async def test_a_store_that_forgot_the_window_holds_one_window(
         self, own_redis: RedisServer
     ) -> None:
@@ -388,6 +393,7 @@ class TestOneProcess:
         left = [pacer.shared.store.admit(pacer.shared.budget, buckets, 61.0) for _ in range(3)]
         assert left[:2] == [0, 0] and left[2] > 0  # the poll took one of the three
 
+    @pytest.mark.slow
     async def test_a_client_counts_in_the_store_and_the_key_stays_out(
         self, store: str, tmp_path: Path, request: pytest.FixtureRequest
     ) -> None:

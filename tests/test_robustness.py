@@ -53,6 +53,7 @@ def router() -> Iterator[respx.MockRouter]:
 
 
 class TestFuzzedInput:
+    @pytest.mark.slow
     @FUZZ
     @given(
         prompt=VALUES, model=VALUES, aspect_ratio=VALUES, duration=VALUES,
@@ -201,6 +202,7 @@ BODIES = st.one_of(
 
 
 class TestFuzzedAnswers:
+    @pytest.mark.slow
     @FUZZ
     @given(status=st.sampled_from([200, 201, 400, 401, 404, 409, 418, 429, 500, 502]),
            body=BODIES)

@@ -138,6 +138,7 @@ def test_the_batch_mixes_every_route(local_file: Path) -> None:
     assert sum(str(local_file) in repr(r) for r in requests) == 2 * ITEMS // 10
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 def test_sigkill_mid_batch_of_every_route_then_rerun_pays_nothing_twice(
     tmp_path: Path, local_file: Path

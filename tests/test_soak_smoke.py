@@ -23,6 +23,7 @@ ITEMS = 20
 SEED = 6
 
 
+@pytest.mark.slow
 def test_soak_smoke(tmp_path: Path) -> None:
     """20 generate() calls and a 20-item journaled batch, then the batch again, through the
     gateway: counted at the simulator and the gateway, no item is created twice (the rerun
@@ -60,6 +61,7 @@ def test_soak_smoke(tmp_path: Path) -> None:
     assert rerun["ids of the first run not reported again"] == 0
 
 
+@pytest.mark.slow
 def test_soak_catches_a_gateway_page_taken_for_a_refusal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -593,6 +593,7 @@ class TestThreadsAndLoops:
     reason="signals reach the main thread only",
 )
 class TestCtrlC:
+    @pytest.mark.slow
     @pytest.mark.parametrize("how", ["wait", "progress"])
     def test_ctrl_c_comes_back_promptly(self, fake: FakeKolbo, how: str) -> None:
         """SIGINT during a wait raises KeyboardInterrupt at once, the polling on the loop

@@ -166,6 +166,7 @@ def https_api() -> Iterator[str]:
         yield server.url
 
 
+@pytest.mark.slow
 async def test_the_shared_context_verifies_and_follows_ssl_cert_file(
     https_api: str, built: list[str | None], monkeypatch: pytest.MonkeyPatch
 ) -> None:

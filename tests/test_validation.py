@@ -147,6 +147,7 @@ class TestBodies:
             image_to_video_body(url)
         assert info.value.field == "image_url"
 
+    @pytest.mark.slow
     @given(
         prompt=_mostly(st.sampled_from(["a cat", "Une 🎬 prise de vue, au ralenti"])),
         **{name: _field(name) for name in VALID if name != "prompt"},

@@ -186,11 +186,14 @@ def rows(url: str, batch_id: str) -> list[tuple[Any, ...]]:
     import psycopg
 
     with psycopg.connect(url) as conn:
-        return conn.execute(
-            "SELECT idx, state, generation_id, error, owner, lease_until"
-            " FROM kolbo_journal_items WHERE batch_id = %s ORDER BY idx",
-            (batch_id,),
-        ).fetchall()
+        try:
+            return conn.execute(
+                "SELECT idx, state, generation_id, error, owner, lease_until"
+                " FROM kolbo_journal_items WHERE batch_id = %s ORDER BY idx",
+                (batch_id,),
+            ).fetchall()
+        except psycopg.errors.UndefinedTable:  # no worker has made the tables yet
+            return []
 
 
 def prompts(n: int, tag: str = "p") -> list[TextToVideo]:

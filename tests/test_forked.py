@@ -15,7 +15,7 @@ import pytest
 
 from . import forked
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX fork")
+pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="POSIX fork"), pytest.mark.slow]
 
 PROGRAMS = {
     "argv, cwd, path, name": "import os, sys; print(sys.argv, repr(sys.path[0]), __name__, "

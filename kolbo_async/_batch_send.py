@@ -18,6 +18,7 @@ import anyio.lowlevel
 import attrs
 
 from ._batch_journal import BatchJournal
+from ._ctrl_c import protect_from_ctrl_c
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -94,6 +95,7 @@ async def post(
 
     A cancellation before the POST leaves is raised, with the intent taken back.
     """
+    protect_from_ctrl_c(post)  # on trio: Ctrl-C goes to the main task, not into the POST
     with anyio.CancelScope(shield=True):  # a write that started is finished
         stop = await journal.intent(index, path, body)
     if stop is not None:

@@ -21,6 +21,7 @@ import httpx
 from ._answers import mask_key, raise_unanswered, read, unreadable
 from ._clock import Clock
 from ._config import Settings
+from ._ctrl_c import beyond_ctrl_c
 from ._exceptions import APIConnectionError, KolboError, SubmissionOutcomeUnknownError
 from ._pacing import GENERATE, REQUEST, Pacer
 from ._retries import Failure
@@ -252,13 +253,24 @@ class Pipeline:
                     abandoned[0] = True  # the task reports it when it lands
                 raise
         else:
+            # trio: shielded, the caller waits for the answer; Ctrl-C ends only its wait.
+            abandoned = [False]
+
+            def left(landed: tuple[T | None, Exception | None] | None) -> None:
+                if landed is not None:
+                    _log_orphan(call, *landed)
+                else:
+                    abandoned[0] = True  # `_land` reports it when it lands
+
             with anyio.CancelScope(shield=True):
-                outcome = await self._land(call, parse, attempt)
+                outcome = await beyond_ctrl_c(
+                    partial(self._land, call, parse, attempt, abandoned), left=left
+                )
             from anyio.lowlevel import checkpoint  # not loaded by `import anyio`
 
             try:
                 await checkpoint()
-            except anyio.get_cancelled_exc_class():
+            except BaseException:  # cancelled meanwhile, or trio's Ctrl-C: the id is logged
                 _log_orphan(call, *outcome)
                 raise
         result, failure = outcome

@@ -235,9 +235,9 @@ def test_sigint_while_claims_wait_for_admission_gives_them_back(
         workers.append(spawn(url, batch, prompts, mode="blocking", gpm=3, journal=journal))
         wait_for(lambda: len(post_counts(sim)) == 3)
 
-        # Ctrl-C once the three answers are recorded, not merely received by Kolbo: on trio a
-        # Ctrl-C while a POST waits for its answer loses the id (an SDK bug, shown by
-        # test_flake_sigint_claims.py); this test is about the claims waiting for admission.
+        # Ctrl-C once the three answers are recorded, not merely received by Kolbo: this test
+        # is about the claims waiting for admission. Ctrl-C while a POST waits for its answer
+        # is test_ctrl_c_mid_post.py's (on trio it lost the id until the fix it names).
         def ready() -> bool:
             found = rows(journal, batch)
             answered = [r for r in found if r[2] is not None]  # generation id recorded

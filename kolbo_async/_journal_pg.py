@@ -19,6 +19,7 @@ finds it again when its commit's acknowledgement was lost.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -28,6 +29,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -60,6 +62,22 @@ LOOK_EVERY = 1.0
 #: work then closes the journal when it ends.
 CLOSE_WAIT = 10.0
 
+# The journals not yet closed, for `_close_at_exit`.
+_open: weakref.WeakSet[PostgresJournal] = weakref.WeakSet()
+
+
+def _close_at_exit() -> None:
+    """Close the journals of batches still alive as the interpreter exits (a module global,
+    frames held by a Ctrl-C's traceback): now, while imports still work. Collected later,
+    during the interpreter's teardown, the batch's close could not connect (psycopg imports
+    as it connects; by then `sys.meta_path` is None) and what it had handed out was given
+    again by another worker once the lease ran out."""
+    for journal in list(_open):
+        journal.close_at_exit()
+
+
+atexit.register(_close_at_exit)
+
 
 class PostgresJournal:
     """One worker's view of a shared batch journal (a `JournalStore`, plus claims)."""
@@ -86,6 +104,7 @@ class PostgresJournal:
         self._heartbeat: threading.Thread | None = None
         self._opened = False
         self._closed = False
+        _open.add(self)
         # One connection, one transaction at a time. The limiter alone does not hold: asyncio's
         # own cancellation (`Task.cancel`, `wait_for`, the runner after a second Ctrl-C) gets
         # through anyio's hold on a thread, so the caller leaves, and the limiter is free, while
@@ -168,6 +187,11 @@ class PostgresJournal:
             self._idle.wait_for(lambda: not self._working, CLOSE_WAIT)
         self.close_now()
 
+    def close_at_exit(self) -> None:
+        """`close_now`, after the work in flight (daemon threads still run now) has ended,
+        or `CLOSE_WAIT`; the interpreter's teardown comes next."""
+        self._close_waiting()
+
     def close_now(self) -> None:
         """Close from this thread (also a batch dropped without `aclose`); when work runs on
         a worker thread, that work closes the journal as it ends, and this returns at once."""
@@ -175,6 +199,7 @@ class PostgresJournal:
             if self._closed:
                 return
             self._closed = True
+            _open.discard(self)
             finalizing = sys.is_finalizing()
             later = self._close_after = bool(self._working) and not finalizing
         self._stop.set()

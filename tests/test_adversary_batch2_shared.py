@@ -258,6 +258,7 @@ def test_sigint_while_claims_wait_for_admission_gives_them_back(
         for worker in workers:
             worker.finish(timeout=5)
             assert "Exception in thread" not in worker.err, worker.err
+            assert "Exception ignored" not in worker.err, worker.err
         again = spawn(url, batch, prompts, mode="trio", journal=journal).finish(timeout=30)
         assert again.proc.returncode == 0, again.err
     assert not storm or kills >= 1

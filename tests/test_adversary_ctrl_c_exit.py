@@ -1,0 +1,467 @@
+"""Adversarial checks of two fixes: Ctrl-C on trio never loses a paid generation (the POST runs
+in a trio system task, `kolbo_async/_ctrl_c.py`), and a shared PostgreSQL batch alive at
+interpreter exit closes its journal from an atexit hook (`_journal_pg._close_at_exit`).
+
+What the simulator received (`sim.requests`, `sim.generations`) is what is counted. The SIGINT
+is raised from inside the simulator's handler, so it lands where the test means it to: inside
+the paid POST, once Kolbo has created (and charged) the generation.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from kolbo_async.testing import SimRequest, SimResponse, Simulator, VirtualClock
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "kolbo_live_" + "c7" * 20
+
+
+def ctrl_c_in_post(sim: Simulator, where: str = "/api/v1/generate", times: int = 1) -> None:
+    """SIGINT (`times` of them) once Kolbo has answered the first POST to a path starting
+    with `where`, before the client has read the answer."""
+    answer = sim.handle
+
+    def handle(request: SimRequest) -> SimResponse:
+        response = answer(request)
+        if request.method == "POST" and request.path.startswith(where):
+            sim.handle = answer  # type: ignore[method-assign]
+            for _ in range(times):
+                signal.raise_signal(signal.SIGINT)
+        return response
+
+    sim.handle = handle  # type: ignore[method-assign]
+
+
+def interrupted(exc: BaseException) -> bool:
+    inner = getattr(exc, "exceptions", None)
+    if inner is not None:
+        return all(interrupted(e) for e in inner)
+    return isinstance(exc, KeyboardInterrupt)
+
+
+def posts(sim: Simulator) -> list[str]:
+    return [r.path for r in sim.requests if r.method == "POST"]
+
+
+def logged_once(sim: Simulator, caplog: pytest.LogCaptureFixture) -> None:
+    """One generation created, POSTed once, and its id logged at WARNING."""
+    (generation,) = sim.generations.values()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [w for w in warnings if f"generation {generation.id} was created" in w], warnings
+    assert len([p for p in posts(sim) if p.startswith("/api/v1/generate")]) == 1
+
+
+def run_trio(main: Any) -> BaseException:
+    import trio
+
+    with pytest.raises(BaseException) as info:  # noqa: PT011 - KeyboardInterrupt, maybe grouped
+        trio.run(main)
+    assert interrupted(info.value), repr(info.value)
+    return info.value
+
+
+# -- 1. Ctrl-C on trio ----------------------------------------------------------------------
+
+
+def test_trio_generate_in_a_child_task_logs_the_id(caplog: pytest.LogCaptureFixture) -> None:
+    """The POST's caller is a nursery's child, not the main task: the KeyboardInterrupt comes
+    out of the main task's wait, the child stays shielded until the answer, the id is logged."""
+    import trio
+
+    sim = Simulator(clock=VirtualClock())
+    ctrl_c_in_post(sim)
+
+    async def main() -> None:
+        async with sim.client() as client, trio.open_nursery() as nursery:
+            nursery.start_soon(client.videos.generate, "child")
+
+    run_trio(main)
+    logged_once(sim, caplog)
+
+
+def test_trio_two_ctrl_cs_inside_the_post(caplog: pytest.LogCaptureFixture) -> None:
+    sim = Simulator(clock=VirtualClock())
+    ctrl_c_in_post(sim, times=2)
+
+    async def main() -> None:
+        async with sim.client() as client:
+            await client.videos.generate("twice")
+
+    run_trio(main)
+    logged_once(sim, caplog)
+
+
+def test_trio_ctrl_c_and_a_cancel_scope_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The caller's cancel scope is cancelled in the same instant as the Ctrl-C."""
+    import trio
+
+    sim = Simulator(clock=VirtualClock())
+    scope = trio.CancelScope()
+    answer = sim.handle
+
+    def handle(request: SimRequest) -> SimResponse:
+        response = answer(request)
+        if request.method == "POST":
+            sim.handle = answer  # type: ignore[method-assign]
+            scope.cancel()
+            signal.raise_signal(signal.SIGINT)
+        return response
+
+    sim.handle = handle  # type: ignore[method-assign]
+
+    async def main() -> None:
+        async with sim.client() as client:
+            with scope:
+                await client.videos.generate("both")
+
+    run_trio(main)
+    logged_once(sim, caplog)
+
+
+def test_trio_cancel_scope_alone_keeps_the_id(caplog: pytest.LogCaptureFixture) -> None:
+    """No Ctrl-C: a cancel scope cancelled while the POST is answered is swallowed by the
+    scope, the id logged."""
+    import trio
+
+    sim = Simulator(clock=VirtualClock())
+    scope = trio.CancelScope()
+    answer = sim.handle
+
+    def handle(request: SimRequest) -> SimResponse:
+        response = answer(request)
+        if request.method == "POST":
+            sim.handle = answer  # type: ignore[method-assign]
+            scope.cancel()
+        return response
+
+    sim.handle = handle  # type: ignore[method-assign]
+
+    async def main() -> None:
+        async with sim.client() as client:
+            with scope:
+                await client.videos.generate("scope")
+
+    trio.run(main)
+    logged_once(sim, caplog)
+
+
+def test_trio_with_raw_response(caplog: pytest.LogCaptureFixture) -> None:
+    sim = Simulator(clock=VirtualClock())
+    ctrl_c_in_post(sim)
+
+    async def main() -> None:
+        async with sim.client() as client:
+            await client.with_raw_response.videos.generate("raw")
+
+    run_trio(main)
+    logged_once(sim, caplog)
+
+
+VAR: contextvars.ContextVar[str] = contextvars.ContextVar("adversary_var", default="unset")
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_hooks_see_the_callers_context_and_the_same_events(backend: str) -> None:
+    """The POST runs in a trio system task with a copy of the caller's context: a hook there
+    reads the caller's context variables, and gets the same events as on asyncio."""
+    seen: list[tuple[str, str]] = []
+
+    def hook(event: object) -> None:
+        seen.append((type(event).__name__, VAR.get()))
+
+    async def main() -> None:
+        VAR.set("caller")
+        sim = Simulator(clock=VirtualClock())
+        async with sim.client(hooks=[hook]) as client:
+            await client.videos.generate("hooks")
+
+    anyio.run(main, backend=backend)
+    assert seen == [("RequestDone", "caller"), ("GenerationSubmitted", "caller")]
+
+
+def test_trio_hooks_during_a_ctrl_c(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def hook(event: object) -> None:
+        seen.append((type(event).__name__, VAR.get()))
+
+    sim = Simulator(clock=VirtualClock())
+    ctrl_c_in_post(sim)
+
+    async def main() -> None:
+        VAR.set("caller")
+        async with sim.client(hooks=[hook]) as client:
+            await client.videos.generate("hooked")
+
+    run_trio(main)
+    logged_once(sim, caplog)
+    assert ("RequestDone", "caller") in seen
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    from kolbo_async.testing._cdn import _png
+
+    path = tmp_path / "in.png"
+    path.write_bytes(_png())
+    return path
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_ctrl_c_in_the_generation_post_after_a_local_upload(
+    backend: str, image: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = Simulator(clock=VirtualClock())
+    ctrl_c_in_post(sim, where="/api/v1/generate")
+
+    async def main() -> None:
+        async with sim.client() as client:
+            await client.videos.from_image(str(image), prompt="up")
+
+    with pytest.raises(KeyboardInterrupt):
+        anyio.run(main, backend=backend)
+    assert posts(sim) == ["/api/v1/media/upload", "/api/v1/generate/video/from-image"]
+    logged_once(sim, caplog)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_ctrl_c_in_the_upload_post_logs_the_stored_file(
+    backend: str, image: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = Simulator(clock=VirtualClock())
+    ctrl_c_in_post(sim, where="/api/v1/media/upload")
+
+    async def main() -> None:
+        async with sim.client() as client:
+            await client.videos.from_image(str(image), prompt="up")
+
+    with pytest.raises(KeyboardInterrupt):
+        anyio.run(main, backend=backend)
+    assert posts(sim) == ["/api/v1/media/upload"]
+    assert not sim.generations
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("stored in the media library as https://" in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_ctrl_c_while_a_slow_post_is_in_flight_as_the_run_ends(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The answer takes (virtual) seconds: the main task leaves with KeyboardInterrupt, the
+    client's close and the run's end wait for the POST, whose id is logged."""
+    sim = Simulator(clock=VirtualClock())
+    sim.inject("generate", "slow")
+    ctrl_c_in_post(sim)
+
+    async def main() -> None:
+        async with sim.client() as client:
+            await client.videos.generate("slow")
+
+    with pytest.raises(KeyboardInterrupt):
+        anyio.run(main, backend=backend)
+    logged_once(sim, caplog)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_aclose_while_a_post_is_in_flight_waits_for_it(backend: str) -> None:
+    sim = Simulator(clock=VirtualClock())
+    sim.inject("generate", "slow")
+    got: list[str] = []
+
+    async def main() -> None:
+        from anyio.lowlevel import checkpoint
+
+        client = sim.client()
+        async with client, anyio.create_task_group() as tg:
+
+            async def generate() -> None:
+                got.append((await client.videos.generate("closing")).id)
+
+            tg.start_soon(generate)
+            while not sim.requests:
+                await checkpoint()
+            await client.aclose()
+            assert len(sim.generations) == 1
+
+    anyio.run(main, backend=backend)
+    assert got == list(sim.generations)
+    assert len(posts(sim)) == 1
+
+
+def test_blocking_client_with_trio_imported_is_unaffected() -> None:
+    import trio  # noqa: F401 - loaded, as in a process that also runs trio code
+
+    from kolbo_async import Kolbo
+
+    sim = Simulator(clock=VirtualClock())
+    with Kolbo(KEY, _transport=sim.transport(), _clock=sim.clock) as client:
+        first = client.videos.generate("blocking")
+    assert list(sim.generations) == [first.id]
+    ctrl_c_in_post(sim)
+    with pytest.raises(KeyboardInterrupt):  # noqa: SIM117
+        with Kolbo(KEY, _transport=sim.transport(), _clock=sim.clock) as client:
+            client.videos.generate("blocking ctrl-c")
+    assert len(sim.generations) == 2
+    assert len(posts(sim)) == 2  # nothing POSTed twice
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SDK bug (blocking Kolbo, not trio-related): a Ctrl-C that lands while the loop "
+    "reads the POST's answer (the caller drives the loop; _Deferred stores the interrupt) is "
+    "re-raised by Portal._outcome even though the call finished with a handle: the handle is "
+    "dropped and the charged generation's id is logged nowhere",
+)
+def test_blocking_ctrl_c_as_the_answer_arrives_logs_the_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from kolbo_async import Kolbo
+
+    sim = Simulator(clock=VirtualClock())
+    ctrl_c_in_post(sim)
+    with pytest.raises(KeyboardInterrupt):  # noqa: SIM117
+        with Kolbo(KEY, _transport=sim.transport(), _clock=sim.clock) as client:
+            client.videos.generate("blocking ctrl-c")
+    logged_once(sim, caplog)
+
+
+@pytest.mark.slow
+def test_import_kolbo_async_imports_neither_trio_nor_the_ctrl_c_machinery_on_its_own() -> None:
+    code = (
+        "import sys, kolbo_async; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('trio', 'outcome')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+# -- 2. a shared batch alive at interpreter exit --------------------------------------------
+
+FORK_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from kolbo_async import Kolbo, TextToVideo
+    from kolbo_async.testing import Simulator
+    from tests.test_journal_pg import rows
+    a = json.loads(sys.argv[1])
+    sim = Simulator(speed=100.0, processing_seconds=60, pending_seconds=3)
+    yielded = []
+    with sim.serve() as base, Kolbo(a["key"], base_url=base) as c:
+        batch = c.videos.generate_many([TextToVideo(p) for p in a["prompts"]],
+                                       journal=a["journal"], batch_id=a["batch"], lease=30.0,
+                                       concurrency=2)
+        it = iter(batch)
+        yielded.append(next(it).index)
+        before = [[r[0], r[4]] for r in rows(a["journal"], a["batch"])]
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)  # a forked child (a pre-fork server's worker) ends normally
+        os.waitpid(pid, 0)
+        after = [[r[0], r[4]] for r in rows(a["journal"], a["batch"])]
+        yielded += [o.index for o in it]
+        sent = [r.json["prompt"] for r in sim.requests if r.method == "POST" and r.json]
+    print(json.dumps({"before": before, "after": after, "yielded": yielded, "posts": sent}))
+    """
+)
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    url = os.environ.get("KOLBO_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("KOLBO_TEST_POSTGRES_URL not set (source /tmp/svcenv.sh)")
+    return url
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.xfail(
+    strict=True,
+    reason="SDK bug: a forked child that inherited an open shared journal runs "
+    "_close_at_exit at its own exit: it flushes/releases the parent's rows (owner set NULL) "
+    "over the parent's inherited connection (closing it under the parent: 'server closed the "
+    "connection unexpectedly'), and the parent then yields an outcome twice",
+)
+def test_a_forked_child_exiting_leaves_the_parents_batch_alone(postgres_url: str) -> None:
+    from .test_journal_pg import batch_name
+
+    prompts = [f"fork {i}" for i in range(6)]
+    args = {"key": KEY, "journal": postgres_url, "batch": batch_name(), "prompts": prompts}
+    proc = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT, json.dumps(args)],
+        check=False, capture_output=True, text=True, cwd=ROOT, timeout=100,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert Counter(found["posts"]) == Counter(prompts)  # nothing paid twice
+    problems = []
+    if Counter(found["yielded"]) != Counter(range(len(prompts))):
+        problems.append(f"yielded {found['yielded']}")
+    if found["before"] != found["after"]:
+        problems.append(
+            f"the child changed the parent's rows: {found['before']} -> {found['after']}"
+        )
+    if "unreachable" in proc.stderr or "A batch stopped" in proc.stderr:
+        problems.append(proc.stderr)
+    assert not problems, problems
+
+
+logging.getLogger("kolbo_async")  # the SDK's logger, read through caplog
+
+
+UNCLOSED_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from kolbo_async import Kolbo, TextToVideo
+    from kolbo_async.testing import Simulator, VirtualClock
+    sim = Simulator(clock=VirtualClock())
+    client = Kolbo(sys.argv[2], _transport=sim.transport(), _clock=sim.clock)  # never closed
+    for outcome in client.videos.generate_many([TextToVideo("a")], journal=sys.argv[1]):
+        print(outcome.index, flush=True)
+    print("end of script", flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+@pytest.mark.xfail(
+    strict=True,
+    reason="SDK bug: a blocking Kolbo never closed, after a journaled batch, hangs the "
+    "interpreter at exit forever: the journal's anyio worker thread was started while the "
+    "main thread drove the loop, so it is non-daemon and threading._shutdown joins it (before "
+    "any atexit hook, _close_at_exit included, can run)",
+)
+def test_an_unclosed_blocking_client_after_a_journaled_batch_lets_the_process_exit(
+    tmp_path: Path,
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", UNCLOSED_SCRIPT, str(tmp_path / "batch.db"), KEY],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        out, _ = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        pytest.fail(f"still running 15 s after the script's end (stdout: {out!r})")
+    assert proc.returncode == 0
+    assert "end of script" in out

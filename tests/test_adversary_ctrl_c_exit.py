@@ -341,16 +341,101 @@ def test_blocking_ctrl_c_as_the_answer_arrives_logs_the_id(
     logged_once(sim, caplog)
 
 
+ASYNCIO_BATCH = textwrap.dedent(
+    """
+    import sys, anyio, kolbo_async
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("trio", "outcome"))
+    from kolbo_async.testing import Simulator, VirtualClock
+    async def main():
+        sim = Simulator(clock=VirtualClock())
+        async with sim.client() as client:
+            await client.videos.generate("a")
+            requests = [kolbo_async.TextToVideo("b")]
+            async for _ in client.videos.generate_many(requests, journal=sys.argv[1]):
+                pass
+    anyio.run(main)
+    print(loaded, sorted(m for m in sys.modules if m.split(".")[0] in ("trio", "outcome")))
+    """
+)
+
+
 @pytest.mark.slow
-def test_import_kolbo_async_imports_neither_trio_nor_the_ctrl_c_machinery_on_its_own() -> None:
-    code = (
-        "import sys, kolbo_async; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('trio', 'outcome')))"
-    )
+def test_neither_import_nor_an_asyncio_batch_loads_trio(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
-    ).stdout
-    assert out.strip() == "[]"
+        [sys.executable, "-c", ASYNCIO_BATCH, str(tmp_path / "b.db")],
+        capture_output=True, text=True, cwd=ROOT, check=True,
+    ).stdout  # fmt: skip
+    assert out.strip() == "[] []"
+
+
+@pytest.mark.parametrize("fault", ["gateway_502", "drop_after"])
+def test_trio_ctrl_c_in_a_post_whose_answer_is_lost_logs_outcome_unknown(
+    fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Kolbo created (and charged) the generation, the answer is lost: the Ctrl-C's
+    KeyboardInterrupt comes with a WARNING that a charged generation may exist, and the POST
+    is not sent again."""
+    sim = Simulator(clock=VirtualClock())
+    sim.inject("generate", fault)
+    ctrl_c_in_post(sim)
+
+    async def main() -> None:
+        async with sim.client() as client:
+            await client.videos.generate("lost")
+
+    run_trio(main)
+    assert len(sim.generations) == 1
+    assert len(posts(sim)) == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("may have created a charged generation" in w for w in warnings), warnings
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_second_ctrl_c_while_the_client_closes_on_a_post_in_flight(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """First Ctrl-C as Kolbo receives the POST, the second 0.15 s later while the client's
+    close waits for the (0.4 s) answer: POSTed once; on trio the id is logged, on asyncio
+    (whose runner gives up on a second Ctrl-C) at least that a charged generation may exist."""
+    import threading
+
+    sim = Simulator()
+    sim.faults.slow_seconds = 0.4
+    sim.inject("generate", "slow")
+    answer = sim.handle
+    timer = threading.Timer(0.15, signal.raise_signal, (signal.SIGINT,))
+
+    def handle(request: SimRequest) -> SimResponse:
+        response = answer(request)
+        if request.method == "POST":
+            sim.handle = answer  # type: ignore[method-assign]
+            signal.raise_signal(signal.SIGINT)
+            timer.start()
+        return response
+
+    sim.handle = handle  # type: ignore[method-assign]
+
+    async def main() -> None:
+        async with sim.client() as client:
+            await client.videos.generate("twice, slowly")
+
+    with pytest.raises(KeyboardInterrupt):
+        anyio.run(main, backend=backend)
+    # Had the timer not fired yet (a loaded machine), its SIGINT must not stop pytest.
+    previous = signal.signal(signal.SIGINT, lambda *_: None)
+    try:
+        timer.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert len(sim.generations) == 1
+    assert len(posts(sim)) == 1
+    (generation,) = sim.generations
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if backend == "trio":
+        assert any(generation in w for w in warnings), warnings
+    else:
+        assert any(generation in w or "may have created" in w for w in warnings), warnings
 
 
 # -- 2. a shared batch alive at interpreter exit --------------------------------------------
@@ -465,3 +550,97 @@ def test_an_unclosed_blocking_client_after_a_journaled_batch_lets_the_process_ex
         pytest.fail(f"still running 15 s after the script's end (stdout: {out!r})")
     assert proc.returncode == 0
     assert "end of script" in out
+
+
+def ctrl_c_in_hook(event: str) -> Any:
+    """A hook (an exporter, a logger) during which Ctrl-C lands, once, on `event`."""
+    fired: list[bool] = []
+
+    def hook(e: object) -> None:
+        if type(e).__name__ == event and getattr(e, "method", "POST") == "POST" and not fired:
+            fired.append(True)
+            signal.raise_signal(signal.SIGINT)
+
+    return hook
+
+
+def test_asyncio_ctrl_c_in_the_generation_submitted_hook_keeps_the_handle() -> None:
+    """On asyncio the Ctrl-C becomes a cancellation at the next wait: `generate()` returns
+    the handle, the KeyboardInterrupt comes after."""
+    sim = Simulator(clock=VirtualClock())
+    got: list[str] = []
+
+    async def main() -> None:
+        async with sim.client(hooks=[ctrl_c_in_hook("GenerationSubmitted")]) as client:
+            got.append((await client.videos.generate("hooked")).id)
+
+    with pytest.raises(KeyboardInterrupt):
+        anyio.run(main, backend="asyncio")
+    assert got == list(sim.generations)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SDK bug: on trio, a Ctrl-C that lands after the paid POST's answer came back to "
+    "the caller (here while the GenerationSubmitted hook runs, in _AsyncVideos._submit; any "
+    "code of the main task between _paid_attempt's last checkpoint and generate()'s return) "
+    "raises KeyboardInterrupt there, unprotected: no handle is returned and the charged "
+    "generation's id is logged nowhere (asyncio returns the handle)",
+)
+def test_trio_ctrl_c_in_the_generation_submitted_hook_keeps_the_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sim = Simulator(clock=VirtualClock())
+    got: list[str] = []
+
+    async def main() -> None:
+        async with sim.client(hooks=[ctrl_c_in_hook("GenerationSubmitted")]) as client:
+            got.append((await client.videos.generate("hooked")).id)
+
+    with pytest.raises(KeyboardInterrupt):
+        anyio.run(main, backend="trio")
+    (generation,) = sim.generations
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert got == [generation] or any(generation in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("event", ["RequestDone", "GenerationSubmitted"])
+def test_ctrl_c_in_a_hook_during_a_batch_post_is_re_attached_by_a_rerun(
+    backend: str, event: str, tmp_path: Path
+) -> None:
+    """The batch's post-and-record is protected: a Ctrl-C in a hook of item 1's POST goes to
+    the main task, the journal records the id, a rerun re-attaches it, nothing is paid twice."""
+    from kolbo_async import TextToVideo
+
+    prompts = [f"hook {i}" for i in range(3)]
+    journal = tmp_path / "batch.db"
+    sim = Simulator(clock=VirtualClock())
+
+    def run(hooks: list[Any]) -> list[tuple[int, str | None]]:
+        seen: list[tuple[int, str | None]] = []
+
+        async def main() -> None:
+            async with sim.client(hooks=hooks) as client:
+                requests = [TextToVideo(p) for p in prompts]
+                async for o in client.videos.generate_many(
+                    requests, journal=journal, concurrency=1
+                ):
+                    seen.append((o.index, type(o.error).__name__ if o.error else None))
+
+        anyio.run(main, backend=backend)
+        return seen
+
+    with pytest.raises(BaseException) as info:  # noqa: PT011 - KeyboardInterrupt, maybe grouped
+        run([ctrl_c_in_hook(event)])
+    assert interrupted(info.value), repr(info.value)
+    del info
+    import gc
+
+    gc.collect()
+    first = len(sim.generations)
+    again = run([])
+    sent = [r.json["prompt"] for r in sim.requests if r.method == "POST" and r.json]
+    assert sorted(sent) == prompts  # each paid once
+    assert [e for _, e in again if e is not None] == []
+    assert first >= 1

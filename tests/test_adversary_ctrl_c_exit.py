@@ -644,3 +644,35 @@ def test_ctrl_c_in_a_hook_during_a_batch_post_is_re_attached_by_a_rerun(
     assert sorted(sent) == prompts  # each paid once
     assert [e for _, e in again if e is not None] == []
     assert first >= 1
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_otel_post_span_is_a_child_of_the_callers_span(backend: str) -> None:
+    """The POST's span starts in the trio system task: it still has the caller's span as its
+    parent (the system task runs in a copy of the caller's context)."""
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from kolbo_async.otel import TracingHook
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("adversary")
+
+    async def main() -> None:
+        sim = Simulator(clock=VirtualClock())
+        async with sim.client(hooks=[TracingHook(provider)]) as client:
+            with tracer.start_as_current_span("caller"):
+                await client.videos.generate("traced")
+
+    anyio.run(main, backend=backend)
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    caller = spans["caller"].context
+    post = spans["POST /api/v1/generate/video"]
+    assert caller is not None and post.parent is not None
+    assert (post.parent.trace_id, post.parent.span_id) == (caller.trace_id, caller.span_id)
+    assert spans["kolbo.submit"].parent is not None
+    assert spans["kolbo.submit"].parent.span_id == caller.span_id

@@ -676,3 +676,96 @@ def test_otel_post_span_is_a_child_of_the_callers_span(backend: str) -> None:
     assert (post.parent.trace_id, post.parent.span_id) == (caller.trace_id, caller.span_id)
     assert spans["kolbo.submit"].parent is not None
     assert spans["kolbo.submit"].parent.span_id == caller.span_id
+
+
+EXIT_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import anyio
+    from kolbo_async import AsyncKolbo, Kolbo, TextToVideo
+    a = json.loads(sys.argv[1])
+    mode, take = a["mode"], a["take"]
+
+    def emit(o, prompts):
+        print(json.dumps([o.index, o.generation.id, prompts[o.index]]), flush=True)
+
+    def kill_journal_backends():  # this process's journal connections only
+        import psycopg
+        from kolbo_async import _journal_pg
+        pids = [j._conn.info.backend_pid for j in list(_journal_pg._open) if j._conn]
+        with psycopg.connect(a["journal"], autocommit=True) as admin:
+            for pid in pids:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    batches = []  # module globals: alive at exit
+    if mode in ("many", "dead"):
+        with Kolbo(a["key"], base_url=a["url"]) as c:
+            for prompts, batch_id in zip(a["lists"], a["batches"]):
+                b = c.videos.generate_many([TextToVideo(p) for p in prompts],
+                                           journal=a["journal"], batch_id=batch_id, lease=1.0)
+                for o in b:
+                    emit(o, prompts)
+                    if take:
+                        break
+                batches.append(b)
+        if mode == "dead":
+            kill_journal_backends()
+    else:  # held by a KeyboardInterrupt's traceback
+        prompts = a["lists"][0]
+        async def main():
+            async with AsyncKolbo(a["key"], base_url=a["url"]) as c:
+                requests = [TextToVideo(p) for p in prompts]
+                async for o in c.videos.generate_many(requests, journal=a["journal"],
+                                                       batch_id=a["batches"][0], lease=1.0):
+                    emit(o, prompts)
+                    raise KeyboardInterrupt
+        anyio.run(main, backend=mode)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", ["many", "dead", "trio", "asyncio"])
+def test_what_a_batch_alive_at_exit_handed_out_is_not_given_again(
+    postgres_url: str, mode: str
+) -> None:
+    """Three module-global batches / one whose journal connection was terminated just
+    before exit / one held by a Ctrl-C traceback on trio or asyncio: the exit is quick, says
+    no 'Exception ignored', and a second worker (after the lease) gives every other item once."""
+    import time
+
+    from .test_adversary_shared_journal import post_counts, simulator
+    from .test_journal_pg import batch_name
+
+    n = 3 if mode == "many" else 1
+    lists = [[f"{mode}{k} {i}" for i in range(4)] for k in range(n)]
+    sim = simulator()
+    with sim.serve() as url:
+        args: dict[str, Any] = {"url": url, "journal": postgres_url, "key": KEY, "mode": mode,
+                                "lists": lists, "batches": [batch_name() for _ in lists],
+                                "take": True}  # fmt: skip
+
+        def worker(**changes: Any) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-c", EXIT_SCRIPT, json.dumps({**args, **changes})],
+                capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+            )  # fmt: skip
+
+        started = time.monotonic()
+        first = worker()
+        took = time.monotonic() - started
+        assert "Exception ignored" not in first.stderr, first.stderr
+        assert first.returncode in (0, 1, -signal.SIGINT), first.stderr
+        time.sleep(1.2)  # the lease of whatever was not recorded runs out
+        again = [worker(mode="many", lists=[p], batches=[b], take=False)
+                 for p, b in zip(lists, args["batches"], strict=True)]  # fmt: skip
+    outcomes = [
+        json.loads(line)[2]
+        for run in [first, *again]
+        for line in run.stdout.splitlines()
+        if line.startswith("[")
+    ]
+    assert Counter(outcomes) == Counter(p for prompts in lists for p in prompts)
+    assert post_counts(sim) == Counter(p for prompts in lists for p in prompts)
+    assert took < 20 * n

@@ -30,6 +30,7 @@ from ._models import Submission
 from ._poller import Listener, Poller, Track
 from ._requests import BatchRequest
 from ._rerun import Step
+from ._runtime import forks
 
 if TYPE_CHECKING:
     pass
@@ -81,6 +82,7 @@ class AsyncBatch(SubmittingBatch):
         self._fatal = None
         self._started = False
         self._closed = False
+        self._forks = forks()  # a forked child's copy is its parent's batch, not its own
 
     @property
     def unfinished(self) -> list[AsyncGeneration]:
@@ -130,6 +132,8 @@ class AsyncBatch(SubmittingBatch):
     def __del__(self) -> None:
         # `break` out of `async for` calls nothing, but CPython collects the batch at once.
         # (A Ctrl-C may have interrupted `__init__`: then there is nothing to do.)
+        if getattr(self, "_forks", None) != forks():
+            return  # the parent runs it on; its journal forgets itself in the child
         if not getattr(self, "_closed", True):
             self._warn_unfinished()
             for track in self._running:  # what it listened to no longer waits on it

@@ -104,6 +104,7 @@ class PostgresJournal:
         self._heartbeat: threading.Thread | None = None
         self._opened = False
         self._closed = False
+        self._pid = os.getpid()  # a forked child inherits it, never owns it
         _open.add(self)
         # One connection, one transaction at a time. The limiter alone does not hold: asyncio's
         # own cancellation (`Task.cancel`, `wait_for`, the runner after a second Ctrl-C) gets
@@ -190,11 +191,19 @@ class PostgresJournal:
     def close_at_exit(self) -> None:
         """`close_now`, after the work in flight (daemon threads still run now) has ended,
         or `CLOSE_WAIT`; the interpreter's teardown comes next."""
-        self._close_waiting()
+        if os.getpid() == self._pid:
+            self._close_waiting()
+        else:
+            self.close_now()  # a forked child's copy: forgotten (the work was the parent's)
 
     def close_now(self) -> None:
         """Close from this thread (also a batch dropped without `aclose`); when work runs on
         a worker thread, that work closes the journal as it ends, and this returns at once."""
+        if os.getpid() != self._pid:
+            # A forked child: the rows and the connection are its parent's. Forgotten, the
+            # connection is not closed (psycopg closes only in the process that opened it).
+            self._closed, self._conn = True, None
+            return
         with self._idle:
             if self._closed:
                 return

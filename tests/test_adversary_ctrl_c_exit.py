@@ -478,13 +478,6 @@ def postgres_url() -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="SDK bug: a forked child that inherited an open shared journal runs "
-    "_close_at_exit at its own exit: it flushes/releases the parent's rows (owner set NULL) "
-    "over the parent's inherited connection (closing it under the parent: 'server closed the "
-    "connection unexpectedly'), and the parent then yields an outcome twice",
-)
 def test_a_forked_child_exiting_leaves_the_parents_batch_alone(postgres_url: str) -> None:
     from .test_journal_pg import batch_name
 

@@ -106,6 +106,14 @@ class AsyncGeneration:
             self._track = self._poller.track(self.id, fallback_hint=hint, via=self._pipeline)
         return self._track
 
+    def _dropped_by_ctrl_c(self) -> None:
+        # The blocking portal's call for a Ctrl-C that came as this handle was returned.
+        if self.submission is not None:  # just charged for (an attached handle is not news)
+            logger.warning(
+                "Ctrl-C came as a generation POST was answered: generation %s was created "
+                "and charged. Re-attach with client.generations.attach(%r).", self.id, self.id,
+            )  # fmt: skip
+
     def __repr__(self) -> str:
         return f"<AsyncGeneration id={self.id!r}>"
 

@@ -16,7 +16,7 @@ from ._handles import AsyncGeneration
 from ._lazy import DeferredModule
 from ._media import AsyncMediaLibrary, MediaSender
 from ._pacing import GENERATE
-from ._pipeline import Call, Pipeline
+from ._pipeline import Call, Pipeline, log_orphan
 from ._poller import Poller
 from ._signatures import arguments_of
 from ._transfers import Transfers
@@ -230,20 +230,23 @@ class AsyncVideos:
         url = self._urls.get(path)
         if url is None:  # a route's URL is built once, on its first POST
             url = self._urls[path] = self._pipeline.prepared("POST", path).url
-        submission = await self._media.submit(
-            Call("POST", path, json=body, generation=True, url=url),
-            _parse_submission,
-            admitted=admitted,
-        )
-        if hooks:
-            from ._hooks import GenerationSubmitted, emit
+        call = Call("POST", path, json=body, generation=True, url=url)
+        submission = await self._media.submit(call, _parse_submission, admitted=admitted)
+        try:
+            if hooks:
+                from ._hooks import GenerationSubmitted, emit
 
-            model = submission.model or body.get("model")
-            seconds = time.perf_counter() - started
-            emit(hooks, GenerationSubmitted(
-                submission.generation_id, path, model, submission.credits_charged, seconds
-            ))  # fmt: skip
-        return self._handle(submission.generation_id, submission=submission)
+                model = submission.model or body.get("model")
+                seconds = time.perf_counter() - started
+                emit(hooks, GenerationSubmitted(
+                    submission.generation_id, path, model, submission.credits_charged, seconds
+                ))  # fmt: skip
+            return self._handle(submission.generation_id, submission=submission)
+        except BaseException:
+            # Charged, and not handed back: trio raises a Ctrl-C in whatever code runs (a
+            # hook, say). The id is all that is left to give.
+            log_orphan(call, submission, None)
+            raise
 
 
 class AsyncImages:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ._hooks import Hook
     from ._multipart import Form
 
-__all__ = ["Call", "Lifecycle", "Pipeline"]
+__all__ = ["Call", "Lifecycle", "Pipeline", "log_orphan"]
 
 logger = logging.getLogger("kolbo_async")
 
@@ -248,7 +248,7 @@ class Pipeline:
                 outcome = await asyncio.shield(task)
             except asyncio.CancelledError:
                 if task.done():
-                    _log_orphan(call, *task.result())
+                    log_orphan(call, *task.result())
                 else:
                     abandoned[0] = True  # the task reports it when it lands
                 raise
@@ -258,7 +258,7 @@ class Pipeline:
 
             def left(landed: tuple[T | None, Exception | None] | None) -> None:
                 if landed is not None:
-                    _log_orphan(call, *landed)
+                    log_orphan(call, *landed)
                 else:
                     abandoned[0] = True  # `_land` reports it when it lands
 
@@ -271,7 +271,7 @@ class Pipeline:
             try:
                 await checkpoint()
             except BaseException:  # cancelled meanwhile, or trio's Ctrl-C: the id is logged
-                _log_orphan(call, *outcome)
+                log_orphan(call, *outcome)
                 raise
         result, failure = outcome
         if failure is not None:
@@ -297,7 +297,7 @@ class Pipeline:
         finally:
             if abandoned is not None and abandoned[0]:
                 # None: the loop itself is going away under the POST (its outcome unknown).
-                _log_orphan(call, *(outcome or (None, _CUT_SHORT)))
+                log_orphan(call, *(outcome or (None, _CUT_SHORT)))
             lifecycle.paid_in_flight -= 1
             if not lifecycle.paid_in_flight and lifecycle.landed is not None:
                 lifecycle.landed.set()
@@ -380,7 +380,7 @@ class Pipeline:
 _CUT_SHORT = SubmissionOutcomeUnknownError("the event loop stopped while it was on the wire")
 
 
-def _log_orphan(call: Call, result: object, failure: Exception | None) -> None:
+def log_orphan(call: Call, result: object, failure: Exception | None) -> None:
     """Say what became of a paid POST whose caller stopped waiting for it: a generation's,
     or an upload's (a file stored in the media library: no generation was created)."""
     where, upload = f"{call.method} {call.path}", call.path.endswith("/media/upload")

@@ -198,7 +198,7 @@ class Portal:
             # nothing keeps polling behind the caller's back. The loop is still open: it
             # runs until every queued call, this one included, has ended.
             with suppress(RuntimeError):  # it ended meanwhile and the client closed
-                loop.call_soon_threadsafe(self._cancel, call)
+                loop.call_soon_threadsafe(self._abandon, call)
             raise
         result: T = self._outcome(call)
         return result
@@ -257,6 +257,12 @@ class Portal:
                 # loop run then ends in this very iteration instead of the next.
                 self._loop.stop()
 
+    def _abandon(self, call: _Call) -> None:
+        """The caller left (Ctrl-C): cancel its call, and tell of a result it still ends with."""
+        if call.task is not None:
+            call.task.add_done_callback(_dropped)
+        self._cancel(call)
+
     def _cancel(self, call: _Call) -> None:
         call.cancelled = True
         if call.scope is not None:
@@ -302,7 +308,9 @@ class Portal:
                 # like any abandoned one, and the daemon thread runs it to its end.
                 self._queued += 1
                 self._watch(call, task)
-                self._loop.call_soon(self._cancel, call)
+                self._loop.call_soon(self._abandon, call)
+            elif task is not None and call.interrupt is not None:
+                _dropped(task)  # it ended as Ctrl-C came: its result never reaches the caller
             if self._queued or self._exited:
                 self._turn = True
                 self._cond.notify_all()
@@ -376,6 +384,15 @@ class Portal:
         for call in list(self._calls):
             if call.task is not me:
                 self._cancel(call)
+
+
+def _dropped(task: asyncio.Task[Any]) -> None:
+    """A call whose caller left (Ctrl-C) ended with a result nobody receives: a handle on a
+    generation just charged for says so (its id is all that is left to give)."""
+    if not task.cancelled() and task.exception() is None:
+        dropped = getattr(task.result(), "_dropped_by_ctrl_c", None)
+        if dropped is not None:
+            dropped()
 
 
 class _Deferred:

@@ -321,13 +321,6 @@ def test_blocking_client_with_trio_imported_is_unaffected() -> None:
     assert len(posts(sim)) == 2  # nothing POSTed twice
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SDK bug (blocking Kolbo, not trio-related): a Ctrl-C that lands while the loop "
-    "reads the POST's answer (the caller drives the loop; _Deferred stores the interrupt) is "
-    "re-raised by Portal._outcome even though the call finished with a handle: the handle is "
-    "dropped and the charged generation's id is logged nowhere",
-)
 def test_blocking_ctrl_c_as_the_answer_arrives_logs_the_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -572,14 +565,6 @@ def test_asyncio_ctrl_c_in_the_generation_submitted_hook_keeps_the_handle() -> N
     assert got == list(sim.generations)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SDK bug: on trio, a Ctrl-C that lands after the paid POST's answer came back to "
-    "the caller (here while the GenerationSubmitted hook runs, in _AsyncVideos._submit; any "
-    "code of the main task between _paid_attempt's last checkpoint and generate()'s return) "
-    "raises KeyboardInterrupt there, unprotected: no handle is returned and the charged "
-    "generation's id is logged nowhere (asyncio returns the handle)",
-)
 def test_trio_ctrl_c_in_the_generation_submitted_hook_keeps_the_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -167,3 +167,20 @@ def test_ctrl_c_while_a_generate_waits_for_its_answer_logs_the_id(
     with sim.serve() as url:
         generate_interrupted(sim, backend, api_key=KEY, base_url=url)
     the_id_is_logged(sim, caplog)
+
+
+def test_blocking_ctrl_c_as_generate_returns_logs_the_id(caplog: pytest.LogCaptureFixture) -> None:
+    """The blocking client: Ctrl-C lands as `generate()` is about to return its handle (in
+    a hook told of the submission): the call raises KeyboardInterrupt, the id is logged."""
+    from kolbo_async import Kolbo
+
+    sim = Simulator(clock=VirtualClock())
+
+    def hook(event: Any) -> None:
+        if type(event).__name__ == "GenerationSubmitted":
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):  # noqa: SIM117
+        with Kolbo(KEY, _transport=sim.transport(), _clock=sim.clock, hooks=[hook]) as client:
+            client.videos.generate("int 1")
+    the_id_is_logged(sim, caplog)

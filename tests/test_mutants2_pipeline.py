@@ -19,7 +19,7 @@ import kolbo_async as k
 from kolbo_async import AsyncKolbo
 from kolbo_async import _pipeline as pipeline_module
 from kolbo_async._hooks import Event, RequestDone, Retrying
-from kolbo_async._pipeline import Call, Lifecycle, _log_orphan
+from kolbo_async._pipeline import Call, Lifecycle, log_orphan
 from kolbo_async._retries import Attempt, Failure
 from kolbo_async._send import Retryable
 
@@ -213,7 +213,7 @@ def test_an_orphan_generation_is_logged_with_how_to_reattach_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="kolbo_async")
-    _log_orphan(Call("POST", VIDEO, generation=True), _Submission(), None)
+    log_orphan(Call("POST", VIDEO, generation=True), _Submission(), None)
     assert warnings_of(caplog) == [
         f"POST {VIDEO} was answered after its caller stopped waiting: generation gen_9 was "
         "created and charged. Re-attach with client.generations.attach('gen_9')."
@@ -222,7 +222,7 @@ def test_an_orphan_generation_is_logged_with_how_to_reattach_it(
 
 def test_an_orphan_upload_is_logged_with_its_url(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="kolbo_async")
-    _log_orphan(Call("POST", "/api/v1/media/upload", generation=True), _Media(), None)
+    log_orphan(Call("POST", "/api/v1/media/upload", generation=True), _Media(), None)
     assert warnings_of(caplog) == [
         "POST /api/v1/media/upload was answered after its caller stopped waiting: the file "
         "was stored in the media library as https://cdn.kolbo.ai/media/m1.png (an upload: no "
@@ -244,7 +244,7 @@ def test_an_orphan_with_an_unknown_outcome_is_logged(
     caplog.set_level(logging.WARNING, logger="kolbo_async")
     error = k.SubmissionOutcomeUnknownError("ReadTimeout")
     failure: Exception = _retryable(Failure.LOST, error) if retryable else error
-    _log_orphan(Call("POST", path, generation=True), None, failure)
+    log_orphan(Call("POST", path, generation=True), None, failure)
     assert warnings_of(caplog) == [
         f"POST {path} failed after its caller stopped waiting, and may have {what}; it was "
         "not resubmitted: ReadTimeout"
@@ -254,7 +254,7 @@ def test_an_orphan_with_an_unknown_outcome_is_logged(
 def test_an_orphan_connection_error_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="kolbo_async")
     error = k.APIConnectionError("connection reset")
-    _log_orphan(Call("POST", VIDEO, generation=True), None, _retryable(Failure.LOST, error))
+    log_orphan(Call("POST", VIDEO, generation=True), None, _retryable(Failure.LOST, error))
     [message] = warnings_of(caplog)
     assert message.endswith("it was not resubmitted: connection reset")
 
@@ -264,10 +264,10 @@ def test_an_orphan_that_never_reached_kolbo_or_was_refused_is_not_logged(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="kolbo_async")
     call = Call("POST", VIDEO, generation=True)
-    _log_orphan(call, None, _retryable(Failure.NOT_SENT, k.APIConnectionError("refused")))
+    log_orphan(call, None, _retryable(Failure.NOT_SENT, k.APIConnectionError("refused")))
     answer = httpx.Response(400, request=httpx.Request("POST", API + VIDEO))
     refused = k.BadRequestError("bad prompt", response=answer, body=None, code=None)
-    _log_orphan(call, None, refused)
+    log_orphan(call, None, refused)
     assert caplog.records == []
 
 

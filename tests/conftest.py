@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
+import sys
 from typing import Any
 
 import pytest
@@ -16,6 +18,14 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     # test of Ctrl-C fails, and one hangs closing a client whose POST it held. Ctrl-C is
     # what those tests are about, so the test processes take Python's own handler back.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+#: What a Ctrl-C raises out of `anyio.run`. On Python 3.10 anyio's asyncio runner turns it into
+#: a cancellation of the main task, as 3.11's does, but without `Task.uncancel` it cannot tell
+#: that cancellation from others, and lets the CancelledError out.
+CTRL_C: tuple[type[BaseException], ...] = (
+    (KeyboardInterrupt,) if sys.version_info >= (3, 11) else (KeyboardInterrupt, asyncio.CancelledError)
+)
 
 
 @pytest.fixture(params=["asyncio", "trio"])

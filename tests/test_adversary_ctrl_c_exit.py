@@ -26,6 +26,8 @@ import pytest
 
 from kolbo_async.testing import SimRequest, SimResponse, Simulator, VirtualClock
 
+from .conftest import CTRL_C
+
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +54,7 @@ def interrupted(exc: BaseException) -> bool:
     inner = getattr(exc, "exceptions", None)
     if inner is not None:
         return all(interrupted(e) for e in inner)
-    return isinstance(exc, KeyboardInterrupt)
+    return isinstance(exc, CTRL_C)
 
 
 def posts(sim: Simulator) -> list[str]:
@@ -234,7 +236,7 @@ def test_ctrl_c_in_the_generation_post_after_a_local_upload(
         async with sim.client() as client:
             await client.videos.from_image(str(image), prompt="up")
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(CTRL_C):
         anyio.run(main, backend=backend)
     assert posts(sim) == ["/api/v1/media/upload", "/api/v1/generate/video/from-image"]
     logged_once(sim, caplog)
@@ -251,7 +253,7 @@ def test_ctrl_c_in_the_upload_post_logs_the_stored_file(
         async with sim.client() as client:
             await client.videos.from_image(str(image), prompt="up")
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(CTRL_C):
         anyio.run(main, backend=backend)
     assert posts(sim) == ["/api/v1/media/upload"]
     assert not sim.generations
@@ -273,7 +275,7 @@ def test_ctrl_c_while_a_slow_post_is_in_flight_as_the_run_ends(
         async with sim.client() as client:
             await client.videos.generate("slow")
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(CTRL_C):
         anyio.run(main, backend=backend)
     logged_once(sim, caplog)
 
@@ -413,7 +415,7 @@ def test_a_second_ctrl_c_while_the_client_closes_on_a_post_in_flight(
         async with sim.client() as client:
             await client.videos.generate("twice, slowly")
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(CTRL_C):
         anyio.run(main, backend=backend)
     # Had the timer not fired yet (a loaded machine), its SIGINT must not stop pytest.
     previous = signal.signal(signal.SIGINT, lambda *_: None)
@@ -560,7 +562,7 @@ def test_asyncio_ctrl_c_in_the_generation_submitted_hook_keeps_the_handle() -> N
         async with sim.client(hooks=[ctrl_c_in_hook("GenerationSubmitted")]) as client:
             got.append((await client.videos.generate("hooked")).id)
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(CTRL_C):
         anyio.run(main, backend="asyncio")
     assert got == list(sim.generations)
 
@@ -575,7 +577,7 @@ def test_trio_ctrl_c_in_the_generation_submitted_hook_keeps_the_id(
         async with sim.client(hooks=[ctrl_c_in_hook("GenerationSubmitted")]) as client:
             got.append((await client.videos.generate("hooked")).id)
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(CTRL_C):
         anyio.run(main, backend="trio")
     (generation,) = sim.generations
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]

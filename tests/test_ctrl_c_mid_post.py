@@ -27,6 +27,8 @@ from kolbo_async import AsyncKolbo, TextToVideo
 from kolbo_async._batch_journal import BatchJournal
 from kolbo_async.testing import SimRequest, SimResponse, Simulator, VirtualClock
 
+from .conftest import CTRL_C
+
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 PROMPTS = [f"int {i}" for i in range(3)]
@@ -72,7 +74,7 @@ def interrupted(exc: BaseException) -> bool:
     inner = getattr(exc, "exceptions", None)  # a BaseExceptionGroup (its backport on 3.10)
     if inner is not None:
         return all(interrupted(e) for e in inner)
-    return isinstance(exc, KeyboardInterrupt)
+    return isinstance(exc, CTRL_C)
 
 
 def check_a_rerun_re_attaches_item_1(sim: Simulator, journal: Path, backend: str) -> None:
@@ -123,7 +125,7 @@ def generate_interrupted(sim: Simulator, backend: str, **client: Any) -> None:
         async with kolbo:
             await kolbo.videos.generate("int 1")
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(CTRL_C):
         anyio.run(main, backend=backend)
 
 

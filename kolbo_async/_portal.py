@@ -190,8 +190,9 @@ class Portal:
         call.waiter = waiter = threading.Lock()
         waiter.acquire()
         loop = self._loop
-        loop.call_soon_threadsafe(self._start, call, func, args)
         try:
+            # Inside: a Ctrl-C that lands as soon as the call is handed over abandons it too.
+            loop.call_soon_threadsafe(self._start, call, func, args)
             waiter.acquire()  # a plain lock: on the main thread, SIGINT interrupts it
         except BaseException:
             # Ctrl-C (or any interruption of the wait): cancel the task on the loop too, so

@@ -68,6 +68,13 @@ class RawResponse(Generic[T_co]):
         """What the call returns without ``with_raw_response`` (a handle, a list, ...)."""
         return self._parsed
 
+    def _dropped_by_ctrl_c(self) -> None:
+        # The blocking portal's call for a Ctrl-C that came as this answer was returned: the
+        # handle inside tells of a generation just charged for.
+        dropped = getattr(self._parsed, "_dropped_by_ctrl_c", None)
+        if dropped is not None:
+            dropped()
+
     def __repr__(self) -> str:
         request = self.http_response.request
         return f"<RawResponse [{self.status_code}] {request.method} {request.url.path}>"

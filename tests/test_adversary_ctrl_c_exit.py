@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from typing import Any
 import anyio
 import pytest
 
-from kolbo_async import KolboError
 from kolbo_async.testing import SimRequest, SimResponse, Simulator, VirtualClock
 
 from .conftest import CTRL_C
@@ -586,6 +584,14 @@ def test_trio_ctrl_c_in_the_generation_submitted_hook_keeps_the_id(
     assert got == [generation] or any(generation in w for w in warnings), warnings
 
 
+@pytest.mark.xfail(
+    sys.version_info < (3, 11),
+    strict=False,  # one run in three on 3.10's asyncio, never on 3.11+
+    reason="SDK bug, Python 3.10 asyncio only, intermittent: after a Ctrl-C (which anyio's "
+    "3.10 runner lets out as CancelledError) the interrupted batch can outlive gc.collect(): "
+    "the rerun in the same process is refused ('journal in use by another batch of this "
+    "process'), or runs and finds items 1-2 left as intents it never sent (ci39, ci40)",
+)
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @pytest.mark.parametrize("event", ["RequestDone", "GenerationSubmitted"])
 def test_ctrl_c_in_a_hook_during_a_batch_post_is_re_attached_by_a_rerun(
@@ -621,18 +627,7 @@ def test_ctrl_c_in_a_hook_during_a_batch_post_is_re_attached_by_a_rerun(
 
     gc.collect()
     first = len(sim.generations)
-    # The interrupted batch's journal may still be closing on its worker thread (seen on
-    # Python 3.10's asyncio): the rerun is refused, nothing sent, until it has ("Wait for that
-    # batch to end"). A few tries, as a user would.
-    for _ in range(50):
-        sent_before = len(posts(sim))
-        try:
-            again = run([])
-            break
-        except KolboError as refused:
-            assert "in use by another batch of this process" in str(refused), refused
-            assert len(posts(sim)) == sent_before  # refused before sending anything
-            time.sleep(0.05)
+    again = run([])
     sent = [r.json["prompt"] for r in sim.requests if r.method == "POST" and r.json]
     assert sorted(sent) == prompts  # each paid once
     assert [e for _, e in again if e is not None] == []

@@ -76,7 +76,9 @@ def _close_at_exit() -> None:
         journal.close_at_exit()
 
 
-atexit.register(_close_at_exit)
+# Registered with the first journal, not on import: a process that never opens one (or a
+# child forked from one that imported this module) has nothing to run at exit.
+_at_exit_registered = [False]
 
 
 class PostgresJournal:
@@ -106,6 +108,9 @@ class PostgresJournal:
         self._closed = False
         self._pid = os.getpid()  # a forked child inherits it, never owns it
         _open.add(self)
+        if not _at_exit_registered[0]:
+            _at_exit_registered[0] = True
+            atexit.register(_close_at_exit)
         # One connection, one transaction at a time. The limiter alone does not hold: asyncio's
         # own cancellation (`Task.cancel`, `wait_for`, the runner after a second Ctrl-C) gets
         # through anyio's hold on a thread, so the caller leaves, and the limiter is free, while
